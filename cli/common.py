@@ -1,0 +1,38 @@
+"""Helpers shared by the CLI groups: output in text or --json, and user errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from videopoet.schemas.errors import NotBuiltYet
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
+    """Print ``obj`` as JSON under --json, else ``text`` (or a readable dump of ``obj``)."""
+    if getattr(args, "json", False):
+        json.dump(obj, sys.stdout, indent=2, sort_keys=True, default=str)
+        sys.stdout.write("\n")
+    else:
+        print(text if text is not None else json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def not_built(group: str, issue: int) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        raise NotBuiltYet(f"'videopoet {group}' is not built yet (tracked in issue #{issue})")
+
+    return handler
+
+
+def stub_group(sub: argparse._SubParsersAction, name: str, help_: str, issue: int) -> argparse.ArgumentParser:
+    """A command group that later issues fill: parses anything, exits 2 with 'not built yet'."""
+    p = sub.add_parser(name, help=f"{help_} [not built yet]", description=help_)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=not_built(name, issue))
+    return p

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv (if missing), installs videopoet with its test
+# extra, then runs what you asked for.
+#   bash scripts/dev.sh quickstart [ARGS]   set-up + `videopoet quickstart`
+#   bash scripts/dev.sh test [PYTEST ARGS]  set-up + the full test suite (what CI runs)
+#   bash scripts/dev.sh setup               set-up only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=".venv/.videopoet-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  python -m pip install --quiet --upgrade pip
+  python -m pip install --quiet -e '.[test]'
+  touch "$stamp"
+fi
+cmd="${1:-test}"; shift || true
+case "$cmd" in
+  setup) echo "videopoet installed in .venv (activate with: . .venv/bin/activate)" ;;
+  quickstart) exec videopoet quickstart "$@" ;;
+  test) exec python -m pytest "$@" ;;
+  *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
+esac

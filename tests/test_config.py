@@ -1,0 +1,115 @@
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from videopoet.schemas.config import (
+    ConfigError,
+    apply_overrides,
+    config_fingerprint,
+    dump_yaml,
+    from_dict,
+    load_config,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    layers: int = 2
+    act: Literal["gelu", "relu"] = "gelu"
+
+    def validate(self):
+        if self.layers < 1:
+            raise ValueError("layers must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    lr: float = 1e-3
+    dims: tuple[int, ...] = (1, 2)
+    weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"a": 1.0})
+    model: Inner = Inner()
+    note: str | None = None
+
+
+PRESETS = {"tiny": lambda: Outer(name="tiny", model=Inner(layers=1)), "small": lambda: Outer(name="small")}
+
+
+def test_preset_and_overrides():
+    cfg = load_config(Outer, "tiny", ["model.layers=4", "lr=0.5", "dims=[3,4,5]", "note=hi"], PRESETS)
+    assert cfg.model.layers == 4 and cfg.lr == 0.5 and cfg.dims == (3, 4, 5) and cfg.note == "hi"
+    assert cfg.name == "tiny"
+
+
+def test_int_coerces_to_float_but_not_reverse():
+    assert load_config(Outer, "small", ["lr=1"], PRESETS).lr == 1.0
+    with pytest.raises(ConfigError, match="model.layers: expected an integer"):
+        load_config(Outer, "small", ["model.layers=1.5"], PRESETS)
+
+
+@pytest.mark.parametrize(
+    "override,msg",
+    [
+        ("model.depth=3", "unknown config key model.depth"),
+        ("nope=1", "unknown config key nope"),
+        ("model.act=tanh", "not one of"),
+        ("model.layers=0", "layers must be >= 1"),
+        ("lr", "key=value"),
+        ("dims=[1, x]", r"dims\[1\]: expected an integer"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, msg):
+    with pytest.raises(ConfigError, match=msg):
+        load_config(Outer, "small", [override], PRESETS)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        load_config(Outer, "huge", [], PRESETS)
+
+
+def test_yaml_roundtrip_and_preset_base(tmp_path):
+    cfg = load_config(Outer, "tiny", ["model.act=relu"], PRESETS)
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_yaml(cfg))
+    assert load_config(Outer, str(p), [], PRESETS) == cfg
+    p2 = tmp_path / "d.yaml"
+    p2.write_text("preset: tiny\nmodel:\n  layers: 7\n")
+    cfg2 = load_config(Outer, str(p2), [], PRESETS)
+    assert cfg2.name == "tiny" and cfg2.model.layers == 7 and cfg2.model.act == "gelu"
+    p3 = tmp_path / "e.yaml"
+    p3.write_text("model:\n  bogus: 1\n")
+    with pytest.raises(ConfigError, match="unknown config key model.bogus"):
+        load_config(Outer, str(p3), [], PRESETS)
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(Outer, str(p), [], PRESETS)
+
+
+def test_missing_yaml_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Outer, str(tmp_path / "none.yaml"), [], PRESETS)
+
+
+def test_fingerprint_tracks_content():
+    a = from_dict(Outer, {"name": "a"})
+    assert config_fingerprint(a) == config_fingerprint(from_dict(Outer, {"name": "a"}))
+    assert config_fingerprint(a) != config_fingerprint(apply_overrides(a, ["lr=0.1"]))
+
+
+def test_component_presets_load_and_validate():
+    from videopoet.tokenizers.magvit2.config import PRESETS as MP, MagvitConfig
+    from videopoet.tokenizers.soundstream.config import PRESETS as SP, SoundStreamConfig
+
+    for name in ("tiny", "small", "paper"):
+        load_config(MagvitConfig, name, [], MP)
+        load_config(SoundStreamConfig, name, [], SP)
+    assert load_config(MagvitConfig, "paper", [], MP).codebook_size == 2**18
+    with pytest.raises(ConfigError, match="frames must be 1 \\+ 4k"):
+        load_config(MagvitConfig, "small", ["frames=16"], MP)
+    assert load_config(SoundStreamConfig, "paper", [], SP).frame_rate == 50.0

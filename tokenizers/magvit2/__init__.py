@@ -1,0 +1,1 @@
+"""videopoet.tokenizers.magvit2."""
