@@ -1,9 +1,64 @@
-"""`videopoet tokenizer`: train and evaluate tokenizers."""
+"""`videopoet tokenizer train|eval --kind magvit2|soundstream|text`.
+
+Each kind implements ``videopoet.tokenizers.<kind>.cli`` with ``add_train_args(parser)``,
+``train(args) -> int``, ``add_eval_args(parser)`` and ``eval(args) -> int``. This module only
+dispatches, so the tokenizers stay independent of one another.
+"""
 
 from __future__ import annotations
 
-from videopoet.cli.common import stub_group
+import argparse
+import importlib
+import sys
+
+from videopoet.cli.common import add_json_flag
+from videopoet.schemas.errors import NotBuiltYet
+
+KINDS = ("magvit2", "soundstream", "text")
+
+
+def _kind_module(kind: str):
+    try:
+        return importlib.import_module(f"videopoet.tokenizers.{kind}.cli")
+    except ModuleNotFoundError as e:
+        if e.name == f"videopoet.tokenizers.{kind}.cli":
+            return None
+        raise
+
+
+def _kind_from_argv() -> str | None:
+    argv = sys.argv[1:]
+    for i, tok in enumerate(argv):
+        if tok == "--kind" and i + 1 < len(argv):
+            return argv[i + 1]
+        if tok.startswith("--kind="):
+            return tok.split("=", 1)[1]
+    return None
+
+
+def _dispatch(action: str):
+    def run(args: argparse.Namespace) -> int:
+        mod = _kind_module(args.kind)
+        if mod is None:
+            raise NotBuiltYet(f"'videopoet tokenizer {action} --kind {args.kind}' is not built yet")
+        return getattr(mod, action)(args)
+
+    return run
 
 
 def register(sub) -> None:
-    stub_group(sub, "tokenizer", "train and evaluate tokenizers", 3)
+    p = sub.add_parser("tokenizer", help="train and evaluate tokenizers")
+    tsub = p.add_subparsers(dest="action", metavar="ACTION")
+    tsub.required = True
+    # Kind-specific flags are added for the kind named on the command line (all kinds for --help).
+    named = _kind_from_argv()
+    for action, help_ in (("train", "train a tokenizer"), ("eval", "evaluate a tokenizer")):
+        ap = tsub.add_parser(action, help=help_)
+        ap.add_argument("--kind", required=True, choices=KINDS)
+        add_json_flag(ap)
+        mod = _kind_module(named) if named in KINDS else None
+        if mod is not None:
+            getattr(mod, f"add_{action}_args")(ap)
+        else:
+            ap.add_argument("rest", nargs=argparse.REMAINDER, help="kind-specific options")
+        ap.set_defaults(func=_dispatch(action))
