@@ -9,6 +9,9 @@ from typing import Any
 
 from videopoet.schemas.errors import NotBuiltYet
 
+# The argv being parsed (set by videopoet.cli.main.build_parser).
+ARGV: list[str] = []
+
 
 def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")

@@ -29,7 +29,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"videopoet: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """``argv`` lets groups whose flags depend on an earlier flag (tokenizer --kind) see it."""
+    from videopoet.cli import common
+
+    common.ARGV = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(
         prog="videopoet",
         description="VideoPoet: tokenizers, pre-tokenization pipelines, trainer and generation.",
@@ -52,7 +56,7 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
-
+from videopoet.cli import common
 from videopoet.cli.common import add_json_flag
 from videopoet.schemas.errors import NotBuiltYet
 
@@ -27,7 +26,7 @@ def _kind_module(kind: str):
 
 
 def _kind_from_argv() -> str | None:
-    argv = sys.argv[1:]
+    argv = common.ARGV
     for i, tok in enumerate(argv):
         if tok == "--kind" and i + 1 < len(argv):
             return argv[i + 1]
