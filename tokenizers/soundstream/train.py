@@ -1,0 +1,267 @@
+"""SoundStream training: losses, jit-compiled train step, Orbax checkpoints with resume.
+
+Losses (generator): ``waveform_weight * L1(wave)`` + ``stft_weight * mean over scales of
+(L1 of linear magnitudes + L1 of log magnitudes)`` + ``commitment_weight * ||z - sg(q)||^2`` and,
+with ``use_discriminator``, a hinge adversarial loss from a complex-STFT discriminator plus an L1
+feature-matching loss (both from ``disc_start_step`` on). Codebooks follow EMA k-means with dead-code
+re-seeding (:func:`videopoet.tokenizers.soundstream.model.ema_update`), not gradients.
+
+Run directory layout::
+
+    OUT/config.json            the SoundStreamConfig (JSON)
+    OUT/checkpoints/<step>/    Orbax CheckpointManager: {"state": params, vq, opt states, rng, step}
+    OUT/model.safetensors      weights-only export of the last step (what ``soundstream.load`` prefers)
+    OUT/metrics.jsonl          one JSON line per logged step
+
+Resume: a run directory with checkpoints continues from the latest step (same config required). The
+model/optimizer state restores exactly; the data stream is re-seeded from ``(seed, step)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from videopoet.schemas.config import to_dict
+from videopoet.schemas.errors import VideoPoetError
+from videopoet.tokenizers.soundstream.config import SoundStreamConfig
+from videopoet.tokenizers.soundstream.model import SoundStream, STFTDiscriminator, ema_update, sample_n_active, stft
+from videopoet.tokenizers.soundstream.tokenizer import (
+    CONFIG_FILE,
+    SoundStreamTokenizer,
+    init_variables,
+    read_config,
+)
+
+
+class TrainConfigMismatch(VideoPoetError, ValueError):
+    """Resuming a run directory with a different config."""
+
+
+# ---------------------------------------------------------------------------------------- losses
+def multiscale_stft_loss(x, y, scales) -> jax.Array:
+    """Mean over scales of L1(|X|-|Y|) + L1(log|X| - log|Y|); scales longer than the signal are skipped."""
+    terms = []
+    for n in scales:
+        if n // 2 >= x.shape[-1]:
+            continue
+        sx = jnp.abs(stft(x, n, n // 4))
+        sy = jnp.abs(stft(y, n, n // 4))
+        terms.append(jnp.mean(jnp.abs(sx - sy)) + jnp.mean(jnp.abs(jnp.log(sx + 1e-5) - jnp.log(sy + 1e-5))))
+    return sum(terms) / max(len(terms), 1)
+
+
+def make_optimizer(cfg: SoundStreamConfig, total_steps: int):
+    sched = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(total_steps, cfg.warmup_steps + 1), cfg.learning_rate * 0.1
+    )
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(sched, b1=cfg.b1, b2=cfg.b2))
+
+
+def init_state(cfg: SoundStreamConfig, total_steps: int, seed: int | None = None) -> dict:
+    seed = cfg.seed if seed is None else seed
+    v = init_variables(cfg, seed)
+    opt = make_optimizer(cfg, total_steps)
+    state = {
+        "params": v["params"],
+        "vq": v["vq"],
+        "opt": opt.init(v["params"]),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.PRNGKey(seed + 1),
+    }
+    if cfg.use_discriminator:
+        disc = STFTDiscriminator(cfg.disc_channels)
+        dparams = disc.init(jax.random.PRNGKey(seed + 2), jnp.zeros((1, cfg.segment_samples)))["params"]
+        state["disc_params"] = dparams
+        state["disc_opt"] = make_optimizer(cfg, total_steps).init(dparams)
+    return state
+
+
+def make_train_step(cfg: SoundStreamConfig, total_steps: int):
+    model = SoundStream(cfg)
+    opt = make_optimizer(cfg, total_steps)
+    disc = STFTDiscriminator(cfg.disc_channels) if cfg.use_discriminator else None
+
+    def gen_loss(params, vq, wave, n_active, disc_params, adv_on):
+        recon, aux = model.apply({"params": params, "vq": vq}, wave, n_active)
+        wav_l1 = jnp.mean(jnp.abs(recon - wave))
+        spec = multiscale_stft_loss(wave, recon, cfg.stft_scales)
+        loss = cfg.waveform_weight * wav_l1 + cfg.stft_weight * spec + cfg.commitment_weight * aux["commit"]
+        metrics = {"wave_l1": wav_l1, "stft": spec, "commit": aux["commit"]}
+        if disc is not None:
+            fake_logits, fake_feats = disc.apply({"params": disc_params}, recon)
+            _, real_feats = disc.apply({"params": disc_params}, wave)
+            adv = jnp.mean(jax.nn.relu(1.0 - fake_logits))
+            feat = sum(jnp.mean(jnp.abs(a - jax.lax.stop_gradient(b))) for a, b in zip(fake_feats, real_feats)) / len(fake_feats)
+            loss = loss + adv_on * (cfg.adv_weight * adv + cfg.feat_weight * feat)
+            metrics.update(adv=adv, feat=feat)
+        metrics["loss"] = loss
+        return loss, (recon, aux, metrics)
+
+    def disc_loss(dparams, wave, recon):
+        real, _ = disc.apply({"params": dparams}, wave)
+        fake, _ = disc.apply({"params": dparams}, jax.lax.stop_gradient(recon))
+        return jnp.mean(jax.nn.relu(1.0 - real)) + jnp.mean(jax.nn.relu(1.0 + fake))
+
+    def step_fn(state: dict, wave: jax.Array):
+        rng, r_drop, r_vq = jax.random.split(state["rng"], 3)
+        n_active = sample_n_active(r_drop, wave.shape[0], cfg)
+        adv_on = (state["step"] >= cfg.disc_start_step).astype(jnp.float32)
+        (loss, (recon, aux, metrics)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
+            state["params"], state["vq"], wave, n_active, state.get("disc_params"), adv_on
+        )
+        updates, opt_state = opt.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        vq, reseeded = ema_update(state["vq"], aux, r_vq, cfg)
+        new = dict(state, params=params, vq=vq, opt=opt_state, step=state["step"] + 1, rng=rng)
+        if disc is not None:
+            dl, dgrads = jax.value_and_grad(disc_loss)(state["disc_params"], wave, recon)
+            dup, dopt = opt.update(dgrads, state["disc_opt"], state["disc_params"])
+            new["disc_params"] = optax.apply_updates(state["disc_params"], dup)
+            new["disc_opt"] = dopt
+            metrics["disc"] = dl
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["reseeded"] = jnp.sum(reseeded)
+        for q in range(cfg.num_quantizers):
+            used = jnp.zeros(cfg.codebook_size).at[aux["codes"][:, q].reshape(-1)].max(aux["masks"][q][:, None].repeat(aux["codes"].shape[-1], 1).reshape(-1))
+            metrics[f"used_l{q}"] = jnp.sum(used > 0)
+        return new, metrics
+
+    return jax.jit(step_fn, donate_argnums=(0,))
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+def _manager(run_dir: str, max_to_keep: int = 2):
+    import orbax.checkpoint as ocp
+
+    path = run_dir if "://" in run_dir else os.path.abspath(run_dir)
+    return ocp.CheckpointManager(
+        f"{path}/checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+
+def save_checkpoint(mngr, state: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    mngr.save(int(state["step"]), args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+
+
+def restore_checkpoint(mngr, template: dict, step: int | None = None) -> dict:
+    import orbax.checkpoint as ocp
+
+    step = mngr.latest_step() if step is None else step
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+
+def restore_latest_weights(run_dir: str, cfg: SoundStreamConfig | None = None) -> dict:
+    """{"params", "vq"} of the latest Orbax step in a run directory."""
+    cfg = cfg or read_config(run_dir)
+    mngr = _manager(run_dir)
+    if mngr.latest_step() is None:
+        from videopoet.tokenizers.soundstream.tokenizer import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no step")
+    state = restore_checkpoint(mngr, init_state(cfg, 1))
+    mngr.close()
+    return {"params": state["params"], "vq": state["vq"]}
+
+
+def _write_config(run_dir: str, cfg: SoundStreamConfig) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    fs.makedirs(root, exist_ok=True)
+    path = f"{root}/{CONFIG_FILE}"
+    if fs.exists(path):
+        old = read_config(run_dir)
+        if to_dict(old) != to_dict(cfg):
+            diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
+            raise TrainConfigMismatch(
+                f"{run_dir} was trained with a different config (differs in: {', '.join(diff)}); "
+                "use a new --out or the same config"
+            )
+        return
+    with fs.open(path, "w") as f:
+        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------- loop
+def train(
+    cfg: SoundStreamConfig,
+    waves: Iterable[np.ndarray] | Iterator[np.ndarray] | None,
+    run_dir: str,
+    steps: int,
+    *,
+    batches: Iterator[np.ndarray] | None = None,
+    log_every: int = 50,
+    ckpt_every: int = 500,
+    progress: bool = True,
+    resume: bool = True,
+    log=None,
+) -> dict:
+    """Train to ``steps`` total steps in ``run_dir`` (resuming if it holds checkpoints).
+
+    Give either ``waves`` (mono waveforms, cropped into ``[batch_size, segment_samples]``) or
+    ``batches`` (ready ``[B, segment]`` float32 arrays). Returns the last logged metrics plus
+    ``step``, ``steps_per_s`` and ``resumed_from``.
+    """
+    from tqdm import tqdm
+
+    from videopoet.tokenizers.soundstream.data import crops
+
+    _write_config(run_dir, cfg)
+    mngr = _manager(run_dir)
+    state = init_state(cfg, steps)
+    resumed_from = None
+    if resume and mngr.latest_step() is not None:
+        resumed_from = int(mngr.latest_step())
+        state = restore_checkpoint(mngr, state)
+    start = int(state["step"])
+    if batches is None:
+        if waves is None:
+            raise ValueError("train() needs waves or batches")
+        batches = crops(waves, cfg.batch_size, cfg.segment_samples, seed=cfg.seed * 1_000_003 + start)
+    step_fn = make_train_step(cfg, steps)
+    metrics: dict = {}
+    logged: dict = {}
+    t0 = time.time()
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc=cfg.name, unit="step")
+    try:
+        for step in range(start, steps):
+            wave = jnp.asarray(next(batches), jnp.float32)
+            state, metrics = step_fn(state, wave)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                logged["step"] = done
+                bar.set_postfix(loss=f"{logged['loss']:.3f}", l1=f"{logged['wave_l1']:.4f}")
+                with fs.open(f"{root}/metrics.jsonl", "a") as f:
+                    f.write(json.dumps(logged) + "\n")
+                if log is not None:
+                    log(logged)
+            if done % ckpt_every == 0 or done == steps:
+                save_checkpoint(mngr, state)
+            bar.update(1)
+    finally:
+        bar.close()
+        mngr.wait_until_finished()
+        mngr.close()
+    elapsed = time.time() - t0
+    tok = SoundStreamTokenizer(cfg, {"params": state["params"], "vq": state["vq"]})
+    tok.save(run_dir)
+    out = dict(logged)
+    out.update(step=int(state["step"]), steps_per_s=(int(state["step"]) - start) / max(elapsed, 1e-9),
+               resumed_from=resumed_from, fingerprint=tok.fingerprint)
+    return out
