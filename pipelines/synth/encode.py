@@ -10,6 +10,9 @@ Byte-for-byte reproducibility needs a few precautions:
   (80, 160): its lowres planes read memory it never wrote.
 * The muxer and both encoders get ``+bitexact``, so no library version strings or times go into
   the container.
+
+The AAC track starts aligned with the video (the encoder delay is trimmed by the mp4 edit list);
+decoded, it is up to one AAC frame (1024 samples) longer than the rendered audio (encoder padding).
 """
 
 from __future__ import annotations
