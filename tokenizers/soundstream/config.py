@@ -113,7 +113,9 @@ PRESETS = {
         segment_samples=3200, stft_scales=(256, 128, 64), warmup_steps=5, learning_rate=3e-3,
         disc_channels=4, disc_start_step=0,
     ),
-    "small": lambda: SoundStreamConfig(name="soundstream-small", codebook_size=1024, num_quantizers=4, levels_used=4),
+    "small": lambda: SoundStreamConfig(
+        name="soundstream-small", codebook_size=1024, num_quantizers=4, levels_used=4, channels=16, max_channels=128,
+    ),
     "paper": lambda: SoundStreamConfig(
         name="soundstream-paper", codebook_size=1024, num_quantizers=12, levels_used=4,
         channels=32, max_channels=512, code_dim=128, segment_samples=16000, batch_size=32,

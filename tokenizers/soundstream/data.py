@@ -1,8 +1,12 @@
 """Waveform sources for SoundStream training and evaluation.
 
-* :func:`synthetic_waves` - deterministic synthetic audio in the style of the synthetic corpus
-  (objects "sound": 1-3 harmonic tones with glides, amplitude envelopes, vibrato, soft noise).
-  ``split="train"`` and ``split="heldout"`` draw from disjoint seed streams.
+* :func:`world_waves` - the synthetic corpus's own audio (``videopoet.pipelines.synth``: one tone per
+  object, pitch by colour, timbre by shape, loudness by size, a click per bounce), rendered directly
+  from the scene attributes (no mp4 decode), for its ``train`` or ``heldout`` split.
+* :func:`synthetic_waves` - generic deterministic synthetic audio (1-3 harmonic tones with glides,
+  envelopes, vibrato, soft noise) that widens the training distribution; ``split="train"`` and
+  ``split="heldout"`` draw from disjoint seed streams.
+* ``--data synth`` alternates the two (world clips first); ``synth-world`` / ``synth-tones`` pick one.
 * :func:`file_waves` - a directory, glob or list of wav/flac files (or any fsspec URI), mono-mixed
   and resampled to the config's rate with soxr.
 * :func:`media_waves` - audio tracks of videos (mp4/webm/mkv) or webdataset shards, through
@@ -69,6 +73,37 @@ def synthetic_waves(
         rng = np.random.default_rng([seed, stream, i])
         yield synth_clip(rng, num_samples, sample_rate)
         i += 1
+
+
+def world_waves(split: str = "train", seed: int = 0, sample_rate: int = 16000, count: int | None = None,
+                preset: str = "small") -> Iterator[np.ndarray]:
+    """Audio of the synthetic corpus's video samples (``videopoet.pipelines.synth``)."""
+    try:
+        from videopoet.pipelines.synth import load_synth_config, render_audio, sample_attrs, sample_key
+    except ImportError:
+        raise AudioDataError("videopoet.pipelines.synth is not available; use --data synth-tones") from None
+    cfg = load_synth_config(preset, [f"audio_rate={sample_rate}"])
+    i = 0
+    while count is None or i < count:
+        attrs = sample_attrs(cfg, seed, split, "video", i, sample_key(split, "video", i))
+        yield render_audio(attrs)
+        i += 1
+
+
+def mixed_synth(split: str = "train", seed: int = 0, sample_rate: int = 16000, num_samples: int = 34000):
+    """Alternate world clips and generic tone clips (generic only if the synth world is missing)."""
+    try:
+        world = world_waves(split, seed, sample_rate)
+        first = next(world)
+    except AudioDataError:
+        yield from synthetic_waves(num_samples, sample_rate, split, seed)
+        return
+    tones = synthetic_waves(num_samples, sample_rate, split, seed)
+    yield first
+    yield next(tones)
+    for w, t in zip(world, tones):
+        yield w
+        yield t
 
 
 def read_audio_file(path: str, sample_rate: int = 16000) -> np.ndarray:
@@ -174,10 +209,20 @@ def _as_mono(out) -> np.ndarray:
 
 
 def resolve_source(data: str | None, sample_rate: int, num_samples: int, seed: int, split: str = "train"):
-    """``--data`` -> a (finite or endless) iterator of mono waveforms."""
-    if data is None or data == "synth" or data.startswith("synth:"):
-        sp = data.split(":", 1)[1] if data and ":" in data else split
-        return synthetic_waves(num_samples, sample_rate, split=sp, seed=seed)
+    """``--data`` -> a (finite or endless) iterator of mono waveforms.
+
+    ``synth[:SPLIT]``, ``synth-world[:SPLIT]``, ``synth-tones[:SPLIT]`` (SPLIT train | heldout), else a
+    directory, glob, or fsspec URI of wav/flac files (and of mp4/webm/mkv/webdataset .tar shards when
+    ``videopoet.pipelines.media`` is installed).
+    """
+    if data is None or data.split(":")[0] in ("synth", "synth-world", "synth-tones"):
+        kind, _, sp = (data or "synth").partition(":")
+        sp = sp or split
+        if kind == "synth-world":
+            return world_waves(sp, seed, sample_rate)
+        if kind == "synth-tones":
+            return synthetic_waves(num_samples, sample_rate, split=sp, seed=seed)
+        return mixed_synth(sp, seed, sample_rate, num_samples)
     return file_waves(data, sample_rate)
 
 

@@ -62,10 +62,16 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 
 def fingerprint_of(cfg: SoundStreamConfig, variables: dict) -> str:
-    """sha256 over the canonical config JSON and every weight (sorted names, dtype, shape, bytes)."""
+    """sha256 over the canonical config JSON and the weights that define encode/decode.
+
+    Those are every ``params/...`` array and ``vq/codebook`` (sorted names, dtype, shape, bytes); the
+    EMA training statistics (``vq/cluster_size``, ``vq/embed_sum``) are left out.
+    """
     h = hashlib.sha256()
     h.update(json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":")).encode())
     for name, arr in flatten(variables).items():
+        if name in ("vq/cluster_size", "vq/embed_sum"):
+            continue
         a = np.ascontiguousarray(arr)
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
         h.update(a.tobytes())
@@ -152,7 +158,9 @@ class SoundStreamTokenizer:
         fs.makedirs(root, exist_ok=True)
         with fs.open(f"{root}/{CONFIG_FILE}", "w") as f:
             json.dump(to_dict(self.config), f, indent=2, sort_keys=True)
-        blob = stn.save(flatten(jax.tree_util.tree_map(np.asarray, self.variables)), metadata={"fingerprint": self.fingerprint})
+        # embed_sum (EMA training statistic) is not exported: it is codebook * cluster_size again on load
+        flat = {k: v for k, v in flatten(jax.tree_util.tree_map(np.asarray, self.variables)).items() if k != "vq/embed_sum"}
+        blob = stn.save(flat, metadata={"fingerprint": self.fingerprint})
         with fs.open(f"{root}/{WEIGHTS_FILE}", "wb") as f:
             f.write(blob)
         return directory
@@ -186,6 +194,9 @@ def load_dir(directory: str) -> SoundStreamTokenizer:
         with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
             flat = stn.load(f.read())
         variables = unflatten(flat)
+        vq = variables.get("vq", {})
+        if "embed_sum" not in vq and "codebook" in vq and "cluster_size" in vq:
+            vq["embed_sum"] = vq["codebook"] * vq["cluster_size"][..., None]
     elif fs.exists(f"{root}/checkpoints"):
         from videopoet.tokenizers.soundstream.train import restore_latest_weights
 
