@@ -45,7 +45,7 @@ class SoundStreamConfig:
     kernel_size: int = 7
     # quantizer
     ema_decay: float = 0.99
-    dead_code_fraction: float = 0.03
+    dead_code_fraction: float = 0.1
     quantizer_dropout: float = 0.5
     commitment_weight: float = 0.25
     # training

@@ -168,8 +168,9 @@ def ema_update(vq: dict, aux: dict, rng, cfg: SoundStreamConfig) -> tuple[dict, 
     A level's statistics only see the examples for which that level was active (quantizer dropout).
     A code is *dead* when its EMA count falls below ``dead_code_fraction`` x the uniform share
     (active vectors / codebook_size); it is replaced by a random active vector of the batch and its
-    count reset to twice the threshold, so an unused re-seeded code is re-seeded again after ~ln2/(1-decay)
-    steps. Returns (new vq, number of codes re-seeded per level [Q]).
+    count reset to the threshold, so a re-seeded code that wins no vector in the next batch is re-seeded
+    again (unused codes keep tracking the moving encoder output), while one that wins vectors survives.
+    Returns (new vq, number of codes re-seeded per level [Q]).
     """
     decay, k = cfg.ema_decay, cfg.codebook_size
     cb, cs, es = vq["codebook"], vq["cluster_size"], vq["embed_sum"]
@@ -196,7 +197,7 @@ def ema_update(vq: dict, aux: dict, rng, cfg: SoundStreamConfig) -> tuple[dict, 
         seed = x[pick]
         any_active = jnp.sum(w) > 0
         dead = dead & any_active
-        reset = 2.0 * threshold
+        reset = threshold
         book = jnp.where(dead[:, None], seed, book)
         c = jnp.where(dead, reset, c)
         e = jnp.where(dead[:, None], seed * reset, e)
