@@ -56,6 +56,7 @@ class SoundStreamConfig:
     b1: float = 0.9
     b2: float = 0.99
     warmup_steps: int = 100
+    lr_decay_steps: int = 0  # cosine decay to 10% of learning_rate by this step; 0 = constant after warm-up
     grad_clip: float = 1.0
     waveform_weight: float = 10.0  # L1 on samples
     stft_weight: float = 1.0  # multi-scale log+linear magnitude

@@ -10,6 +10,8 @@ Storage formats a tokenizer loads from (a local directory or an fsspec URI):
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -85,9 +87,7 @@ class SoundStreamTokenizer:
         self.config = config
         self.model = SoundStream(config)
         self.variables = jax.tree_util.tree_map(jnp.asarray, {"params": variables["params"], "vq": variables["vq"]})
-        levels = config.levels_used
-        self._encode = jax.jit(lambda v, w: self.model.apply(v, w, levels, method=SoundStream.encode))
-        self._decode = jax.jit(lambda v, c: self.model.apply(v, c, method=SoundStream.decode))
+        self._encode, self._decode = _compiled(arch_config(config))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -166,10 +166,31 @@ class SoundStreamTokenizer:
         return directory
 
 
+def arch_config(config: SoundStreamConfig) -> SoundStreamConfig:
+    """The config with every field the network does not read reset (a cache key for compiled code)."""
+    keep = {"sample_rate", "strides", "codebook_size", "num_quantizers", "levels_used", "channels",
+            "max_channels", "code_dim", "res_dilations", "kernel_size"}
+    base = SoundStreamConfig()
+    return dataclasses.replace(config, **{f.name: getattr(base, f.name) for f in dataclasses.fields(config) if f.name not in keep})
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(arch: SoundStreamConfig):
+    model = SoundStream(arch)
+    levels = arch.levels_used
+    enc = jax.jit(lambda v, w: model.apply(v, w, levels, method=SoundStream.encode))
+    dec = jax.jit(lambda v, c: model.apply(v, c, method=SoundStream.decode))
+    return enc, dec
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(arch: SoundStreamConfig):
+    model = SoundStream(arch)
+    return jax.jit(lambda key: model.init(key, jnp.zeros((1, arch.hop), jnp.float32)))
+
+
 def init_variables(config: SoundStreamConfig, seed: int = 0) -> dict:
-    model = SoundStream(config)
-    wave = jnp.zeros((1, config.hop), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), wave)
+    variables = _init_fn(arch_config(config))(jax.random.PRNGKey(seed))
     return {"params": variables["params"], "vq": variables["vq"]}
 
 

@@ -19,6 +19,7 @@ model/optimizer state restores exactly; the data stream is re-seeded from ``(see
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -58,17 +59,22 @@ def multiscale_stft_loss(x, y, scales) -> jax.Array:
     return sum(terms) / max(len(terms), 1)
 
 
-def make_optimizer(cfg: SoundStreamConfig, total_steps: int):
-    sched = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(total_steps, cfg.warmup_steps + 1), cfg.learning_rate * 0.1
-    )
+def make_optimizer(cfg: SoundStreamConfig):
+    """Adam with linear warm-up, then cosine decay to 10% over ``lr_decay_steps`` (0: constant)."""
+    warm = max(cfg.warmup_steps, 1)
+    if cfg.lr_decay_steps > warm:
+        sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warm, cfg.lr_decay_steps, cfg.learning_rate * 0.1)
+    else:
+        sched = optax.join_schedules(
+            [optax.linear_schedule(0.0, cfg.learning_rate, warm), optax.constant_schedule(cfg.learning_rate)], [warm]
+        )
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adam(sched, b1=cfg.b1, b2=cfg.b2))
 
 
-def init_state(cfg: SoundStreamConfig, total_steps: int, seed: int | None = None) -> dict:
+def init_state(cfg: SoundStreamConfig, seed: int | None = None) -> dict:
     seed = cfg.seed if seed is None else seed
     v = init_variables(cfg, seed)
-    opt = make_optimizer(cfg, total_steps)
+    opt = make_optimizer(cfg)
     state = {
         "params": v["params"],
         "vq": v["vq"],
@@ -80,13 +86,15 @@ def init_state(cfg: SoundStreamConfig, total_steps: int, seed: int | None = None
         disc = STFTDiscriminator(cfg.disc_channels)
         dparams = disc.init(jax.random.PRNGKey(seed + 2), jnp.zeros((1, cfg.segment_samples)))["params"]
         state["disc_params"] = dparams
-        state["disc_opt"] = make_optimizer(cfg, total_steps).init(dparams)
+        state["disc_opt"] = make_optimizer(cfg).init(dparams)
     return state
 
 
-def make_train_step(cfg: SoundStreamConfig, total_steps: int):
+@functools.lru_cache(maxsize=8)
+def make_train_step(cfg: SoundStreamConfig):
+    """The jit-compiled ``(state, wave [B, segment]) -> (state, metrics)`` (cached per config)."""
     model = SoundStream(cfg)
-    opt = make_optimizer(cfg, total_steps)
+    opt = make_optimizer(cfg)
     disc = STFTDiscriminator(cfg.disc_channels) if cfg.use_discriminator else None
 
     def gen_loss(params, vq, wave, n_active, disc_params, adv_on):
@@ -170,7 +178,7 @@ def restore_latest_weights(run_dir: str, cfg: SoundStreamConfig | None = None) -
         from videopoet.tokenizers.soundstream.tokenizer import CheckpointNotFoundError
 
         raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no step")
-    state = restore_checkpoint(mngr, init_state(cfg, 1))
+    state = restore_checkpoint(mngr, init_state(cfg))
     mngr.close()
     return {"params": state["params"], "vq": state["vq"]}
 
@@ -220,7 +228,7 @@ def train(
 
     _write_config(run_dir, cfg)
     mngr = _manager(run_dir)
-    state = init_state(cfg, steps)
+    state = init_state(cfg)
     resumed_from = None
     if resume and mngr.latest_step() is not None:
         resumed_from = int(mngr.latest_step())
@@ -230,7 +238,7 @@ def train(
         if waves is None:
             raise ValueError("train() needs waves or batches")
         batches = crops(waves, cfg.batch_size, cfg.segment_samples, seed=cfg.seed * 1_000_003 + start)
-    step_fn = make_train_step(cfg, steps)
+    step_fn = make_train_step(cfg)
     metrics: dict = {}
     logged: dict = {}
     t0 = time.time()
