@@ -34,7 +34,7 @@ def train(args: argparse.Namespace) -> int:
     cfg = load_soundstream_config(args.config, args.overrides)
     waves = resolve_source(args.data, cfg.sample_rate, 34000, cfg.seed, "train")
     log = None if args.json else (lambda m: print(f"step {m['step']}: loss {m['loss']:.4f} wave_l1 {m['wave_l1']:.4f} "
-                                                   f"stft {m['stft']:.3f}", file=sys.stderr))
+                                                   f"stft {m['stft']:.3f} si-snr {m['si_snr']:.2f} dB", file=sys.stderr))
     out = run(cfg, waves, args.out, args.steps, log_every=args.log_every, ckpt_every=args.ckpt_every,
               progress=not (args.no_progress or args.json), log=log)
     out["out"] = args.out

@@ -27,6 +27,10 @@ class SoundStreamConfig:
     Codebooks are *not* trained by gradients: they are exponential-moving-average k-means updates
     (decay ``ema_decay``), and a code whose EMA usage falls below ``dead_code_fraction`` times the
     uniform share of a batch is re-seeded from a random vector of the current batch's residuals.
+    ``code_dim`` is small (8) on purpose: with 64-dim codes the nearest-code search suffered from
+    hubness (a few codes near the mean won almost every frame; 1.3% of level-0 codes used on held-out
+    audio after 250 steps), with 8-dim codes ~60% of a 200-frame batch's frames hit distinct codes from
+    the first steps on (the same reason DAC looks codes up in 8 dimensions).
     Quantizer dropout (training only): each example keeps the first ``n ~ U{1..num_quantizers}`` levels
     with probability ``quantizer_dropout``, else all of them.
     """
@@ -40,7 +44,7 @@ class SoundStreamConfig:
     # architecture
     channels: int = 16  # first conv width; doubled at every strided stage
     max_channels: int = 512
-    code_dim: int = 64
+    code_dim: int = 8
     res_dilations: tuple[int, ...] = (1, 3, 9)
     kernel_size: int = 7
     # quantizer
@@ -60,6 +64,7 @@ class SoundStreamConfig:
     grad_clip: float = 1.0
     waveform_weight: float = 10.0  # L1 on samples
     stft_weight: float = 1.0  # multi-scale log+linear magnitude
+    sisnr_weight: float = 0.1  # minus SI-SNR in dB
     stft_scales: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64)
     use_discriminator: bool = False
     adv_weight: float = 0.1
@@ -116,10 +121,11 @@ PRESETS = {
     ),
     "small": lambda: SoundStreamConfig(
         name="soundstream-small", codebook_size=1024, num_quantizers=4, levels_used=4, channels=16, max_channels=128,
+        code_dim=8, batch_size=8,
     ),
     "paper": lambda: SoundStreamConfig(
         name="soundstream-paper", codebook_size=1024, num_quantizers=12, levels_used=4,
-        channels=32, max_channels=512, code_dim=128, segment_samples=16000, batch_size=32,
+        channels=32, max_channels=512, code_dim=8, segment_samples=16000, batch_size=32,
         learning_rate=3e-4, use_discriminator=True, disc_channels=32, disc_start_step=5000,
     ),
 }

@@ -1,7 +1,9 @@
 """SoundStream training: losses, jit-compiled train step, Orbax checkpoints with resume.
 
 Losses (generator): ``waveform_weight * L1(wave)`` + ``stft_weight * mean over scales of
-(L1 of linear magnitudes + L1 of log magnitudes)`` + ``commitment_weight * ||z - sg(q)||^2`` and,
+(L1 of linear magnitudes + L1 of log magnitudes)`` + ``commitment_weight * ||z - sg(q)||^2``
+- ``sisnr_weight * SI-SNR(dB)`` (spectral losses alone leave the phase free, and an L1 on samples
+alone is minimised by near-silence early on; the SI-SNR term rewards phase-aligned output) and,
 with ``use_discriminator``, a hinge adversarial loss from a complex-STFT discriminator plus an L1
 feature-matching loss (both from ``disc_start_step`` on). Codebooks follow EMA k-means with dead-code
 re-seeding (:func:`videopoet.tokenizers.soundstream.model.ema_update`), not gradients.
@@ -59,6 +61,15 @@ def multiscale_stft_loss(x, y, scales) -> jax.Array:
     return sum(terms) / max(len(terms), 1)
 
 
+def si_snr_db(x, y, eps: float = 1e-8) -> jax.Array:
+    """Per-example scale-invariant SNR (dB) of ``y`` against ``x`` ([B, N] each)."""
+    x = x - jnp.mean(x, -1, keepdims=True)
+    y = y - jnp.mean(y, -1, keepdims=True)
+    s = jnp.sum(x * y, -1, keepdims=True) / (jnp.sum(x * x, -1, keepdims=True) + eps) * x
+    e = y - s
+    return 10.0 * jnp.log10((jnp.sum(s * s, -1) + eps) / (jnp.sum(e * e, -1) + eps))
+
+
 def make_optimizer(cfg: SoundStreamConfig):
     """Adam with linear warm-up, then cosine decay to 10% over ``lr_decay_steps`` (0: constant)."""
     warm = max(cfg.warmup_steps, 1)
@@ -101,8 +112,11 @@ def make_train_step(cfg: SoundStreamConfig):
         recon, aux = model.apply({"params": params, "vq": vq}, wave, n_active)
         wav_l1 = jnp.mean(jnp.abs(recon - wave))
         spec = multiscale_stft_loss(wave, recon, cfg.stft_scales)
-        loss = cfg.waveform_weight * wav_l1 + cfg.stft_weight * spec + cfg.commitment_weight * aux["commit"]
-        metrics = {"wave_l1": wav_l1, "stft": spec, "commit": aux["commit"]}
+        loud = (jnp.mean(wave * wave, -1) > 1e-6).astype(jnp.float32)
+        snr = jnp.sum(si_snr_db(wave, recon) * loud) / jnp.maximum(jnp.sum(loud), 1.0)
+        loss = (cfg.waveform_weight * wav_l1 + cfg.stft_weight * spec + cfg.commitment_weight * aux["commit"]
+                - cfg.sisnr_weight * snr)
+        metrics = {"wave_l1": wav_l1, "stft": spec, "commit": aux["commit"], "si_snr": snr}
         if disc is not None:
             fake_logits, fake_feats = disc.apply({"params": disc_params}, recon)
             _, real_feats = disc.apply({"params": disc_params}, wave)
@@ -254,7 +268,7 @@ def train(
             if done % log_every == 0 or done == steps:
                 logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 logged["step"] = done
-                bar.set_postfix(loss=f"{logged['loss']:.3f}", l1=f"{logged['wave_l1']:.4f}")
+                bar.set_postfix(loss=f"{logged['loss']:.3f}", sisnr=f"{logged['si_snr']:.2f}")
                 with fs.open(f"{root}/metrics.jsonl", "a") as f:
                     f.write(json.dumps(logged) + "\n")
                 if log is not None:
