@@ -239,6 +239,11 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert len(open(os.path.join(run, "metrics.jsonl")).read().splitlines()) == 3
     with pytest.raises(TrainConfigMismatch, match="seed"):
         train(load_soundstream_config("tiny", ["seed=3"]), waves, run, 4, progress=False)
+    # fine-tuning: a new run starting from this run's weights (fresh optimizer, step 0)
+    ft = train(cfg, waves, str(tmp_path / "ft"), 1, progress=False, init_from=run)
+    assert ft["step"] == 1 and ft["resumed_from"] is None
+    with pytest.raises(TrainConfigMismatch, match="architecture"):
+        train(load_soundstream_config("tiny", ["code_dim=4"]), waves, str(tmp_path / "ft2"), 1, init_from=run)
 
 
 def test_export_round_trip(tiny, tmp_path):

@@ -23,6 +23,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=500)
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
+    p.add_argument("--init-from", default=None, help="start a new run from this run/export directory's weights (fine-tune)")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. batch_size=8)")
 
 
@@ -36,7 +37,8 @@ def train(args: argparse.Namespace) -> int:
     log = None if args.json else (lambda m: print(f"step {m['step']}: loss {m['loss']:.4f} wave_l1 {m['wave_l1']:.4f} "
                                                    f"stft {m['stft']:.3f} si-snr {m['si_snr']:.2f} dB", file=sys.stderr))
     out = run(cfg, waves, args.out, args.steps, log_every=args.log_every, ckpt_every=args.ckpt_every,
-              progress=not (args.no_progress or args.json), log=log)
+              progress=not (args.no_progress or args.json), log=log,
+              init_from=args.init_from)
     out["out"] = args.out
     emit(args, out, f"trained {cfg.name} to step {out['step']} in {args.out} (fingerprint {out['fingerprint'][:16]})")
     return 0

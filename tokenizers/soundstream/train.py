@@ -228,13 +228,16 @@ def train(
     ckpt_every: int = 500,
     progress: bool = True,
     resume: bool = True,
+    init_from: str | None = None,
     log=None,
 ) -> dict:
     """Train to ``steps`` total steps in ``run_dir`` (resuming if it holds checkpoints).
 
     Give either ``waves`` (mono waveforms, cropped into ``[batch_size, segment_samples]``) or
-    ``batches`` (ready ``[B, segment]`` float32 arrays). Returns the last logged metrics plus
-    ``step``, ``steps_per_s`` and ``resumed_from``.
+    ``batches`` (ready ``[B, segment]`` float32 arrays). ``init_from`` (a run or export directory)
+    starts a *new* run from those weights and codebooks (fine-tuning: fresh optimizer, step 0; the
+    architecture must match). Returns the last logged metrics plus ``step``, ``steps_per_s`` and
+    ``resumed_from``.
     """
     from tqdm import tqdm
 
@@ -247,6 +250,14 @@ def train(
     if resume and mngr.latest_step() is not None:
         resumed_from = int(mngr.latest_step())
         state = restore_checkpoint(mngr, state)
+    elif init_from:
+        from videopoet.tokenizers.soundstream.tokenizer import arch_config, load_dir
+
+        src = load_dir(init_from)
+        if arch_config(src.config) != arch_config(cfg):
+            raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config")
+        state["params"] = jax.tree_util.tree_map(jnp.asarray, src.variables["params"])
+        state["vq"] = jax.tree_util.tree_map(jnp.asarray, src.variables["vq"])
     start = int(state["step"])
     if batches is None:
         if waves is None:
