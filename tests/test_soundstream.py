@@ -310,3 +310,8 @@ def test_cli_train_and_eval(tmp_path, capsys):
                  "--clips", "2", "--json"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["clips"] == 2 and m["fingerprint"] == res["fingerprint"]
+
+
+def test_export_to_fsspec_memory(tiny):
+    tiny.save("memory://videopoet-test/ss-tiny")
+    assert soundstream.load("memory://videopoet-test/ss-tiny").fingerprint == tiny.fingerprint

@@ -315,3 +315,10 @@ def test_shipped_spiece_matches_recipe():
     with open(SPM, "rb") as f:
         shipped = f.read()
     assert train_sentencepiece(synth_captions(4000), 512) == shipped
+
+
+def test_load_from_fsspec_memory():
+    enc = text.load("tiny")
+    enc.save("memory://videopoet-test/t5tiny")
+    back = text.load("memory://videopoet-test/t5tiny")
+    assert back.fingerprint == enc.fingerprint
