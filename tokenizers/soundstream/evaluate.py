@@ -100,6 +100,7 @@ def evaluate(
         "frames_per_clip": int(codes.shape[-1]),
         "levels": int(codes.shape[1]),
         "si_snr_db": float(np.mean(snr)) if snr else float("nan"),
+        "si_snr_db_median": float(np.median(snr)) if snr else float("nan"),
         "mel_distance": float(np.mean(mel)),
         "usage_per_level": usage,
         "perplexity_per_level": perplexity,

@@ -250,10 +250,13 @@ def load(source: str | SoundStreamConfig = "small", overrides=()) -> SoundStream
 
 
 DEFAULT_COMMAND = (
-    "nice -n 10 videopoet tokenizer train --kind soundstream --config small --data synth "
-    "--steps 3000 --out runs/soundstream-small && "
-    "cp runs/soundstream-small/config.json runs/soundstream-small/model.safetensors "
-    "tokenizers/soundstream/assets/small/"
+    "nice -n 10 videopoet tokenizer train --kind soundstream --config small --data synth --steps 1000 "
+    "--out runs/ss-small-a && "
+    "nice -n 10 videopoet tokenizer train --kind soundstream --config small --data synth --steps 900 "
+    "--init-from runs/ss-small-a --out runs/ss-small learning_rate=0.0003 lr_decay_steps=900 warmup_steps=20 "
+    "sisnr_weight=0.3 && "
+    "mkdir -p tokenizers/soundstream/assets/small && "
+    "cp runs/ss-small/config.json runs/ss-small/model.safetensors tokenizers/soundstream/assets/small/"
 )
 
 
