@@ -1,0 +1,244 @@
+"""MAGVIT-v2 networks in Flax Linen: causal 3D CNN encoder, LFQ bottleneck, adaptive-GN decoder.
+
+Why Linen: the parameters are one plain pytree, which is what the EMA copy, Orbax checkpoints, the
+safetensors export, the fingerprint (sha256 over params bytes), image->video inflation (a pytree
+map over kernels) and ``jax.jit`` caching all want; the sibling SoundStream tokenizer uses Linen too.
+
+Layout: activations are ``[B, T, H, W, C]``. Every convolution is **causal in time**: the input is
+padded with ``kt - 1`` copies of the first frame on the past side only, so output frame ``t`` sees
+input frames ``<= t`` and the first frame is encoded alone (an image is a 1-frame video).
+
+* Downsampling: strided causal convs (stride 2 in space, and in time where the level says so;
+  time ``1 + 2k -> 1 + k``).
+* Upsampling: depth-to-space (a conv to ``C * st * 2 * 2`` channels, rearranged), dropping the
+  first frame after a temporal depth-to-space (``1 + k -> 2 + 2k -> 1 + 2k``).
+* Decoder GroupNorms are adaptive: scale and shift come from a 1x1 conv of the quantized latent,
+  resized to the activation's grid (nearest in space, causal frame mapping in time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from videopoet.tokenizers.magvit2 import lfq
+from videopoet.tokenizers.magvit2.config import MagvitConfig
+
+
+def _groups(channels: int, groups: int) -> int:
+    return math.gcd(channels, groups)
+
+
+def temporal_down_levels(cfg: MagvitConfig) -> tuple[int, ...]:
+    """Indices of the encoder downsamplers that also halve time (the last ``log2(td)`` ones)."""
+    n = cfg.num_levels - 1
+    return tuple(range(n - cfg.temporal_levels, n))
+
+
+class CausalConv3d(nn.Module):
+    features: int
+    kernel: tuple[int, int, int] = (3, 3, 3)
+    strides: tuple[int, int, int] = (1, 1, 1)
+    kernel_init: object = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x):
+        kt, kh, kw = self.kernel
+        if kt > 1:
+            x = jnp.concatenate([jnp.repeat(x[:, :1], kt - 1, axis=1), x], axis=1)
+        pad = [(0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)]
+        return nn.Conv(self.features, self.kernel, strides=self.strides, padding=pad, kernel_init=self.kernel_init,
+                       name="conv")(x)
+
+
+def resize_cond(c, t: int, h: int, w: int):
+    """Latent ``[B, T', H', W', D]`` -> ``[B, t, h, w, D]``: nearest in space, causal map in time."""
+    _, tl, hl, wl, _ = c.shape
+    if (hl, wl) != (h, w):
+        c = jnp.repeat(jnp.repeat(c, h // hl, axis=2), w // wl, axis=3)
+    if tl != t:
+        if tl == 1:
+            idx = np.zeros(t, np.int32)
+        else:
+            m = (t - 1) // (tl - 1)
+            idx = np.array([0] + [1 + (i - 1) // m for i in range(1, t)], np.int32)
+        c = jnp.take(c, jnp.asarray(idx), axis=1)
+    return c
+
+
+class AdaptiveGroupNorm(nn.Module):
+    groups: int
+    adaptive: bool = True
+
+    @nn.compact
+    def __call__(self, x, cond):
+        c = x.shape[-1]
+        if not self.adaptive:
+            return nn.GroupNorm(num_groups=_groups(c, self.groups), name="norm")(x)
+        y = nn.GroupNorm(num_groups=_groups(c, self.groups), use_scale=False, use_bias=False, name="norm")(x)
+        cc = resize_cond(cond, *x.shape[1:4])
+        gamma = nn.Conv(c, (1, 1, 1), kernel_init=nn.initializers.zeros, name="scale")(cc)
+        beta = nn.Conv(c, (1, 1, 1), kernel_init=nn.initializers.zeros, name="shift")(cc)
+        return y * (1.0 + gamma) + beta
+
+
+class ResBlock(nn.Module):
+    features: int
+    tk: int
+    groups: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.swish(nn.GroupNorm(num_groups=_groups(x.shape[-1], self.groups), name="norm1")(x))
+        h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv1")(h)
+        h = nn.swish(nn.GroupNorm(num_groups=_groups(self.features, self.groups), name="norm2")(h))
+        h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv2")(h)
+        if x.shape[-1] != self.features:
+            x = CausalConv3d(self.features, (1, 1, 1), name="skip")(x)
+        return x + h
+
+
+class DecResBlock(nn.Module):
+    features: int
+    tk: int
+    groups: int
+    adaptive: bool
+
+    @nn.compact
+    def __call__(self, x, cond):
+        h = nn.swish(AdaptiveGroupNorm(self.groups, self.adaptive, name="norm1")(x, cond))
+        h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv1")(h)
+        h = nn.swish(AdaptiveGroupNorm(self.groups, self.adaptive, name="norm2")(h, cond))
+        h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv2")(h)
+        if x.shape[-1] != self.features:
+            x = CausalConv3d(self.features, (1, 1, 1), name="skip")(x)
+        return x + h
+
+
+class DepthToSpaceUp(nn.Module):
+    """conv to ``C * st * 2 * 2`` then rearrange; after a temporal step the first frame is dropped."""
+
+    features: int
+    tk: int
+    temporal: bool
+
+    @nn.compact
+    def __call__(self, x):
+        st = 2 if self.temporal else 1
+        y = CausalConv3d(self.features * st * 4, (self.tk, 3, 3), name="conv")(x)
+        b, t, h, w, _ = y.shape
+        y = y.reshape(b, t, h, w, st, 2, 2, self.features)
+        y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, t * st, h * 2, w * 2, self.features)
+        return y[:, 1:] if self.temporal else y
+
+
+class Encoder(nn.Module):
+    cfg: MagvitConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        tk, g = cfg.temporal_kernel, cfg.norm_groups
+        tdown = temporal_down_levels(cfg)
+        x = CausalConv3d(cfg.channels * cfg.channel_mults[0], (tk, 3, 3), name="conv_in")(x)
+        for i, m in enumerate(cfg.channel_mults):
+            for j in range(cfg.num_res_blocks):
+                x = ResBlock(cfg.channels * m, tk, g, name=f"down{i}_res{j}")(x)
+            if i < cfg.num_levels - 1:
+                st = 2 if i in tdown else 1
+                x = CausalConv3d(cfg.channels * cfg.channel_mults[i + 1], (tk, 3, 3), (st, 2, 2), name=f"down{i}")(x)
+        for j in range(cfg.num_res_blocks):
+            x = ResBlock(x.shape[-1], tk, g, name=f"mid_res{j}")(x)
+        x = nn.swish(nn.GroupNorm(num_groups=_groups(x.shape[-1], g), name="norm_out")(x))
+        return CausalConv3d(cfg.lfq_bits, (1, 1, 1), name="conv_out")(x)
+
+
+class Decoder(nn.Module):
+    cfg: MagvitConfig
+
+    @nn.compact
+    def __call__(self, zq):
+        cfg = self.cfg
+        tk, g, ada = cfg.temporal_kernel, cfg.norm_groups, cfg.adaptive_norm
+        tdown = temporal_down_levels(cfg)
+        x = CausalConv3d(cfg.channels * cfg.channel_mults[-1], (tk, 3, 3), name="conv_in")(zq)
+        for j in range(cfg.num_res_blocks):
+            x = DecResBlock(x.shape[-1], tk, g, ada, name=f"mid_res{j}")(x, zq)
+        for i in reversed(range(cfg.num_levels)):
+            for j in range(cfg.num_res_blocks):
+                x = DecResBlock(cfg.channels * cfg.channel_mults[i], tk, g, ada, name=f"up{i}_res{j}")(x, zq)
+            if i > 0:
+                x = DepthToSpaceUp(cfg.channels * cfg.channel_mults[i - 1], tk, (i - 1) in tdown, name=f"up{i}")(x)
+        x = nn.swish(AdaptiveGroupNorm(g, ada, name="norm_out")(x, zq))
+        return CausalConv3d(3, (tk, 3, 3), name="conv_out")(x)
+
+
+class MagvitVQ(nn.Module):
+    """The autoencoder. Pixels are float in [-1, 1], ``[B, T, H, W, 3]``."""
+
+    cfg: MagvitConfig
+
+    def setup(self):
+        self.encoder = Encoder(self.cfg, name="encoder")
+        self.decoder = Decoder(self.cfg, name="decoder")
+
+    def encode_latent(self, x):
+        return self.encoder(x)
+
+    def encode(self, x):
+        """-> int32 codes [B, T', H', W']."""
+        return lfq.bits_to_codes(self.encoder(x) > 0)
+
+    def decode_latent(self, zq):
+        return self.decoder(zq)
+
+    def decode(self, codes):
+        zq = lfq.codes_to_latent(codes, self.cfg.lfq_bits, self.cfg.lfq_scale)
+        return self.decoder(zq)
+
+    def __call__(self, x):
+        """-> (reconstruction, pre-quantization latent z, codes)."""
+        z = self.encoder(x)
+        zq, codes = lfq.quantize(z, self.cfg.lfq_scale)
+        return self.decoder(zq), z, codes
+
+
+class Discriminator(nn.Module):
+    """A small 3D conv discriminator (StyleGAN-ish: strided convs, leaky ReLU) -> patch logits."""
+
+    channels: int = 32
+    levels: int = 3
+
+    @nn.compact
+    def __call__(self, x):
+        tk = 3 if x.shape[1] > 1 else 1
+        h = nn.leaky_relu(CausalConv3d(self.channels, (tk, 3, 3), name="conv_in")(x), 0.2)
+        for i in range(self.levels):
+            ch = self.channels * min(2 ** (i + 1), 8)
+            h = nn.leaky_relu(CausalConv3d(ch, (tk, 3, 3), name=f"conv{i}a")(h), 0.2)
+            st = 2 if h.shape[1] > 1 else 1
+            h = nn.leaky_relu(CausalConv3d(ch, (tk, 3, 3), (st, 2, 2), name=f"conv{i}b")(h), 0.2)
+        return CausalConv3d(1, (1, 3, 3), name="conv_out")(h)[..., 0]
+
+
+def inflate_params(image_params, video_params):
+    """Image-trained params (``temporal_kernel=1``) -> video params with causal temporal kernels.
+
+    Each conv kernel of temporal size 1 whose video counterpart is longer is placed at the **last**
+    tap (the current frame, since the padding is on the past side) with zeros elsewhere, so the
+    inflated model starts out as a per-frame image model. Everything else is copied unchanged.
+    """
+
+    def fill(img, vid):
+        img = jnp.asarray(img)
+        if img.shape == vid.shape:
+            return img
+        if img.ndim == 5 and img.shape[0] == 1 and img.shape[1:] == vid.shape[1:]:
+            return jnp.zeros(vid.shape, img.dtype).at[-1].set(img[0])
+        raise ValueError(f"cannot inflate a parameter of shape {img.shape} to {vid.shape}")
+
+    return jax.tree_util.tree_map(fill, image_params, video_params)
