@@ -1,0 +1,80 @@
+"""``videopoet tokenizer train|eval --kind magvit2`` (dispatched from ``videopoet.cli.tokenizer``).
+
+    videopoet tokenizer train --kind magvit2 --config small --data synth --out runs/mv [key=value ...]
+    videopoet tokenizer eval  --kind magvit2 --ckpt runs/mv|default|PRESET --data synth:heldout [--json]
+
+``--data``: ``synth[:train|heldout]`` (the synthetic world rendered at the config's size, 8 fps) or a
+glob / directory / fsspec URI of webdataset shards (.tar with mp4/webm/mkv/jpg/png members) or media.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from videopoet.cli.common import emit
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="small", help="preset (tiny|small|paper) or YAML (default: small)")
+    p.add_argument("--data", default="synth", help="synth[:SPLIT] | shards glob/dir/URI (default synth)")
+    p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
+    p.add_argument("--steps", type=int, default=None, help="video steps (overrides the config's 'steps')")
+    p.add_argument("--image-steps", type=int, default=None, help="image-first steps (overrides 'image_steps')")
+    p.add_argument("--pool", type=int, default=256, help="clips held in memory and sampled into batches")
+    p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
+    p.add_argument("--perceptual-weights", default=None, help="perceptual-loss network weights (not supported yet)")
+    p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. batch_size=8 gan_weight=0.1)")
+
+
+def train(args: argparse.Namespace) -> int:
+    from videopoet.tokenizers.magvit2.config import load_magvit_config
+    from videopoet.tokenizers.magvit2.data import resolve_source
+    from videopoet.tokenizers.magvit2.train import UnsupportedLoss, train_run
+
+    if args.perceptual_weights:
+        raise UnsupportedLoss("--perceptual-weights: the perceptual loss is not supported yet")
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"steps={args.steps}")
+    if args.image_steps is not None:
+        overrides.append(f"image_steps={args.image_steps}")
+    cfg = load_magvit_config(args.config, overrides)
+    source = resolve_source(args.data, cfg.frames, cfg.height, cfg.width, seed=cfg.seed, split="train")
+    log = None if args.json else (lambda line: print(line, file=sys.stderr))
+    out = train_run(cfg, args.out, source, pool_size=args.pool, progress=not (args.no_progress or args.json),
+                    max_seconds=None if args.max_minutes is None else args.max_minutes * 60, log=log)
+    emit(args, out, f"trained {cfg.name} to step {out['step']}/{out['total_steps']} in {args.out} "
+                    f"(fingerprint {out['fingerprint'][:16]}, final {out['final']})")
+    return 0
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", default="default", help="run/export dir or URI, 'default' (shipped), or a preset")
+    p.add_argument("--data", default="synth:heldout", help="as for train (default synth:heldout)")
+    p.add_argument("--clips", type=int, default=32, help="number of clips to evaluate")
+    p.add_argument("--frames", type=int, default=None, help="frames per clip (default: the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write recon_grid.png, recon.mp4 and metrics.json here")
+    p.add_argument("--no-h264", action="store_true", help="skip the H.264 rate-distortion comparison")
+
+
+def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
+    from videopoet.tokenizers import magvit2
+    from videopoet.tokenizers.magvit2.data import resolve_source, take
+    from videopoet.tokenizers.magvit2.evaluate import evaluate
+
+    tok = magvit2.default() if args.ckpt == "default" else magvit2.load(args.ckpt)
+    cfg = tok.config
+    frames = args.frames or cfg.frames
+    clips = take(resolve_source(args.data, frames, cfg.height, cfg.width, seed=args.seed, split="heldout"), args.clips)
+    m = evaluate(tok, clips, out_dir=args.out, h264=not args.no_h264)
+    text = (f"{cfg.name} on {m['clips']} clips {m['shape']} -> {m['latent_shape']}: PSNR {m['psnr']:.2f} dB, "
+            f"SSIM {m['ssim']:.3f}, codebook usage {m['codebook_usage']:.3f} (perplexity {m['codebook_perplexity']:.1f}), "
+            f"{m['bpp']:.4f} bpp")
+    if "h264" in m:
+        h = m["h264"]
+        text += f"; H.264 at {h['bpp']:.4f} bpp (CRF~{h['crf']:.0f}): PSNR {h['psnr']:.2f} dB"
+    emit(args, m, text)
+    return 0

@@ -1,0 +1,379 @@
+"""MAGVIT-v2 training: losses, jit-compiled train steps, image-first then inflation, Orbax checkpoints.
+
+Generator loss: ``l1 * |x - x'| + l2 * (x - x')^2 + w_ent(step) * (H_sample - gamma * H_codebook)
++ commitment * ||z - sg(q)||^2`` and, with ``gan_weight > 0`` (from ``gan_start_step``), a
+non-saturating adversarial term from a small 3D discriminator trained with LeCam regularization
+(``||D(x) - ema(D(fake))||^2 + ||D(fake) - ema(D(real))||^2``). The entropy weight anneals linearly
+from ``entropy_weight_start`` to ``entropy_weight`` over ``entropy_anneal_steps``. A perceptual
+loss needs user-supplied network weights and is not supported yet (``perceptual_weight > 0`` is
+refused with a clear error). Optimizer: Adam b=(adam_b1, adam_b2) (paper (0, 0.99)), linear
+warm-up, global-norm clipping; an EMA copy of the weights (``ema_decay``) is what gets exported.
+
+Image-first: the first ``image_steps`` train an image model (``temporal_kernel=1``: every kernel
+1xkxk) on single frames; then :func:`~.model.inflate_params` puts each 2D kernel on the last
+(current-frame) tap of the causal 3D kernel, zeros elsewhere, and video training continues for
+``steps`` steps (fresh optimizer moments).
+
+Run directory layout::
+
+    OUT/config.yaml            the MagvitConfig (YAML, loadable with load_magvit_config)
+    OUT/checkpoints/<step>/    Orbax CheckpointManager: params, ema, opt state, disc, lecam, step
+    OUT/model.safetensors      EMA weights of the last step (what ``magvit2.load(OUT)`` prefers)
+    OUT/metrics.jsonl          one JSON line per logged step
+    OUT/loss_curve.png         the loss curves
+
+Resume: a run directory with checkpoints continues from the latest step (same config required);
+batches are a pure function of ``(seed, step)``, so the resumed run sees the same data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from videopoet.schemas.config import dump_yaml, to_dict
+from videopoet.schemas.errors import VideoPoetError
+from videopoet.tokenizers.magvit2 import lfq
+from videopoet.tokenizers.magvit2.config import MagvitConfig, load_magvit_config
+from videopoet.tokenizers.magvit2.data import ClipPool, resolve_source, take
+from videopoet.tokenizers.magvit2.model import Discriminator, MagvitVQ, inflate_params
+from videopoet.tokenizers.magvit2.tokenizer import (
+    CONFIG_FILE,
+    MagvitTokenizer,
+    arch_config,
+    init_params,
+    seeded_init,
+)
+
+
+class TrainConfigMismatch(VideoPoetError, ValueError):
+    """Resuming a run directory with a different config."""
+
+
+class UnsupportedLoss(VideoPoetError, ValueError):
+    """A loss that needs something this build does not have."""
+
+
+def image_config(cfg: MagvitConfig) -> MagvitConfig:
+    """The image ("2D") model of the image-first stage: 1-frame inputs, temporal kernels of size 1."""
+    return dataclasses.replace(cfg, temporal_kernel=1, frames=1)
+
+
+def entropy_weight_at(cfg: MagvitConfig, step) -> jax.Array:
+    if cfg.entropy_anneal_steps <= 0:
+        return jnp.asarray(cfg.entropy_weight, jnp.float32)
+    frac = jnp.clip(jnp.asarray(step, jnp.float32) / cfg.entropy_anneal_steps, 0.0, 1.0)
+    return cfg.entropy_weight_start + (cfg.entropy_weight - cfg.entropy_weight_start) * frac
+
+
+def make_optimizer(cfg: MagvitConfig, lr: float) -> optax.GradientTransformation:
+    warm = max(cfg.warmup_steps, 1)
+    sched = optax.join_schedules([optax.linear_schedule(lr / warm, lr, warm), optax.constant_schedule(lr)], [warm])
+    adam = (optax.adamw(sched, b1=cfg.adam_b1, b2=cfg.adam_b2, weight_decay=cfg.weight_decay)
+            if cfg.weight_decay > 0 else optax.adam(sched, b1=cfg.adam_b1, b2=cfg.adam_b2))
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
+
+
+def disc_params_init(cfg: MagvitConfig, frames: int, seed: int):
+    d = Discriminator(cfg.disc_channels)
+    spec = jax.eval_shape(lambda k: d.init(k, jnp.zeros((1, frames, cfg.height, cfg.width, 3))), jax.random.PRNGKey(0))
+    return seeded_init(spec["params"], seed + 1)
+
+
+def init_state(cfg: MagvitConfig, phase_cfg: MagvitConfig, frames: int, step: int = 0, params=None, disc=None) -> dict:
+    params = init_params(phase_cfg, cfg.seed) if params is None else params
+    state = {
+        "step": jnp.asarray(step, jnp.int32),
+        "params": params,
+        "ema": jax.tree_util.tree_map(jnp.array, params),
+        "opt": make_optimizer(cfg, cfg.learning_rate).init(params),
+    }
+    if cfg.gan_weight > 0:
+        dparams = disc_params_init(cfg, frames, cfg.seed) if disc is None else disc
+        state["disc"] = dparams
+        state["disc_opt"] = make_optimizer(cfg, cfg.disc_learning_rate).init(dparams)
+        state["lecam"] = jnp.zeros((2,), jnp.float32)  # ema of D(real), ema of D(fake)
+    return state
+
+
+# ---------------------------------------------------------------------------------- train step
+@functools.lru_cache(maxsize=8)
+def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig):
+    """A jitted ``(state, batch_uint8) -> (state, metrics)`` for this config and phase."""
+    if cfg.perceptual_weight > 0:
+        raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet "
+                              "(set perceptual_weight=0)")
+    model = MagvitVQ(arch_config(phase_cfg))
+    disc = Discriminator(cfg.disc_channels)
+    opt = make_optimizer(cfg, cfg.learning_rate)
+    dopt = make_optimizer(cfg, cfg.disc_learning_rate)
+    use_gan = cfg.gan_weight > 0
+
+    def gen_loss(params, dparams, x, step):
+        recon, z, codes = model.apply({"params": params}, x)
+        l1 = jnp.mean(jnp.abs(recon - x))
+        l2 = jnp.mean(jnp.square(recon - x))
+        ent, aux = lfq.entropy_loss(z, cfg.lfq_scale, cfg.entropy_temperature, cfg.codebook_entropy_weight,
+                                    cfg.exact_entropy_max_bits)
+        commit = lfq.commitment_loss(z, cfg.lfq_scale)
+        total = cfg.l1_weight * l1 + cfg.l2_weight * l2 + entropy_weight_at(cfg, step) * ent \
+            + cfg.commitment_weight * commit
+        metrics = {"l1": l1, "l2": l2, "entropy": ent, "commit": commit, **aux}
+        if use_gan:
+            on = (step >= cfg.gan_start_step).astype(jnp.float32)
+            g_adv = jnp.mean(jax.nn.softplus(-disc.apply({"params": dparams}, recon)))
+            total = total + on * cfg.gan_weight * g_adv
+            metrics["g_adv"] = g_adv
+        mse = jnp.mean(jnp.square((recon - x) * 0.5), axis=(1, 2, 3, 4))  # on [0, 1] pixels
+        metrics["psnr"] = jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, 1e-10)))
+        metrics["loss"] = total
+        return total, (metrics, recon, codes)
+
+    def disc_loss(dparams, real, fake, lecam):
+        lr_, lf_ = disc.apply({"params": dparams}, real), disc.apply({"params": dparams}, fake)
+        adv = jnp.mean(jax.nn.softplus(-lr_)) + jnp.mean(jax.nn.softplus(lf_))
+        reg = jnp.mean(jnp.square(lr_ - lecam[1])) + jnp.mean(jnp.square(lf_ - lecam[0]))
+        return adv + cfg.lecam_weight * reg, (jnp.mean(lr_), jnp.mean(lf_), adv)
+
+    def step_fn(state, batch):
+        x = batch.astype(jnp.float32) / 127.5 - 1.0
+        step = state["step"]
+        (_, (metrics, recon, codes)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
+            state["params"], state.get("disc"), x, step)
+        updates, opt_state = opt.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        ema = jax.tree_util.tree_map(lambda e, p: cfg.ema_decay * e + (1 - cfg.ema_decay) * p, state["ema"], params)
+        new = dict(state, step=step + 1, params=params, ema=ema, opt=opt_state)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        # batch codebook usage (fraction of codes seen in this batch)
+        counts = jnp.zeros((cfg.codebook_size,), jnp.int32).at[codes.ravel()].add(1)
+        metrics["batch_usage"] = jnp.mean((counts > 0).astype(jnp.float32))
+        if use_gan:
+            on = (step >= cfg.gan_start_step).astype(jnp.float32)
+            (dl, (mr, mf, adv)), dgrads = jax.value_and_grad(disc_loss, has_aux=True)(
+                state["disc"], x, jax.lax.stop_gradient(recon), state["lecam"])
+            dgrads = jax.tree_util.tree_map(lambda g: g * on, dgrads)
+            dup, dopt_state = dopt.update(dgrads, state["disc_opt"], state["disc"])
+            new["disc"] = optax.apply_updates(state["disc"], dup)
+            new["disc_opt"] = dopt_state
+            d = cfg.lecam_ema
+            new["lecam"] = jnp.where(on > 0, state["lecam"] * d + (1 - d) * jnp.stack([mr, mf]), state["lecam"])
+            metrics.update(d_loss=dl, d_real=mr, d_fake=mf)
+        return new, metrics
+
+    return jax.jit(step_fn, donate_argnums=(0,))
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _manager(run_dir: str, max_to_keep: int = 2):
+    import orbax.checkpoint as ocp
+
+    path = run_dir if "://" in run_dir else os.path.abspath(run_dir)
+    return ocp.CheckpointManager(
+        f"{path}/checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    )
+
+
+def save_checkpoint(mngr, state: dict) -> None:
+    import orbax.checkpoint as ocp
+
+    mngr.save(int(state["step"]), args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
+    mngr.wait_until_finished()
+
+
+def restore_checkpoint(mngr, step: int, template: dict) -> dict:
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+
+
+def phase_of(cfg: MagvitConfig, step: int) -> str:
+    return "image" if step < cfg.image_steps else "video"
+
+
+def state_template(cfg: MagvitConfig, step: int) -> dict:
+    phase = phase_of(cfg, step)
+    pcfg = image_config(cfg) if phase == "image" else cfg
+    return jax.eval_shape(lambda: init_state(cfg, pcfg, 1 if phase == "image" else cfg.frames))
+
+
+def restore_latest_params(run_dir: str, cfg: MagvitConfig):
+    """EMA params of the latest checkpoint of a run directory (a video-phase step)."""
+    mngr = _manager(run_dir)
+    step = mngr.latest_step()
+    if step is None:
+        from videopoet.tokenizers.magvit2.tokenizer import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no steps")
+    if phase_of(cfg, step) == "image":
+        from videopoet.tokenizers.magvit2.tokenizer import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"{run_dir}: the latest checkpoint (step {step}) is still image-only")
+    return restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
+
+
+# ---------------------------------------------------------------------------------- loop
+# fields a resumed run may change (it just trains longer or logs differently)
+RUN_LENGTH_FIELDS = ("steps", "log_every", "checkpoint_every")
+
+
+def write_config(run_dir: str, cfg: MagvitConfig) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    fs.makedirs(root, exist_ok=True)
+    path = f"{root}/{CONFIG_FILE}"
+    if fs.exists(path):
+        old = load_magvit_config(path if "://" not in run_dir else fs.unstrip_protocol(path))
+        diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
+        if set(diff) - set(RUN_LENGTH_FIELDS) or (cfg.image_steps != old.image_steps):
+            raise TrainConfigMismatch(f"{run_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
+                                      "use a new --out or the same config")
+        if not diff:
+            return
+    with fs.open(path, "w") as f:
+        f.write(dump_yaml(cfg))
+
+
+def plot_losses(history: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for key in ("loss", "l1", "l2"):
+        axes[0].plot(steps, [h[key] for h in history], label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_title("reconstruction / total")
+    axes[1].plot(steps, [h["psnr"] for h in history], label="psnr (train batch)")
+    axes[1].set_title("PSNR dB")
+    for key in ("entropy", "per_sample_entropy", "codebook_entropy", "batch_usage"):
+        axes[2].plot(steps, [h[key] for h in history], label=key)
+    axes[2].set_title("LFQ")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    if history and history[0].get("phase_switch"):
+        for ax in axes:
+            ax.axvline(history[0]["phase_switch"], color="gray", ls="--", lw=0.8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def build_pools(cfg: MagvitConfig, source, pool_size: int) -> tuple[ClipPool, ClipPool]:
+    """(video pool [N, frames, H, W, 3], image pool [M, 1, H, W, 3] from frames of the video clips)."""
+    clips = take(source, pool_size)
+    if clips.shape[1:] != (cfg.frames, cfg.height, cfg.width, 3):
+        raise VideoPoetError(f"data clips have shape {clips.shape[1:]}, the config wants "
+                             f"{(cfg.frames, cfg.height, cfg.width, 3)}")
+    stride = max(1, (cfg.frames - 1) // 2) if cfg.frames > 1 else 1
+    images = clips[:, ::stride].reshape(-1, 1, cfg.height, cfg.width, 3)
+    return ClipPool(clips, cfg.seed), ClipPool(images, cfg.seed + 7)
+
+
+def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int = 128,
+              progress: bool = True, max_seconds: float | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable."""
+    if cfg.perceptual_weight > 0:
+        raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
+    write_config(out_dir, cfg)
+    if source is None:
+        source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
+    vpool, ipool = build_pools(cfg, source, pool_size)
+    mngr = _manager(out_dir)
+    total = cfg.image_steps + cfg.steps
+    latest = mngr.latest_step()
+    if latest is not None:
+        state = restore_checkpoint(mngr, latest, state_template(cfg, latest))
+        start = int(latest)
+    else:
+        start = 0
+        phase = phase_of(cfg, 0)
+        state = init_state(cfg, image_config(cfg) if phase == "image" else cfg, 1 if phase == "image" else cfg.frames)
+    metrics_path = os.path.join(out_dir, "metrics.jsonl") if "://" not in out_dir else None
+    history: list[dict] = []
+    if metrics_path and os.path.exists(metrics_path):
+        with open(metrics_path) as f:
+            history = [json.loads(line) for line in f if line.strip()]
+        history = [h for h in history if h["step"] <= start]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=cfg.name, dynamic_ncols=True)
+    t0 = time.time()
+    step = start
+    stopped_early = False
+    while step < total:
+        phase = phase_of(cfg, step)
+        pcfg = image_config(cfg) if phase == "image" else cfg
+        fn = make_train_step(cfg, pcfg)
+        if phase == "image":
+            batch = ipool.batch(step, cfg.image_batch_size)
+        else:
+            batch = vpool.batch(step, cfg.batch_size)
+        state, m = fn(state, jnp.asarray(batch))
+        step += 1
+        if bar is not None:
+            bar.update(1)
+        if step % cfg.log_every == 0 or step == total:
+            rec = {k: float(v) for k, v in m.items()}
+            rec.update(step=step, phase=phase, entropy_weight=float(entropy_weight_at(cfg, step - 1)),
+                       time=round(time.time() - t0, 2))
+            history.append(rec)
+            if metrics_path:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            if bar is not None:
+                bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.1f}", use=f"{rec['batch_usage']:.2f}")
+            elif log:
+                log(json.dumps(rec))
+        if phase == "image" and step == cfg.image_steps:
+            # inflate the image model into the causal video model; fresh optimizer moments
+            vparams = init_params(cfg, cfg.seed)
+            params = inflate_params(state["params"], vparams)
+            ema = inflate_params(state["ema"], vparams)
+            disc = None
+            if cfg.gan_weight > 0:
+                disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))
+            state = init_state(cfg, cfg, cfg.frames, step=step, params=params, disc=disc)
+            state["ema"] = ema
+            save_checkpoint(mngr, state)
+        elif step % cfg.checkpoint_every == 0 or step == total:
+            save_checkpoint(mngr, state)
+        if max_seconds is not None and time.time() - t0 > max_seconds and step < total:
+            save_checkpoint(mngr, state)
+            stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    if int(state["step"]) != (mngr.latest_step() or -1):
+        save_checkpoint(mngr, state)
+    final_phase = phase_of(cfg, step)
+    export_cfg = image_config(cfg) if final_phase == "image" else cfg
+    tok = MagvitTokenizer(export_cfg, state["ema"])
+    if not stopped_early:
+        tok.save(out_dir)
+    if "://" not in out_dir and history:
+        plot_losses(history, os.path.join(out_dir, "loss_curve.png"))
+    last = history[-1] if history else {}
+    return {
+        "out": out_dir, "step": step, "total_steps": total, "stopped_early": stopped_early,
+        "seconds": round(time.time() - t0, 1), "fingerprint": tok.fingerprint,
+        "final": {k: last.get(k) for k in ("loss", "l1", "l2", "psnr", "batch_usage", "entropy")},
+    }
