@@ -1,0 +1,274 @@
+"""VideoPoet trainer configs: model, data (task mixture, AGD, curriculum, CFG dropout), mesh, run.
+
+Presets (``TrainConfig``; ``ModelConfig`` has the same names):
+
+* ``tiny``  - tests (seconds): d=32, 2 layers, a tiny vocabulary (magvit2-tiny 2^6 codes,
+  soundstream-tiny 2 x 64 codes), the ``tiny`` T5 encoder.
+* ``small`` - the quickstart: trains meaningfully in minutes on 2 CPU cores; the vocabulary of the
+  shipped tokenizers (magvit2-small 2^10 codes, soundstream-small 4 x 1024) and the default T5.
+* ``300m`` / ``1b`` / ``8b`` - VideoPoet's sizes (A.2) with the paper vocabulary (2^18 visual,
+  4 x 1024 audio) and T5-XL text width (2048). The size names count the transformer blocks
+  (non-embedding parameters); the unified-vocabulary embedding and output head add
+  ``2 x 266,496 x d_model`` on top (0.55B for 300m). ``tests/test_trainer_config.py`` checks the
+  counts with ``jax.eval_shape``.
+
+Position encoding: rotary (RoPE) on queries and keys, by absolute position in the sequence. It is
+relative (the same attention pattern works whatever the prefix length of a task), needs no
+learned table tied to a maximum length, and a KV cache needs no position bookkeeping beyond the
+index being written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from videopoet.schemas.config import load_config
+from videopoet.schemas.vocab import Vocabulary
+
+TASKS = ("uncond", "t2v", "t2i", "fp", "i2v", "inpaint", "outpaint", "v2a", "a2v", "avcont", "stylize")
+ATTENTION = ("auto", "xla", "cudnn", "einsum")
+REMAT = ("none", "full", "dots")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Decoder-only prefix-LM transformer over the unified vocabulary."""
+
+    name: str = "small"
+    # unified vocabulary (schemas.vocab): sizes come from the tokenizers the dataset was made with
+    visual_size: int = 1024
+    audio_levels: int = 4
+    audio_codebook: int = 1024
+    text_dim: int = 256  # width of the T5 encoder's embeddings (projected to d_model by one Dense)
+    # transformer
+    d_model: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 0  # 0 = heads (multi-head); fewer = grouped-query attention
+    head_dim: int = 64
+    mlp_dim: int = 512
+    mlp: str = "swiglu"  # swiglu | gelu
+    rope_theta: float = 10_000.0
+    norm_eps: float = 1e-6
+    init_std: float = 0.02
+    dtype: str = "bfloat16"  # compute dtype; parameters are always float32
+    attention: str = "auto"  # auto (jax.nn.dot_product_attention picks) | xla | cudnn | einsum
+    remat: str = "none"  # none | full | dots (save matmul outputs)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return Vocabulary(self.visual_size, self.audio_levels, self.audio_codebook)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.kv_heads or self.heads
+
+    def block_params(self) -> int:
+        """Parameters of one transformer block (attention + MLP + 2 norms)."""
+        d, h, kv, hd = self.d_model, self.heads, self.num_kv_heads, self.head_dim
+        attn = d * h * hd * 2 + d * kv * hd * 2
+        mlp = d * self.mlp_dim * (3 if self.mlp == "swiglu" else 2)
+        return attn + mlp + 2 * d
+
+    def validate(self) -> None:
+        for name in ("visual_size", "audio_codebook", "text_dim", "d_model", "layers", "heads", "head_dim", "mlp_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.audio_levels < 0 or self.kv_heads < 0:
+            raise ValueError("audio_levels and kv_heads must be >= 0")
+        if self.heads % self.num_kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.num_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError("head_dim must be even (rotary embedding)")
+        if self.mlp not in ("swiglu", "gelu"):
+            raise ValueError("mlp must be swiglu or gelu")
+        if self.dtype not in ("bfloat16", "float32"):
+            raise ValueError("dtype must be bfloat16 or float32")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {list(ATTENTION)}")
+        if self.remat not in REMAT:
+            raise ValueError(f"remat must be one of {list(REMAT)}")
+
+
+def default_mixture() -> dict[str, float]:
+    return {"t2v": 1.0, "t2i": 1.0, "i2v": 0.5, "fp": 0.5, "uncond": 0.25, "inpaint": 0.25, "outpaint": 0.25,
+            "v2a": 0.5, "a2v": 0.25, "avcont": 0.25, "stylize": 0.25}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Task mixture, AGD, curriculum and CFG dropout (see :mod:`videopoet.trainer.data`)."""
+
+    text_len: int = 24  # fixed text slot (T5 tokens after <bot_i>); captions are cut/padded to it
+    mixture: Mapping[str, float] = dataclasses.field(default_factory=default_mixture)
+    # image -> video curriculum: P(image step) = image_frac_start for the first switch_fraction of steps
+    curriculum: bool = True
+    image_frac_start: float = 0.9
+    image_frac_end: float = 0.1
+    switch_fraction: float = 0.25
+    # classifier-free guidance: per example, hide the text / the input streams (positions kept, masked)
+    cfg_dropout_text: float = 0.1
+    cfg_dropout_inputs: float = 0.0
+    # frame prediction: latent frames given (empty = every count from 1 to T'-1); av continuation: 0 = half
+    fp_given_frames: tuple[int, ...] = ()
+    avcont_given_frames: int = 0
+    verify: bool = True  # verify the dataset (manifest, shard hashes) before step 0
+    prefetch: int = 2  # batches built ahead by Grain
+    num_threads: int = 2  # Grain read threads
+
+    def validate(self) -> None:
+        if self.text_len < 1:
+            raise ValueError("text_len must be >= 1")
+        unknown = sorted(set(self.mixture) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r} in mixture (tasks: {', '.join(TASKS)})")
+        if any(w < 0 for w in self.mixture.values()) or not any(w > 0 for w in self.mixture.values()):
+            raise ValueError("mixture weights must be >= 0 with at least one > 0")
+        for name in ("image_frac_start", "image_frac_end", "switch_fraction", "cfg_dropout_text", "cfg_dropout_inputs"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1]")
+        if any(k < 1 for k in self.fp_given_frames) or self.avcont_given_frames < 0:
+            raise ValueError("given frame counts must be >= 1")
+        if self.prefetch < 0 or self.num_threads < 0:
+            raise ValueError("prefetch and num_threads must be >= 0")
+
+
+def default_rules() -> dict[str, tuple[str, ...]]:
+    """Logical axis -> mesh axes. Batch over (data, fsdp); weights' embed dim over fsdp; heads/mlp/vocab over tensor."""
+    return {
+        "batch": ("data", "fsdp"),
+        "length": (),
+        "embed": ("fsdp",),
+        "heads": ("tensor",),
+        "kv_heads": ("tensor",),
+        "kv": (),
+        "mlp": ("tensor",),
+        "vocab": ("tensor",),
+        "text_embed": (),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (data, fsdp, tensor); -1 in one axis takes the remaining devices."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    rules: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=default_rules)
+
+    def validate(self) -> None:
+        sizes = (self.data, self.fsdp, self.tensor)
+        if sum(s == -1 for s in sizes) > 1 or any(s == 0 or s < -1 for s in sizes):
+            raise ValueError("mesh axes must be >= 1, with at most one -1")
+        for name, axes in self.rules.items():
+            bad = [a for a in axes if a not in ("data", "fsdp", "tensor")]
+            if bad:
+                raise ValueError(f"rules.{name}: unknown mesh axis {bad[0]!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    name: str = "small"
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    text_encoder: str = "default"  # "default", a text preset (tiny/small/paper) or a Hugging Face T5 directory
+    steps: int = 300
+    batch_size: int = 8  # global batch
+    learning_rate: float = 1e-3
+    warmup_steps: int = 30
+    lr_schedule: str = "cosine"  # cosine | constant (after warm-up)
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    async_checkpoint: bool = True
+    progress: bool = True  # tqdm progress bar
+    peak_flops: float = 0.0  # per device for MFU; 0 = look the device up in trainer.metrics.PEAK_FLOPS
+
+    def validate(self) -> None:
+        if self.steps < 0 or self.warmup_steps < 0:
+            raise ValueError("steps and warmup_steps must be >= 0")
+        for name in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.peak_flops < 0:
+            raise ValueError("learning_rate must be > 0; weight_decay, grad_clip, peak_flops >= 0")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError("lr_schedule must be cosine or constant")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("min_lr_ratio must lie in [0, 1]")
+        for name in ("b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1)")
+
+
+# --------------------------------------------------------------------------------------- presets
+def _model_tiny() -> ModelConfig:
+    return ModelConfig(name="tiny", visual_size=64, audio_levels=2, audio_codebook=64, text_dim=32, d_model=32,
+                       layers=2, heads=2, head_dim=16, mlp_dim=64, dtype="float32")
+
+
+def _model_small() -> ModelConfig:
+    return ModelConfig()
+
+
+def _paper_vocab(**kw) -> ModelConfig:
+    return ModelConfig(visual_size=2**18, audio_levels=4, audio_codebook=1024, text_dim=2048, remat="full", **kw)
+
+
+MODEL_PRESETS = {
+    "tiny": _model_tiny,
+    "small": _model_small,
+    "300m": lambda: _paper_vocab(name="300m", d_model=1024, layers=24, heads=16, head_dim=64, mlp_dim=2816),
+    "1b": lambda: _paper_vocab(name="1b", d_model=2048, layers=20, heads=16, head_dim=128, mlp_dim=5632),
+    "8b": lambda: _paper_vocab(name="8b", d_model=4096, layers=32, heads=32, head_dim=128, mlp_dim=15360),
+}
+NOMINAL_PARAMS = {"300m": 300e6, "1b": 1e9, "8b": 8e9}
+
+
+def _train_tiny() -> TrainConfig:
+    return TrainConfig(name="tiny", model=_model_tiny(), data=DataConfig(text_len=8, prefetch=0, num_threads=0),
+                       text_encoder="tiny", steps=20, batch_size=4, learning_rate=3e-3, warmup_steps=2,
+                       log_every=5, checkpoint_every=10, progress=False, async_checkpoint=False)
+
+
+def _train_small() -> TrainConfig:
+    return TrainConfig()
+
+
+def _train_paper(size: str) -> TrainConfig:
+    # VideoPoet ablation set-up (§5.2): lr 1e-3 at 300M, batch 1024, 300k steps; FSDP over the pod.
+    lr = {"300m": 1e-3, "1b": 6e-4, "8b": 3e-4}[size]
+    return TrainConfig(name=size, model=MODEL_PRESETS[size](), data=DataConfig(text_len=64),
+                       mesh=MeshConfig(data=1, fsdp=-1, tensor=1), text_encoder="paper", steps=300_000,
+                       batch_size=1024, learning_rate=lr, warmup_steps=5000, log_every=50, checkpoint_every=2000)
+
+
+PRESETS = {
+    "tiny": _train_tiny,
+    "small": _train_small,
+    "300m": lambda: _train_paper("300m"),
+    "1b": lambda: _train_paper("1b"),
+    "8b": lambda: _train_paper("8b"),
+}
+
+
+def load_train_config(source=None, overrides=()) -> TrainConfig:
+    """A preset name, YAML path, mapping or instance (default ``small``) plus ``key=value`` overrides."""
+    return load_config(TrainConfig, source, list(overrides), PRESETS, default_preset="small")
+
+
+def load_model_config(source=None, overrides=()) -> ModelConfig:
+    return load_config(ModelConfig, source, list(overrides), MODEL_PRESETS, default_preset="small")
