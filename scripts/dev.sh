@@ -22,6 +22,6 @@ cmd="${1:-test}"; shift || true
 case "$cmd" in
   setup) echo "videopoet installed in .venv (activate with: . .venv/bin/activate)" ;;
   quickstart) exec videopoet quickstart "$@" ;;
-  test) exec python -m pytest "$@" ;;
+  test) exec pytest "$@" ;;
   *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
 esac
