@@ -1,9 +1,94 @@
-"""`videopoet pipeline`: pre-tokenize corpora into versioned datasets."""
+"""`videopoet pipeline run`: pre-tokenize webdataset corpora into a versioned dataset.
+
+    videopoet pipeline run --runner beam|ray --input GLOB --name NAME --version VER [--root DATASETS]
+                           [--workers N] [--config PRESET|YAML] [key=value ...] [--dry-run] [--json]
+                           [--no-progress] [-- runner flags passed through]
+
+Everything after ``--`` goes to the runner unchanged (Beam ``PipelineOptions``, e.g.
+``-- --runner=DataflowRunner --project=P --region=R --temp_location=gs://...``).
+"""
 
 from __future__ import annotations
 
-from videopoet.cli.common import stub_group
+import argparse
+import os
+
+from videopoet.cli.common import add_json_flag, emit
+from videopoet.schemas.errors import NotBuiltYet, VideoPoetError
+
+
+def _runner_parser(base: type) -> type:
+    """A parser that keeps everything after ``--`` apart (as ``runner_flags``), untouched."""
+
+    class RunParser(base):
+        def parse_known_args(self, args=None, namespace=None):
+            args = list(args or [])
+            tail: list[str] = []
+            if "--" in args:
+                i = args.index("--")
+                args, tail = args[:i], args[i + 1:]
+            ns, rest = super().parse_known_args(args, namespace)
+            ns.runner_flags = tail
+            return ns, rest
+
+    return RunParser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from videopoet.pipelines.config import load_pipeline_config
+
+    overrides, runner_flags = list(args.overrides or []), list(getattr(args, "runner_flags", []) or [])
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise VideoPoetError(f"unexpected argument {bad[0]!r}: config overrides are key=value; "
+                             "runner flags go after '--'")
+    if args.workers < 1:
+        raise VideoPoetError(f"--workers must be >= 1, got {args.workers}")
+    cfg = load_pipeline_config(args.config, overrides)
+    root = args.root or os.environ.get("VIDEOPOET_ROOT") or "./datasets"
+    if args.runner == "ray":
+        raise NotBuiltYet("'videopoet pipeline run --runner ray' is not built yet (tracked in issue #8)")
+    from videopoet.pipelines.beam import run_beam
+
+    summary = run_beam(args.input, args.name, args.version, root, cfg, workers=args.workers,
+                       runner_args=runner_flags, dry_run=args.dry_run,
+                       progress=False if args.no_progress else None)
+    if args.dry_run:
+        import json
+
+        text = ("dry run: would submit the Beam job with\n  " + " ".join(summary["flags"]) +
+                f"\n  options: {json.dumps(summary['options'], sort_keys=True, default=str)}"
+                f"\n  {summary['inputs']} input shard(s) -> {summary['dataset']} under {summary['root']}")
+        emit(args, summary, text)
+        return 0
+    from videopoet.pipelines.driver import format_summary
+
+    emit(args, summary, format_summary(summary))
+    return 0
 
 
 def register(sub) -> None:
-    stub_group(sub, "pipeline", "pre-tokenize corpora into versioned datasets", 5)
+    p = sub.add_parser("pipeline", help="pre-tokenize corpora into versioned datasets",
+                       description="Pre-tokenize webdataset corpora into versioned ArrayRecord datasets.")
+    psub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=_runner_parser(type(p)))
+    psub.required = True
+    r = psub.add_parser(
+        "run", help="run the pre-tokenization job (Beam or Ray)",
+        description="Tokenize webdataset shards (video/image + audio + caption) into NAME@VERSION under the "
+        "datasets root: ArrayRecord shards of TokenRecords, rejects with reason codes, manifest.json last. "
+        "Resumes an interrupted build of the same NAME@VERSION; a published one is never changed. "
+        "Flags after '--' go to the runner unchanged (e.g. -- --runner=DataflowRunner --project=P).")
+    r.add_argument("--runner", choices=("beam", "ray"), default="beam", help="beam (default) | ray")
+    r.add_argument("--input", required=True, metavar="GLOB", help="input shards: glob, directory or fsspec URI")
+    r.add_argument("--name", required=True, help="dataset name")
+    r.add_argument("--version", required=True, help="dataset version (immutable once published)")
+    r.add_argument("--root", default=None, metavar="DATASETS",
+                   help="datasets root (default $VIDEOPOET_ROOT, else ./datasets); local or fsspec URI")
+    r.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local worker processes (Beam DirectRunner multi_processing when N > 1)")
+    r.add_argument("--config", default="small", metavar="PRESET|YAML", help="tiny | small | paper | YAML (default small)")
+    r.add_argument("--dry-run", action="store_true", help="print the runner options it would submit and exit")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline config overrides, e.g. clip_frames=41")
+    add_json_flag(r)
+    r.set_defaults(func=_run)

@@ -1,0 +1,164 @@
+"""The Beam pre-tokenization job (``videopoet pipeline run --runner beam``).
+
+    Create(input shard URIs) -> Reshuffle -> ParDo(TokenizeShard) -> done markers in the store
+    then, on the driver: commit through the dataset store (manifest last) and print the summary.
+
+* Runner: the DirectRunner by default; ``workers > 1`` adds ``--direct_running_mode=multi_processing
+  --direct_num_workers=N``. Any other flags (``--runner=DataflowRunner --project ...``) pass through
+  to ``PipelineOptions`` unchanged; ``dry_run`` returns the options it would submit without running.
+* Unit of work: one input shard (:func:`videopoet.pipelines.stages.process_shard`), so work is
+  resumable and the output does not depend on the number of workers or on retries.
+* Tokenizers are loaded once per worker process through ``apache_beam.utils.shared.Shared``.
+* Metrics: Beam counters ``videopoet/{shards,samples_in,records,clips,images,rejects,
+  reject_<reason>,tokens_<kind>,ms_<stage>}``; progress from the store's done markers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from videopoet.pipelines import driver, stages
+from videopoet.pipelines.config import PipelineConfig
+from videopoet.schemas.config import from_dict, to_dict
+
+__all__ = ["TokenizeShard", "build_options", "run_beam"]
+
+NAMESPACE = "videopoet"
+
+
+def build_options(workers: int = 1, runner_args: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The ``PipelineOptions`` flags: the DirectRunner (multi-processing with N workers) unless the
+    runner flags choose another runner, whose flags pass through unchanged."""
+    args = list(runner_args)
+    chosen = None
+    for i, a in enumerate(args):
+        if a.startswith("--runner="):
+            chosen = a.split("=", 1)[1]
+        elif a == "--runner" and i + 1 < len(args):
+            chosen = args[i + 1]
+    flags: list[str] = []
+    if chosen is None:
+        flags.append("--runner=DirectRunner")
+        chosen = "DirectRunner"
+    if chosen in ("DirectRunner", "direct", "BundleBasedDirectRunner") or chosen.endswith("DirectRunner"):
+        has_mode = any(a.startswith("--direct_running_mode") for a in args)
+        has_n = any(a.startswith("--direct_num_workers") for a in args)
+        if not has_mode:
+            flags.append(f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}")
+        if not has_n:
+            flags.append(f"--direct_num_workers={max(1, workers)}")
+    return flags + args
+
+
+class _Loaded:
+    """Weak-referenceable holder for the Shared cache."""
+
+    def __init__(self, toks: stages.Tokenizers):
+        self.toks = toks
+
+
+def _beam_dofn_base():
+    import apache_beam as beam
+
+    return beam.DoFn
+
+
+class TokenizeShard(_beam_dofn_base()):
+    """ParDo over input shard URIs: tokenizes each into the store's staging area."""
+
+    def __init__(self, cfg: dict[str, Any], root: str, name: str, version: str):
+        from apache_beam.utils import shared
+
+        self.cfg_dict, self.root, self.name, self.version = cfg, root, name, version
+        self._shared = shared.Shared()
+
+    def setup(self) -> None:
+        self.cfg = from_dict(PipelineConfig, self.cfg_dict)
+        key = f"{self.cfg.video_tokenizer}|{self.cfg.audio_tokenizer}|{self.cfg.text_tokenizer}"
+        self.loaded = self._shared.acquire(lambda: _Loaded(stages.load_tokenizers(self.cfg)), tag=key)
+        self.work = driver.open_work(self.root, self.name, self.version, self.cfg)
+
+    def process(self, uri: str):
+        from apache_beam.metrics import Metrics
+
+        def c(name: str):
+            return Metrics.counter(NAMESPACE, name)
+
+        stats = stages.process_shard(uri, self.cfg, self.loaded.toks, self.work,
+                                     on_sample=c("samples_seen").inc)
+        if stats.get("skipped"):
+            c("shards_skipped").inc()
+            return
+        c("shards").inc()
+        for k in ("samples_in", "samples_ok", "records", "clips", "images"):
+            c(k).inc(int(stats.get(k, 0)))
+        rj = stats.get("rejects") or {}
+        c("rejects").inc(int(rj.get("records", 0)))
+        for reason, n in (rj.get("by_reason") or {}).items():
+            c(f"reject_{reason}").inc(int(n))
+        for o in stats.get("outputs", []):
+            for k, v in (o.get("tokens") or {}).items():
+                c(f"tokens_{k}").inc(int(v))
+        for stage, sec in (stats.get("timing") or {}).items():
+            c(f"ms_{stage}").inc(int(round(sec * 1000)))
+        c(f"worker_pid_{os.getpid()}").inc()
+        yield stages.input_name(uri)
+
+
+def _counters(result) -> dict[str, int]:
+    from apache_beam.metrics.metric import MetricsFilter
+
+    out: dict[str, int] = {}
+    try:
+        q = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except Exception:  # noqa: BLE001 - some runners do not report metrics
+        return out
+    for m in q.get("counters", []):
+        v = m.committed if m.committed is not None else m.attempted
+        out[m.key.metric.name] = out.get(m.key.metric.name, 0) + int(v or 0)
+    return out
+
+
+def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig, *, workers: int = 1,
+             runner_args: list[str] | tuple[str, ...] = (), dry_run: bool = False,
+             progress: bool | None = None) -> dict[str, Any]:
+    """Run (or, with ``dry_run``, describe) the Beam job; returns the summary dict."""
+    flags = build_options(workers, runner_args)
+    if dry_run:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        uris = stages.list_input_shards(input_glob)
+        opts = PipelineOptions(flags)
+        return {"dry_run": True, "flags": flags, "options": opts.get_all_options(drop_default=True),
+                "inputs": len(uris), "first_input": uris[0], "dataset": f"{name}@{version}", "root": root,
+                "pipeline_config": to_dict(cfg)}
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    t0 = time.perf_counter()
+    job = driver.prepare_job(input_glob, name, version, root, cfg)
+    runner_info = {"name": "beam", "beam_version": beam.__version__, "workers": workers, "flags": flags}
+    counters: dict[str, int] = {}
+    if job.already_published is None and job.todo:
+        opts = PipelineOptions(flags)
+        with driver.ShardProgress(job, enabled=progress):
+            p = beam.Pipeline(options=opts)
+            _ = (p
+                 | "InputShards" >> beam.Create(job.todo)
+                 | "Spread" >> beam.Reshuffle()
+                 | "Tokenize" >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version)))
+            result = p.run()
+            result.wait_until_finish()
+        counters = _counters(result)
+    before = set(job.done_before)
+    markers = {} if job.already_published is not None else {
+        n: mk for n, mk in job.work.done_shards().items() if n not in before}
+    manifest = driver.commit_job(job, runner_info)
+    wall = time.perf_counter() - t0
+    timings = {k[3:]: v / 1000 for k, v in counters.items() if k.startswith("ms_")}
+    summary = driver.summarize(job, manifest, wall, timings, markers)
+    summary["runner"] = {**runner_info, "counters": counters,
+                         "worker_processes": sum(1 for k in counters if k.startswith("worker_pid_"))}
+    return summary

@@ -1,0 +1,198 @@
+"""Runner-agnostic job driver: everything around the per-shard work that Beam and Ray share.
+
+    job = prepare_job(input_glob, name, version, root, cfg)   # list + hash inputs, open the store,
+                                                              # refuse changed config/tokenizers,
+                                                              # detect an already-published version
+    if job.already_published: ...                             # rerun of a completed version: no-op
+    ... the runner calls stages.process_shard(uri, cfg, toks, work) for each uri in job.todo ...
+    manifest = commit_job(job, runner={...})                  # through the dataset store, last
+    summary = summarize(job, manifest, wall_s, timings)       # clips/s, tokens/s, rejects by reason
+    print(format_summary(summary))
+
+:class:`ShardProgress` is a progress bar fed by the store's done markers (so it works whatever
+process or machine does the work). A worker re-opens the staging area with :func:`open_work`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from videopoet.pipelines import stages
+from videopoet.pipelines.config import PipelineConfig
+from videopoet.schemas.config import to_dict
+from videopoet.schemas.errors import ImmutableVersionError
+
+__all__ = ["Job", "ShardProgress", "commit_job", "format_summary", "open_work", "prepare_job", "summarize"]
+
+
+@dataclasses.dataclass
+class Job:
+    inputs: list[str]  # shard URIs, sorted
+    name: str
+    version: str
+    root: str
+    cfg: PipelineConfig
+    tokenizers: stages.Tokenizers
+    store: Any
+    work: Any
+    done_before: set[str]  # input names already done when the job started (resume)
+    already_published: dict[str, Any] | None  # the manifest, when name@version exists with this content
+
+    @property
+    def todo(self) -> list[str]:
+        return [u for u in self.inputs if stages.input_name(u) not in self.done_before]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [stages.input_name(u) for u in self.inputs]
+
+
+def open_work(root: str, name: str, version: str, cfg: PipelineConfig):
+    """The staging area of ``name@version`` (a worker's view; the driver created it)."""
+    from videopoet.schemas.store import DatasetStore
+
+    return DatasetStore(root).begin(name, version, cfg)
+
+
+def prepare_job(input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig,
+                tokenizers: stages.Tokenizers | None = None) -> Job:
+    """Everything a runner needs before it fans out; raises a one-line error for user mistakes."""
+    from videopoet.schemas.shards import sha256_of
+    from videopoet.schemas.store import DatasetStore
+
+    uris = stages.list_input_shards(input_glob)
+    toks = tokenizers or stages.load_tokenizers(cfg)
+    st = DatasetStore(root)
+    work = st.begin(name, version, cfg)  # refuses a different pipeline config (published or unfinished)
+    fps = toks.fingerprints()
+    if work.committed is not None:
+        m = work.committed
+        old_tok = {k: (v or {}).get("fingerprint") for k, v in m["lineage"].get("tokenizers", {}).items()}
+        old_inputs = {i["name"]: i["sha256"] for i in m["lineage"].get("inputs", [])}
+        new_inputs = {stages.input_name(u): sha256_of(u)[0] for u in uris}
+        if old_tok != fps:
+            changed = sorted(k for k in set(old_tok) | set(fps) if old_tok.get(k) != fps.get(k))
+            raise ImmutableVersionError(f"{name}@{version} is published with different tokenizers "
+                                        f"({', '.join(changed)}); publish under a new version")
+        if old_inputs != new_inputs:
+            raise ImmutableVersionError(f"{name}@{version} is published from different input shards; "
+                                        f"publish under a new version")
+        return Job(uris, name, version, root, cfg, toks, st, work, set(stages.input_name(u) for u in uris), m)
+    done = work.done_shards()
+    for n, marker in done.items():
+        old = marker.get("tokenizers")
+        if old is not None and old != fps:
+            raise ImmutableVersionError(
+                f"an unfinished build of {name}@{version} at {work.uri} made {n} with different tokenizers "
+                f"(e.g. a trained checkpoint appeared since); delete that directory or use a new version")
+    names = {stages.input_name(u) for u in uris}
+    extra = sorted(set(done) - names)
+    if extra:
+        raise ImmutableVersionError(f"an unfinished build of {name}@{version} at {work.uri} has input shards "
+                                    f"not in --input ({', '.join(extra[:3])}); use the same inputs or a new version")
+    return Job(uris, name, version, root, cfg, toks, st, work, set(done) & names, None)
+
+
+def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
+    """Publish the version through the store (manifest written last, atomically)."""
+    if job.already_published is not None:
+        return job.already_published
+    lineage = {"tokenizers": job.tokenizers.lineage(), "pipeline_config": to_dict(job.cfg), "runner": runner}
+    return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
+
+
+def summarize(job: Job, manifest: dict[str, Any], wall_s: float, timings: dict[str, float] | None = None,
+              new_markers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """End-of-job numbers: this run's clips/s and tokens/s per modality, the dataset's totals."""
+    new = new_markers or {}
+    run = Counter()
+    tokens = Counter()
+    for mk in new.values():
+        for k in ("samples_in", "samples_ok", "records", "clips", "images"):
+            run[k] += int(mk.get(k, 0))
+        run["rejects"] += int((mk.get("rejects") or {}).get("records", 0))
+        for o in mk.get("outputs", []):
+            for k, v in (o.get("tokens") or {}).items():
+                tokens[k] += int(v)
+    wall = max(wall_s, 1e-9)
+    return {
+        "ref": f"{job.name}@{job.version}",
+        "fingerprint": manifest["fingerprint"],
+        "no_op": job.already_published is not None,
+        "shards": {"total": len(job.inputs), "processed": len(new), "resumed": len(job.done_before)},
+        "wall_s": round(wall_s, 3),
+        "this_run": {**{k: int(v) for k, v in run.items()},
+                     "clips_per_s": round((run["clips"] + run["images"]) / wall, 3),
+                     "tokens_per_s": {k: round(v / wall, 1) for k, v in sorted(tokens.items())}},
+        "totals": manifest["totals"],
+        "rejects_by_reason": dict(sorted(manifest["rejects"]["by_reason"].items())),
+        "stage_seconds": {k: round(v, 3) for k, v in sorted((timings or {}).items())},
+        "tokenizers": {k: f"{v['name']} [{v['source']}] {v['fingerprint'][:12]}"
+                       for k, v in job.tokenizers.lineage().items()},
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    if s["no_op"]:
+        return f"{s['ref']} is already published with this content (fingerprint {s['fingerprint'][:16]}); nothing to do"
+    r, t = s["this_run"], s["totals"]
+    lines = [
+        f"published {s['ref']}  fingerprint {s['fingerprint'][:16]}",
+        f"  shards: {s['shards']['processed']} processed, {s['shards']['resumed']} already done, "
+        f"{s['shards']['total']} total; wall {s['wall_s']:.1f} s",
+        f"  this run: {r.get('clips', 0)} clips + {r.get('images', 0)} images from {r.get('samples_in', 0)} samples "
+        f"({r.get('rejects', 0)} rejected); {r['clips_per_s']:.2f} clips/s; tokens/s "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["tokens_per_s"].items()),
+        f"  dataset: {t['records']} records, {t['samples_in']} samples in, {t['samples_rejected']} rejected, "
+        f"tokens " + ", ".join(f"{k} {v}" for k, v in t["tokens"].items()),
+        "  rejects by reason: " + (", ".join(f"{k} {v}" for k, v in s["rejects_by_reason"].items()) or "none"),
+    ]
+    if s["stage_seconds"]:
+        lines.append("  stage seconds (summed over workers): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_seconds"].items()))
+    lines.append("  tokenizers: " + "; ".join(f"{k} {v}" for k, v in s["tokenizers"].items()))
+    return "\n".join(lines)
+
+
+class ShardProgress:
+    """A tqdm bar over input shards, advanced by polling the store's done markers."""
+
+    def __init__(self, job: Job, enabled: bool | None = None, interval: float = 1.0):
+        self.job, self.interval = job, interval
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "ShardProgress":
+        if self.enabled:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from tqdm import tqdm
+
+        names = set(self.job.input_names)
+        bar = tqdm(total=len(names), initial=len(self.job.done_before), unit="shard", file=sys.stderr,
+                   desc=f"{self.job.name}@{self.job.version}", leave=False)
+        try:
+            while True:
+                try:
+                    n = len(set(self.job.work.done_shards()) & names)
+                    bar.update(n - bar.n)
+                except Exception:  # noqa: BLE001 - progress must never break the job
+                    pass
+                if self._stop.wait(self.interval):
+                    break
+        finally:
+            bar.close()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
