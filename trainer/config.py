@@ -117,13 +117,15 @@ class DataConfig:
     # frame prediction: latent frames given (empty = every count from 1 to T'-1); av continuation: 0 = half
     fp_given_frames: tuple[int, ...] = ()
     avcont_given_frames: int = 0
+    length_bucket: int = 1  # AGD group lengths rounded up to a multiple of this (1 = exact, no padding;
+    #                         larger merges near-equal lengths into fewer groups = fewer compiles)
     verify: bool = True  # verify the dataset (manifest, shard hashes) before step 0
     prefetch: int = 2  # batches built ahead by Grain
     num_threads: int = 2  # Grain read threads
 
     def validate(self) -> None:
-        if self.text_len < 1:
-            raise ValueError("text_len must be >= 1")
+        if self.text_len < 1 or self.length_bucket < 1:
+            raise ValueError("text_len and length_bucket must be >= 1")
         unknown = sorted(set(self.mixture) - set(TASKS))
         if unknown:
             raise ValueError(f"unknown task {unknown[0]!r} in mixture (tasks: {', '.join(TASKS)})")

@@ -1,0 +1,146 @@
+"""The train step: frozen T5 text embeddings -> prefix-LM forward -> output-only cross-entropy ->
+AdamW (warm-up + cosine, global-norm clipping). Sharded with the mesh of :mod:`.sharding`.
+
+Per-task sums (loss, correct, tokens) come back as ``[len(TASKS)]`` vectors so the loop can log
+per-task loss and accuracy whatever tasks a step mixes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from videopoet.schemas.errors import ConfigError
+from videopoet.trainer import model as M
+from videopoet.trainer import sharding as SH
+from videopoet.trainer.config import TASKS, TrainConfig
+
+
+def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
+    peak, warm = cfg.learning_rate, cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warm, 1)), optax.constant_schedule(peak)], [warm])
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warm, max(cfg.steps, warm + 1), end_value=peak * cfg.min_lr_ratio)
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    decay_mask = lambda p: jax.tree_util.tree_map(lambda x: x.ndim >= 2, p)  # no decay on norms / biases
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip > 0 else optax.identity(),
+        optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+
+
+# ------------------------------------------------------------------------------------- text encoder
+@dataclasses.dataclass
+class TextTower:
+    """The frozen T5 encoder as a pure function of (params, ids, mask)."""
+
+    module: Any
+    params: Any
+    fingerprint: str
+    dim: int
+
+    def __call__(self, params, ids, mask):
+        out = self.module.apply({"params": params}, ids, mask)
+        return jax.lax.stop_gradient(out * mask[..., None].astype(out.dtype))
+
+
+def load_text_tower(cfg: TrainConfig) -> TextTower:
+    from videopoet.tokenizers import text
+
+    enc = text.default() if cfg.text_encoder == "default" else text.load(cfg.text_encoder)
+    if enc.dim != cfg.model.text_dim:
+        raise ConfigError(f"model.text_dim={cfg.model.text_dim} but the text encoder {cfg.text_encoder!r} has width {enc.dim}")
+    return TextTower(enc.model, enc.params, enc.fingerprint, enc.dim)
+
+
+# ------------------------------------------------------------------------------------- loss
+def loss_and_metrics(model: M.PrefixLM, params, batch: dict, text_emb) -> tuple[jax.Array, dict]:
+    logits = M.forward(model, params, batch["tokens"], batch["valid"], batch["prefix_len"], text_emb, batch["text_index"])
+    targets, m = batch["targets"], batch["loss_mask"].astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32) * m
+    n = jnp.maximum(m.sum(), 1.0)
+    loss = (nll * m).sum() / n
+    onehot = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, tasks]
+    metrics = {
+        "loss": loss,
+        "task_loss_sum": onehot.T @ (nll * m).sum(-1),
+        "task_correct": onehot.T @ correct.sum(-1),
+        "task_tokens": onehot.T @ m.sum(-1),
+        "task_examples": onehot.sum(0),
+    }
+    return loss, metrics
+
+
+# ------------------------------------------------------------------------------------- state
+def _init_state(cfg: TrainConfig, tx, rng, boxed: bool):
+    params = M.init_params(cfg.model, rng, boxed=True)
+    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    return state if boxed else nn.meta.unbox(state)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Compiled init and train step for one config on one mesh."""
+
+    cfg: TrainConfig
+    mesh: Any
+    model: M.PrefixLM
+    tx: optax.GradientTransformation
+    state_shardings: Any
+    init_fn: Callable
+    step_fn: Callable
+    text: TextTower
+
+    def init(self, seed: int | None = None):
+        return self.init_fn(jax.random.PRNGKey(self.cfg.seed if seed is None else seed))
+
+    def abstract_state(self):
+        return jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
+
+    def step(self, state, batch: dict):
+        gb = SH.global_batch(batch, self.mesh, self.cfg.mesh)
+        return self.step_fn(state, gb, self.text.params)
+
+
+def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> Trainer:
+    mesh = SH.make_mesh(cfg.mesh) if mesh is None else mesh
+    model = M.build(cfg.model)
+    tx = optimizer(cfg)
+    text = load_text_tower(cfg) if text is None else text
+    rules = list(SH.rules(cfg.mesh))
+    abstract = jax.eval_shape(lambda r: _init_state(cfg, tx, r, boxed=True), jax.random.PRNGKey(0))
+    state_sh = SH.logical_shardings(nn.get_partition_spec(abstract), mesh, cfg.mesh)
+    repl = SH.replicated(mesh)
+
+    def init(rng):
+        with nn.logical_axis_rules(rules):
+            return _init_state(cfg, tx, rng, boxed=False)
+
+    init_fn = jax.jit(init, out_shardings=state_sh)
+
+    def train_step(state, batch, text_params):
+        with nn.logical_axis_rules(rules):
+            text_emb = text(text_params, batch["text_ids"], batch["text_mask"])
+            grad_fn = jax.value_and_grad(lambda p: loss_and_metrics(model, p, batch, text_emb), has_aux=True)
+            (_, metrics), grads = grad_fn(state["params"])
+            updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
+            metrics["grad_norm"] = optax.global_norm(grads)
+            metrics["lr"] = lr_schedule(cfg)(state["step"])
+        return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    text_sh = jax.tree_util.tree_map(lambda _: repl, text.params)
+    step_fn = jax.jit(train_step, in_shardings=(state_sh, None, text_sh), out_shardings=(state_sh, repl),
+                      donate_argnums=(0,))
+    with mesh:
+        text.params = jax.device_put(text.params, text_sh)
+    return Trainer(cfg, mesh, model, tx, state_sh, init_fn, step_fn, text)
