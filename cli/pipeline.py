@@ -14,7 +14,7 @@ import argparse
 import os
 
 from videopoet.cli.common import add_json_flag, emit
-from videopoet.schemas.errors import NotBuiltYet, VideoPoetError
+from videopoet.schemas.errors import VideoPoetError
 
 
 def _runner_parser(base: type) -> type:
@@ -47,7 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_pipeline_config(args.config, overrides)
     root = args.root or os.environ.get("VIDEOPOET_ROOT") or "./datasets"
     if args.runner == "ray":
-        raise NotBuiltYet("'videopoet pipeline run --runner ray' is not built yet (tracked in issue #8)")
+        return _run_ray(args, cfg, root, runner_flags)
     from videopoet.pipelines.beam import run_beam
 
     summary = run_beam(args.input, args.name, args.version, root, cfg, workers=args.workers,
@@ -63,6 +63,29 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from videopoet.pipelines.driver import format_summary
 
+    emit(args, summary, format_summary(summary))
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, cfg, root: str, runner_flags: list[str]) -> int:
+    if runner_flags:
+        raise VideoPoetError("flags after '--' are Beam runner flags; for Ray use --address, --actors, "
+                             "--actor-cpus and --actor-gpus")
+    for flag in ("actors", "actor_cpus", "actor_gpus"):
+        v = getattr(args, flag)
+        if v is not None and v < 0:
+            raise VideoPoetError(f"--{flag.replace('_', '-')} must be >= 0, got {v}")
+    from videopoet.pipelines.driver import format_summary
+    from videopoet.pipelines.ray import run_ray
+
+    summary = run_ray(args.input, args.name, args.version, root, cfg, workers=args.workers, address=args.address,
+                      concurrency=args.actors or None, num_cpus_per_actor=args.actor_cpus or 1.0,
+                      num_gpus_per_actor=args.actor_gpus or 0.0, dry_run=args.dry_run,
+                      progress=False if args.no_progress else None)
+    if args.dry_run:
+        text = "dry run: would run the Ray job with\n  " + "\n  ".join(f"{k}: {v}" for k, v in summary.items())
+        emit(args, summary, text)
+        return 0
     emit(args, summary, format_summary(summary))
     return 0
 
@@ -87,6 +110,12 @@ def register(sub) -> None:
     r.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local worker processes (Beam DirectRunner multi_processing when N > 1)")
     r.add_argument("--config", default="small", metavar="PRESET|YAML", help="tiny | small | paper | YAML (default small)")
+    r.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="ray: join this running cluster (default $RAY_ADDRESS, else a local Ray on 127.0.0.1)")
+    r.add_argument("--actors", type=int, default=None, metavar="N",
+                   help="ray: tokenizer actors (each loads the tokenizers once; default --workers)")
+    r.add_argument("--actor-cpus", type=float, default=None, metavar="C", help="ray: CPUs per tokenizer actor (default 1)")
+    r.add_argument("--actor-gpus", type=float, default=None, metavar="G", help="ray: GPUs per tokenizer actor (default 0)")
     r.add_argument("--dry-run", action="store_true", help="print the runner options it would submit and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline config overrides, e.g. clip_frames=41")

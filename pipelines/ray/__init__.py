@@ -1,0 +1,5 @@
+"""The Ray runner of the pre-tokenization pipeline (issue #8); see :mod:`.job`."""
+
+from videopoet.pipelines.ray.job import run_ray
+
+__all__ = ["run_ray"]

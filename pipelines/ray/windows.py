@@ -1,0 +1,113 @@
+"""Split one input shard's work into tokenization windows, and reassemble their results.
+
+The Ray job spreads one shard over three stages (CPU read/decode task -> tokenizer actor -> writer
+task), yet must write byte-identical shards and rejects files to :func:`stages.process_shard`'s.
+So the windows here are exactly ``process_shard``'s: samples in shard order, a window flushed as soon
+as it holds ``4 * batch_size`` clip items (a sample's clips never split), the same fixed-size padded
+tokenizer batches inside a window, and rejects in the same order (read/prepare rejects as they occur,
+a window's tokenize rejects right after it). tests/test_ray_pipeline.py checks byte parity with Beam.
+
+Windows travel between Ray workers as msgpack (raw array bytes + dtype + shape; never pickle).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from videopoet.pipelines import stages
+from videopoet.pipelines.config import PipelineConfig
+from videopoet.pipelines.webdataset import SampleReject, iter_samples
+from videopoet.schemas.record import Lineage
+
+__all__ = ["pack_items", "plan_windows", "unpack_items"]
+
+
+def _arr(a: np.ndarray | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+
+
+def _unarr(d: dict[str, Any] | None) -> np.ndarray | None:
+    if d is None:
+        return None
+    return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+
+
+def pack_items(items: list[stages.ClipItem]) -> bytes:
+    return msgpack.packb([
+        {"key": it.key, "sample_key": it.sample_key, "clip_index": it.clip_index, "frames": _arr(it.frames),
+         "audio": _arr(it.audio), "caption": it.caption, "lineage": it.lineage.to_wire(), "meta": dict(it.meta)}
+        for it in items], use_bin_type=True)
+
+
+def unpack_items(blob: bytes) -> list[stages.ClipItem]:
+    return [stages.ClipItem(key=d["key"], sample_key=d["sample_key"], clip_index=int(d["clip_index"]),
+                            frames=_unarr(d["frames"]), audio=_unarr(d["audio"]), caption=d["caption"],
+                            lineage=Lineage.from_wire(d["lineage"]), meta=dict(d["meta"]))
+            for d in msgpack.unpackb(blob, raw=False)]
+
+
+def plan_windows(input_uri: str, cfg: PipelineConfig) -> Iterator[dict[str, Any]]:
+    """Rows ``{shard, uri, window, items (packed), pre_rejects (JSON list), final, ...}`` of one shard.
+
+    ``pre_rejects`` are the read/prepare rejects that ``process_shard`` records before this window's
+    flush; the ``final`` row (always present, possibly with no items) also carries the input's
+    sha256/size, ``samples_in`` and the shard's read/decode stage seconds."""
+    from videopoet.schemas.shards import sha256_of
+
+    name = stages.input_name(input_uri)
+    timing: Counter = Counter()
+    t0 = time.perf_counter()
+    try:
+        sha, size = sha256_of(input_uri)
+    except (OSError, ValueError) as e:
+        raise stages.PipelineError(f"cannot read input shard {input_uri}: {e}") from None
+    timing["hash"] += time.perf_counter() - t0
+    window: list[stages.ClipItem] = []
+    pending: list[dict[str, str]] = []
+    limit = max(cfg.batch_size * 4, 1)
+    index = 0
+    samples_in = 0
+
+    def row(final: bool) -> dict[str, Any]:
+        nonlocal index
+        r = {"shard": name, "uri": input_uri, "window": index, "items": pack_items(window),
+             "pre_rejects": msgpack.packb(list(pending), use_bin_type=True), "final": final,
+             "samples_in": samples_in if final else 0, "sha256": sha if final else "",
+             "size": int(size) if final else 0,
+             "timing": msgpack.packb({k: float(v) for k, v in timing.items()} if final else {})}
+        index += 1
+        window.clear()
+        pending.clear()
+        return r
+
+    it = iter_samples(input_uri, stages._reader_limits(cfg))
+    while True:
+        t0 = time.perf_counter()
+        try:
+            s = next(it)
+        except StopIteration:
+            break
+        finally:
+            timing["read"] += time.perf_counter() - t0
+        samples_in += 1
+        if isinstance(s, SampleReject):
+            pending.append(stages.make_reject(name, s.key, "read", s.reason, s.message))
+            continue
+        try:
+            items = stages.prepare_sample(s, cfg, name, sha, timing)
+        except stages._Reject as r:
+            pending.append(stages.make_reject(name, s.key, r.stage, r.reason, r.message))
+            continue
+        window.extend(items)
+        if len(window) >= limit:
+            yield row(final=False)
+    yield row(final=True)
