@@ -219,7 +219,7 @@ class _Reject(Exception):
         self.stage, self.reason, self.message = stage, reason, message
 
 
-_SCRUB = [(re.compile(r"0x[0-9a-fA-F]+"), "0x?"), (re.compile(r"\[\d\d:\d\d:\d\d\]"), "[..]")]
+_SCRUB = [(re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x?"), (re.compile(r"\[\d\d:\d\d:\d\d\]"), "[..]")]
 
 
 def _scrub(msg: str) -> str:
