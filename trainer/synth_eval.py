@@ -91,27 +91,14 @@ def palette_labels(frames: np.ndarray, max_distance: float = FG_DISTANCE) -> np.
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of a bool [H, W] mask (flood fill over runs; small masks)."""
-    h, w = mask.shape
-    lab = np.zeros((h, w), np.int32)
-    best, best_n, cur = 0, 0, 0
-    ys, xs = np.nonzero(mask)
-    for y0, x0 in zip(ys, xs):
-        if lab[y0, x0]:
-            continue
-        cur += 1
-        stack, n = [(y0, x0)], 0
-        lab[y0, x0] = cur
-        while stack:
-            y, x = stack.pop()
-            n += 1
-            for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
-                if 0 <= yy < h and 0 <= xx < w and mask[yy, xx] and not lab[yy, xx]:
-                    lab[yy, xx] = cur
-                    stack.append((yy, xx))
-        if n > best_n:
-            best, best_n = cur, n
-    return lab == best if best else mask
+    """The largest 4-connected component of a bool [H, W] mask."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == (1 + int(np.argmax(sizes)))
 
 
 def _shape_scores(mask: np.ndarray) -> dict[str, float]:
