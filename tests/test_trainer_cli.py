@@ -1,0 +1,63 @@
+"""`videopoet train` end to end on the tiny preset; SIGTERM saves a checkpoint and the run resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from videopoet.cli.main import main
+from videopoet.schemas import store
+from videopoet.trainer import synthetic
+from videopoet.trainer.config import load_train_config
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    r = str(tmp_path_factory.mktemp("root"))
+    recs = synthetic.make_records(12, load_train_config("tiny").model.vocab)
+    store.write_dataset(r, "syn", "1", {"a.tar": recs})
+    return r
+
+
+def test_cli_train_json_and_resume(root, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    args = ["train", "--config", "tiny", "--data", "syn@1", "--root", root, "--out", out, "--json",
+            "steps=4", "mesh.data=1", "data.mixture={t2v: 1.0}"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["status"] == "completed" and res["step"] == 4 and res["checkpoint"] == 4
+    assert main(args[:-3] + ["steps=6", "mesh.data=1", "data.mixture={t2v: 1.0}"]) == 2  # steps changed: refused
+    assert "different config" in capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(root, tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--data", "nope@1", "--root", root, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videopoet: error:") and "\n" not in err
+    assert main(["train", "--config", "tiny", "--data", "syn@1", "--root", root, "--out", str(tmp_path / "r"),
+                 "model.nope=1"]) == 2
+    assert "unknown config key model.nope" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_saves_checkpoint_then_resumes(root, tmp_path):
+    out = str(tmp_path / "run")
+    cmd = [sys.executable, "-m", "videopoet.cli.main", "train", "--config", "tiny", "--data", "syn@1", "--root", root,
+           "--out", out, "--json", "steps=100000", "checkpoint_every=100000", "mesh.data=1", "log_every=1",
+           "data.mixture={t2v: 1.0}"]
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = os.path.join(out, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    res = json.loads(stdout)
+    assert res["status"] == "sigterm" and res["checkpoint"] == res["step"] >= 3
+    assert os.path.isdir(os.path.join(out, "checkpoints", str(res["step"])))
