@@ -1,0 +1,61 @@
+"""Sharding: FSDP and tensor parallelism on the 8 fake CPU devices give the 1-device losses."""
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from videopoet.trainer import data as D
+from videopoet.trainer import sharding as SH
+from videopoet.trainer import step as ST
+from videopoet.trainer import synthetic
+from videopoet.trainer.config import load_train_config
+
+BASE = ["batch_size=8", "steps=2", "data.mixture={t2v: 1.0}", "data.curriculum=false"]
+
+
+def _losses(mesh_ovr, steps=2):
+    cfg = load_train_config("tiny", BASE + mesh_ovr)
+    mix = D.Mixture(synthetic.make_records(16, cfg.model.vocab), cfg)
+    tr = ST.make_trainer(cfg)
+    state = tr.init()
+    out = []
+    for s in range(steps):
+        state, m = tr.step(state, mix.global_batch(s))
+        out.append(float(m["loss"]))
+    return out, state, tr
+
+
+@pytest.fixture(scope="module")
+def reference():
+    assert jax.device_count() == 8, "tests/conftest.py sets 8 fake CPU devices"
+    return _losses(["mesh.data=1"])[0]
+
+
+@pytest.mark.parametrize("mesh", [
+    ["mesh.data=-1"],                                   # 8-way data parallel
+    ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"],    # data + FSDP + tensor
+    pytest.param(["mesh.data=2", "mesh.fsdp=4"], marks=pytest.mark.slow),  # FSDP
+    pytest.param(["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"], marks=pytest.mark.slow),
+])
+def test_sharded_losses_match_one_device(reference, mesh):
+    losses, state, tr = _losses(mesh)
+    np.testing.assert_allclose(losses, reference, rtol=2e-5, atol=2e-5)
+    assert tr.mesh.devices.size == 8
+    emb = state["params"]["embed"]["embedding"]
+    fsdp, tensor = tr.mesh.shape["fsdp"], tr.mesh.shape["tensor"]
+    assert emb.sharding.spec == P("tensor" if tensor > 1 else None, "fsdp" if fsdp > 1 else None) or \
+        emb.sharding.spec == P("tensor", "fsdp")
+    shard = emb.addressable_shards[0].data.shape
+    assert shard == (emb.shape[0] // tensor, emb.shape[1] // fsdp)
+    mu = state["opt_state"][1][0].mu["embed"]["embedding"]  # Adam moments sharded like the params
+    assert mu.addressable_shards[0].data.shape == shard
+
+
+def test_mesh_shape_errors():
+    from videopoet.schemas.errors import ConfigError
+    from videopoet.trainer.config import MeshConfig
+
+    assert SH.mesh_shape(MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
+    with pytest.raises(ConfigError, match="not divisible"):
+        SH.mesh_shape(MeshConfig(data=-1, fsdp=3), 8)
