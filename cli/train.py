@@ -7,6 +7,10 @@ Presets: tiny, small (the quickstart), 300m, 1b, 8b. Overrides use dotted keys, 
 ``steps=200 batch_size=8 model.layers=4 data.mixture.t2v=2``. A RUN_DIR with checkpoints resumes
 from its latest step (same config and dataset required). SIGTERM saves a checkpoint and exits.
 ``--root`` defaults to ``$VIDEOPOET_ROOT``, else ``./datasets``.
+
+Multi-process (one process per host): set ``VIDEOPOET_COORDINATOR=host:port``,
+``VIDEOPOET_NUM_PROCESSES`` and ``VIDEOPOET_PROCESS_ID`` (or ``VIDEOPOET_DISTRIBUTED=auto`` on Slurm /
+TPU pods); every process runs the same command and reads only its rows of each global batch.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ def register(sub) -> None:
 
 def _run(args) -> int:
     from videopoet.trainer.config import load_train_config
+    from videopoet.trainer.sharding import initialize_distributed
     from videopoet.trainer.train import Hooks, train
+
+    initialize_distributed()  # multi-process runs: VIDEOPOET_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID
 
     overrides = list(args.overrides) + (["progress=false"] if args.no_progress or args.json else [])
     cfg = load_train_config(args.config, overrides)
