@@ -66,6 +66,7 @@ __all__ = [
     "prepare_sample",
     "process_shard",
     "tokenize_items",
+    "warmup_tokenizers",
 ]
 
 VIDEO_EXTS = ("mp4", "webm", "mkv", "mov", "avi")
@@ -192,6 +193,18 @@ def load_tokenizers(cfg: PipelineConfig) -> Tokenizers:
                                     f"{toks.audio.config.sample_rate}")
             _TOKENIZER_CACHE[key] = toks
         return _TOKENIZER_CACHE[key]
+
+
+def warmup_tokenizers(toks: Tokenizers, cfg: PipelineConfig) -> float:
+    """Compile every shape the pipeline feeds the tokenizers (each bucket's clip and image, the
+    audio clip) so the first shards do not pay XLA compilation; returns the seconds spent."""
+    t0 = time.perf_counter()
+    for h, w in cfg.buckets().values():
+        for t in ((cfg.clip_frames, 1) if cfg.images else (cfg.clip_frames,)):
+            toks.video.encode(np.zeros((cfg.batch_size, t, h, w, 3), np.uint8))
+    if cfg.audio:
+        toks.audio.encode(np.zeros((cfg.batch_size, cfg.audio_samples), np.float32))
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------- samples
