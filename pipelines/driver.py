@@ -102,6 +102,12 @@ def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
     """Publish the version through the store (manifest written last, atomically)."""
     if job.already_published is not None:
         return job.already_published
+    want = job.tokenizers.fingerprints()
+    for n, mk in job.work.done_shards().items():
+        if mk.get("tokenizers") not in (None, want):
+            diff = sorted(k for k in want if (mk.get("tokenizers") or {}).get(k) != want[k])
+            raise stages.PipelineError(f"input shard {n} was tokenized with different tokenizers ({', '.join(diff)}) "
+                                       f"than the driver loaded; give every worker the same checkpoints")
     lineage = {"tokenizers": job.tokenizers.lineage(), "pipeline_config": to_dict(job.cfg), "runner": runner}
     return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
 

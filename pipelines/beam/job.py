@@ -68,16 +68,23 @@ def _beam_dofn_base():
 class TokenizeShard(_beam_dofn_base()):
     """ParDo over input shard URIs: tokenizes each into the store's staging area."""
 
-    def __init__(self, cfg: dict[str, Any], root: str, name: str, version: str):
+    def __init__(self, cfg: dict[str, Any], root: str, name: str, version: str,
+                 fingerprints: dict[str, str] | None = None):
         from apache_beam.utils import shared
 
         self.cfg_dict, self.root, self.name, self.version = cfg, root, name, version
+        self.fingerprints = fingerprints
         self._shared = shared.Shared()
 
     def setup(self) -> None:
         self.cfg = from_dict(PipelineConfig, self.cfg_dict)
         key = f"{self.cfg.video_tokenizer}|{self.cfg.audio_tokenizer}|{self.cfg.text_tokenizer}"
         self.loaded = self._shared.acquire(lambda: _Loaded(stages.load_tokenizers(self.cfg)), tag=key)
+        got = self.loaded.toks.fingerprints()
+        if self.fingerprints is not None and got != self.fingerprints:
+            diff = sorted(k for k in got if got[k] != self.fingerprints.get(k))
+            raise stages.PipelineError(f"a Beam worker loaded different tokenizers than the driver "
+                                       f"({', '.join(diff)}); give every worker the same checkpoints")
         self.work = driver.open_work(self.root, self.name, self.version, self.cfg)
 
     def process(self, uri: str):
@@ -148,7 +155,8 @@ def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineC
             _ = (p
                  | "InputShards" >> beam.Create(job.todo)
                  | "Spread" >> beam.Reshuffle()
-                 | "Tokenize" >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version)))
+                 | "Tokenize" >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version,
+                                                         job.tokenizers.fingerprints())))
             result = p.run()
             result.wait_until_finish()
         counters = _counters(result)
