@@ -6,7 +6,9 @@ map over kernels) and ``jax.jit`` caching all want; the sibling SoundStream toke
 
 Layout: activations are ``[B, T, H, W, C]``. Every convolution is **causal in time**: the input is
 padded with ``kt - 1`` copies of the first frame on the past side only, so output frame ``t`` sees
-input frames ``<= t`` and the first frame is encoded alone (an image is a 1-frame video).
+input frames ``<= t`` and the first frame is encoded alone (an image is a 1-frame video). Every
+GroupNorm takes its statistics per frame (:func:`FrameGroupNorm`): pooling them over time would let
+later frames change the first frame's codes.
 
 * Downsampling: strided causal convs (stride 2 in space, and in time where the level says so;
   time ``1 + 2k -> 1 + k``).
@@ -31,6 +33,15 @@ from videopoet.tokenizers.magvit2.config import MagvitConfig
 
 def _groups(channels: int, groups: int) -> int:
     return math.gcd(channels, groups)
+
+
+def FrameGroupNorm(num_groups: int, **kw) -> nn.GroupNorm:  # noqa: N802 - a module factory
+    """GroupNorm with statistics per frame (over H, W and the group's channels, never over time).
+
+    A plain GroupNorm over ``[B, T, H, W, C]`` pools its mean and variance over all frames, so the
+    first frame's output would depend on later frames and the network would not be causal.
+    """
+    return nn.GroupNorm(num_groups=num_groups, reduction_axes=(-3, -2, -1), **kw)
 
 
 def temporal_down_levels(cfg: MagvitConfig) -> tuple[int, ...]:
@@ -78,8 +89,8 @@ class AdaptiveGroupNorm(nn.Module):
     def __call__(self, x, cond):
         c = x.shape[-1]
         if not self.adaptive:
-            return nn.GroupNorm(num_groups=_groups(c, self.groups), name="norm")(x)
-        y = nn.GroupNorm(num_groups=_groups(c, self.groups), use_scale=False, use_bias=False, name="norm")(x)
+            return FrameGroupNorm(_groups(c, self.groups), name="norm")(x)
+        y = FrameGroupNorm(_groups(c, self.groups), use_scale=False, use_bias=False, name="norm")(x)
         cc = resize_cond(cond, *x.shape[1:4])
         gamma = nn.Conv(c, (1, 1, 1), kernel_init=nn.initializers.zeros, name="scale")(cc)
         beta = nn.Conv(c, (1, 1, 1), kernel_init=nn.initializers.zeros, name="shift")(cc)
@@ -93,9 +104,9 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        h = nn.swish(nn.GroupNorm(num_groups=_groups(x.shape[-1], self.groups), name="norm1")(x))
+        h = nn.swish(FrameGroupNorm(_groups(x.shape[-1], self.groups), name="norm1")(x))
         h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv1")(h)
-        h = nn.swish(nn.GroupNorm(num_groups=_groups(self.features, self.groups), name="norm2")(h))
+        h = nn.swish(FrameGroupNorm(_groups(self.features, self.groups), name="norm2")(h))
         h = CausalConv3d(self.features, (self.tk, 3, 3), name="conv2")(h)
         if x.shape[-1] != self.features:
             x = CausalConv3d(self.features, (1, 1, 1), name="skip")(x)
@@ -153,7 +164,7 @@ class Encoder(nn.Module):
                 x = CausalConv3d(cfg.channels * cfg.channel_mults[i + 1], (tk, 3, 3), (st, 2, 2), name=f"down{i}")(x)
         for j in range(cfg.num_res_blocks):
             x = ResBlock(x.shape[-1], tk, g, name=f"mid_res{j}")(x)
-        x = nn.swish(nn.GroupNorm(num_groups=_groups(x.shape[-1], g), name="norm_out")(x))
+        x = nn.swish(FrameGroupNorm(_groups(x.shape[-1], g), name="norm_out")(x))
         return CausalConv3d(cfg.lfq_bits, (1, 1, 1), name="conv_out")(x)
 
 
@@ -225,20 +236,45 @@ class Discriminator(nn.Module):
         return CausalConv3d(1, (1, 3, 3), name="conv_out")(h)[..., 0]
 
 
-def inflate_params(image_params, video_params):
+def inflate_params(image_params, video_params, cfg: MagvitConfig | None = None):
     """Image-trained params (``temporal_kernel=1``) -> video params with causal temporal kernels.
 
     Each conv kernel of temporal size 1 whose video counterpart is longer is placed at the **last**
     tap (the current frame, since the padding is on the past side) with zeros elsewhere, so the
-    inflated model starts out as a per-frame image model. Everything else is copied unchanged.
+    inflated encoder starts out as a per-frame image encoder (its temporal downsamplers keep every
+    other frame). Everything else is copied unchanged.
+
+    With ``cfg``, the decoder's temporal depth-to-space upsamplers are inflated too: an image model
+    only ever uses the second ("current") half of their output channels (the first frame of each
+    pair is dropped for a 1-frame input), so the first half never trains. Copying the trained half
+    over it makes each latent frame decode to repeated frames: the inflated model starts as a
+    sample-and-hold video model instead of one whose in-between frames come from random weights.
     """
 
-    def fill(img, vid):
-        img = jnp.asarray(img)
+    def fill(img, vid):  # on the host: eager jnp ops would compile once per shape
+        img = np.array(img)
         if img.shape == vid.shape:
             return img
         if img.ndim == 5 and img.shape[0] == 1 and img.shape[1:] == vid.shape[1:]:
-            return jnp.zeros(vid.shape, img.dtype).at[-1].set(img[0])
+            out = np.zeros(vid.shape, img.dtype)
+            out[-1] = img[0]
+            return out
         raise ValueError(f"cannot inflate a parameter of shape {img.shape} to {vid.shape}")
 
-    return jax.tree_util.tree_map(fill, image_params, video_params)
+    out = jax.tree_util.tree_map(fill, image_params, video_params)
+    if cfg is not None and "decoder" in out:
+        tdown = temporal_down_levels(cfg)
+        dec = dict(out["decoder"])
+        for i in range(1, cfg.num_levels):
+            name = f"up{i}"
+            if (i - 1) not in tdown or name not in dec:
+                continue
+            conv = dict(dec[name]["conv"]["conv"])  # DepthToSpaceUp -> CausalConv3d -> nn.Conv
+            for leaf in ("kernel", "bias"):
+                w = conv[leaf].copy()
+                half = w.shape[-1] // 2  # channel layout (st, 2, 2, C): first half = the earlier frame
+                w[..., :half] = w[..., half:]
+                conv[leaf] = w
+            dec[name] = dict(dec[name], conv=dict(dec[name]["conv"], conv=conv))
+        out = dict(out, decoder=dec)
+    return jax.tree_util.tree_map(jnp.asarray, out)

@@ -130,8 +130,8 @@ def seeded_init(spec, seed: int, zero_modules=("scale", "shift")):
             rng = np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
             return jnp.asarray(rng.standard_normal(shape, np.float32) / np.sqrt(fan_in), leaf.dtype)
         if leafname == "scale":
-            return jnp.ones(shape, leaf.dtype)
-        return jnp.zeros(shape, leaf.dtype)
+            return jnp.asarray(np.ones(shape, leaf.dtype))
+        return jnp.asarray(np.zeros(shape, leaf.dtype))
 
     return jax.tree_util.tree_map_with_path(init, spec)
 
@@ -330,7 +330,7 @@ def default() -> MagvitTokenizer:
     d = os.path.join(ASSETS, "small")
     if not os.path.exists(os.path.join(d, WEIGHTS_FILE)):
         raise CheckpointNotFoundError(
-            f"no shipped MAGVIT-v2 checkpoint at {d}; train one with:\n  {DEFAULT_COMMAND}\n"
+            f"no shipped MAGVIT-v2 checkpoint at {d}; train one with: {DEFAULT_COMMAND} "
             "(see tokenizers/magvit2/README.md; or use magvit2.load('small') for an untrained, seeded model)"
         )
     return load_dir(d)

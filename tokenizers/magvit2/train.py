@@ -91,24 +91,53 @@ def disc_params_init(cfg: MagvitConfig, frames: int, seed: int):
 
 def init_state(cfg: MagvitConfig, phase_cfg: MagvitConfig, frames: int, step: int = 0, params=None, disc=None) -> dict:
     params = init_params(phase_cfg, cfg.seed) if params is None else params
+    # built from host copies and one jitted optimizer init: eager per-leaf jnp ops would each compile
     state = {
-        "step": jnp.asarray(step, jnp.int32),
-        "params": params,
-        "ema": jax.tree_util.tree_map(jnp.array, params),
-        "opt": make_optimizer(cfg, cfg.learning_rate).init(params),
+        "step": jnp.asarray(np.int32(step)),
+        "params": _device_copy(params),
+        "ema": _device_copy(params),
+        "opt": _opt_init(_step_key(cfg), "gen")(params),
     }
     if cfg.gan_weight > 0:
         dparams = disc_params_init(cfg, frames, cfg.seed) if disc is None else disc
-        state["disc"] = dparams
-        state["disc_opt"] = make_optimizer(cfg, cfg.disc_learning_rate).init(dparams)
-        state["lecam"] = jnp.zeros((2,), jnp.float32)  # ema of D(real), ema of D(fake)
+        state["disc"] = _device_copy(dparams)
+        state["disc_opt"] = _opt_init(_step_key(cfg), "disc")(dparams)
+        state["lecam"] = jnp.asarray(np.zeros((2,), np.float32))  # ema of D(real), ema of D(fake)
     return state
 
 
-# ---------------------------------------------------------------------------------- train step
+def _device_copy(tree):
+    def copy(x):
+        return jnp.array(x) if isinstance(x, jax.core.Tracer) else jnp.asarray(np.array(x))  # traced: eval_shape
+
+    return jax.tree_util.tree_map(copy, tree)
+
+
 @functools.lru_cache(maxsize=8)
+def _opt_init(cfg: MagvitConfig, which: str):
+    lr = cfg.learning_rate if which == "gen" else cfg.disc_learning_rate
+    return jax.jit(make_optimizer(cfg, lr).init)
+
+
+# ---------------------------------------------------------------------------------- train step
+# fields the step function never reads (run length, logging, data shapes, init seed): reset in the
+# cache key so runs that differ only in them share one compiled step
+_STEP_FREE_FIELDS = ("name", "height", "width", "frames", "train_frames", "batch_size", "image_batch_size",
+                     "image_steps", "steps", "seed", "log_every", "checkpoint_every")
+
+
+def _step_key(cfg: MagvitConfig) -> MagvitConfig:
+    base = MagvitConfig()
+    return dataclasses.replace(cfg, **{f: getattr(base, f) for f in _STEP_FREE_FIELDS})
+
+
 def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig):
     """A jitted ``(state, batch_uint8) -> (state, metrics)`` for this config and phase."""
+    return _make_train_step(_step_key(cfg), _step_key(phase_cfg))
+
+
+@functools.lru_cache(maxsize=8)
+def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig):
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet "
                               "(set perceptual_weight=0)")
@@ -326,7 +355,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         if phase == "image":
             batch = ipool.batch(step, cfg.image_batch_size)
         else:
-            batch = vpool.batch(step, cfg.batch_size)
+            batch = vpool.batch(step, cfg.batch_size, frames=cfg.train_frames or None)
         state, m = fn(state, jnp.asarray(batch))
         step += 1
         if bar is not None:
@@ -346,8 +375,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         if phase == "image" and step == cfg.image_steps:
             # inflate the image model into the causal video model; fresh optimizer moments
             vparams = init_params(cfg, cfg.seed)
-            params = inflate_params(state["params"], vparams)
-            ema = inflate_params(state["ema"], vparams)
+            params = inflate_params(state["params"], vparams, cfg)
+            ema = inflate_params(state["ema"], vparams, cfg)
             disc = None
             if cfg.gan_weight > 0:
                 disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))

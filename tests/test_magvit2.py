@@ -1,0 +1,532 @@
+"""MAGVIT-v2 tokenizer: shapes for every preset (``paper`` by shape inference only), causality, LFQ
+math against a numpy reference, COMMIT masks, encode/decode errors, save/load, training + resume,
+evaluation and the CLI. Fast tests use the ``tiny`` preset (32x32, 5 frames, 6 bits)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from videopoet.schemas.errors import ConfigError, VideoPoetError
+from videopoet.tokenizers import magvit2
+from videopoet.tokenizers.magvit2 import lfq
+from videopoet.tokenizers.magvit2 import masks as mk
+from videopoet.tokenizers.magvit2.config import PRESETS, load_magvit_config
+from videopoet.tokenizers.magvit2.data import ClipPool, synth_clips, take
+from videopoet.tokenizers.magvit2.model import MagvitVQ, inflate_params
+from videopoet.tokenizers.magvit2.tokenizer import (
+    CheckpointNotFoundError,
+    VideoInputError,
+    arch_config,
+    param_spec,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return magvit2.load("tiny")
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """Four held-out synthetic clips at the tiny size (uint8 [4, 9, 32, 32, 3])."""
+    return take(synth_clips("heldout", 0, 9, 32, 32), 4)
+
+
+def _shapes(preset: str, video_shape):
+    """(codes, reconstruction) ShapeDtypeStructs of the preset's network: shape inference, no compute."""
+    cfg = load_magvit_config(preset)
+    model = MagvitVQ(arch_config(cfg))
+    params = param_spec(arch_config(cfg))
+    x = jax.ShapeDtypeStruct(video_shape, jnp.float32)
+    codes = jax.eval_shape(lambda p, v: model.apply({"params": p}, v, method=MagvitVQ.encode), params, x)
+    recon = jax.eval_shape(lambda p, c: model.apply({"params": p}, c, method=MagvitVQ.decode), params, codes)
+    return cfg, codes, recon
+
+
+# ------------------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize(
+    "video, latent",
+    [
+        ((17, 128, 128), (5, 16, 16)),
+        ((17, 224, 128), (5, 28, 16)),  # VideoPoet's portrait 128x224 (W x H) -> (5, 28, 16)
+        ((41, 128, 128), (11, 16, 16)),
+        ((1, 128, 128), (1, 16, 16)),  # an image is a 1-frame video
+    ],
+)
+def test_paper_shapes(video, latent):
+    cfg, codes, recon = _shapes("paper", (2, *video, 3))
+    assert cfg.codebook_size == 2**18 and cfg.lfq_bits == 18
+    assert codes.shape == (2, *latent) and codes.dtype == jnp.int32
+    assert cfg.latent_shape(*video) == latent
+    assert recon.shape == (2, *video, 3)
+
+
+@pytest.mark.parametrize(
+    "preset, latent, bits",
+    [("tiny", (2, 4, 4), 6), ("small", (5, 8, 8), 10), ("paper", (5, 16, 16), 18)],
+)
+def test_every_preset_at_its_own_size(preset, latent, bits):
+    cfg = load_magvit_config(preset)
+    _, codes, recon = _shapes(preset, (1, cfg.frames, cfg.height, cfg.width, 3))
+    assert codes.shape == (1, *latent) == (1, *cfg.latent_shape())
+    assert recon.shape == (1, cfg.frames, cfg.height, cfg.width, 3)
+    assert cfg.codebook_size == 2**bits
+    # one more group of 4 frames -> one more latent frame; an image -> one latent frame
+    assert _shapes(preset, (1, cfg.frames + 4, cfg.height, cfg.width, 3))[1].shape[1] == latent[0] + 1
+    assert _shapes(preset, (1, 1, cfg.height, cfg.width, 3))[1].shape[1] == 1
+
+
+def test_presets_validate_and_bad_configs_are_refused():
+    for name in PRESETS:
+        load_magvit_config(name).validate()
+    for bad, key in [("frames=6", "frames"), ("lfq_bits=0", "lfq_bits"), ("height=60", "height"),
+                     ("channel_mults=[1,2]", "spatial_downsample"), ("temporal_downsample=3", "temporal_downsample"),
+                     ("bogus=1", "bogus"), ("adam_b2=1.0", "adam_b2"), ("train_frames=4", "train_frames"),
+                     ("train_frames=9", "train_frames")]:
+        with pytest.raises(ConfigError, match=key):
+            load_magvit_config("tiny", [bad])
+
+
+# ------------------------------------------------------------------------------------ encode / decode
+def test_encode_decode_dtypes_and_shapes(tiny, clips):
+    codes = tiny.encode(clips)
+    assert codes.shape == (4, 3, 4, 4) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < 64
+    out = tiny.decode(codes)
+    assert out.shape == clips.shape and out.dtype == np.uint8
+    # deterministic, independent of batching, int64 codes accepted
+    np.testing.assert_array_equal(tiny.encode(clips[1:2]), codes[1:2])
+    np.testing.assert_array_equal(tiny.decode(codes.astype(np.int64)), out)
+    # non-square and longer inputs than the config's size
+    assert tiny.encode(np.zeros((1, 13, 32, 48, 3), np.uint8)).shape == (1, 4, 4, 6)
+
+
+def test_causal_first_frame_and_image_is_one_frame_video(tiny, clips):
+    v = clips[:2]
+    codes = tiny.encode(v)
+    changed = v.copy()
+    changed[:, 1:] = np.random.default_rng(1).integers(0, 256, changed[:, 1:].shape, dtype=np.uint8)
+    later = tiny.encode(changed)
+    np.testing.assert_array_equal(later[:, 0], codes[:, 0])
+    assert not np.array_equal(later[:, 1:], codes[:, 1:])  # the change is seen by the later latents
+    # frames 5.. only feed latent frames 2..: latents 0 and 1 stay
+    tail = v.copy()
+    tail[:, 5:] = 255 - tail[:, 5:]
+    np.testing.assert_array_equal(tiny.encode(tail)[:, :2], codes[:, :2])
+    # an image encodes exactly like the first frame of any video that starts with it
+    np.testing.assert_array_equal(tiny.encode(v[:, :1])[:, 0], codes[:, 0])
+    # decoding is causal too: frame 0 comes from latent frame 0 alone
+    other = codes.copy()
+    other[:, 1:] = (other[:, 1:] + 17) % 64
+    np.testing.assert_array_equal(tiny.decode(other)[:, 0], tiny.decode(codes)[:, 0])
+    np.testing.assert_array_equal(tiny.decode(codes[:, :1])[:, 0], tiny.decode(codes)[:, 0])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((5, 32, 32, 3), np.uint8), r"\[B,T,H,W,3\]"),
+        (np.zeros((1, 5, 32, 32), np.uint8), r"\[B,T,H,W,3\]"),
+        (np.zeros((1, 5, 32, 32, 3), np.float32), "uint8"),
+        (np.zeros((1, 6, 32, 32, 3), np.uint8), r"1 \+ 4k"),
+        (np.zeros((1, 4, 32, 32, 3), np.uint8), r"1 \+ 4k"),
+        (np.zeros((1, 5, 30, 32, 3), np.uint8), "multiples of 8"),
+        (np.zeros((0, 5, 32, 32, 3), np.uint8), "empty"),
+        ([np.zeros((5, 32, 32, 3), np.uint8)], "list"),
+    ],
+)
+def test_encode_errors(tiny, bad, match):
+    with pytest.raises(VideoInputError, match=match) as e:
+        tiny.encode(bad)
+    assert isinstance(e.value, VideoPoetError) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.full((1, 2, 4, 4), 64, np.int32), r"\[0, 64\)"),
+        (np.full((1, 2, 4, 4), -1, np.int32), r"\[0, 64\)"),
+        (np.zeros((1, 2, 4, 4), np.float32), "integer"),
+        (np.zeros((2, 4, 4), np.int32), r"\[B,T',H',W'\]"),
+    ],
+)
+def test_decode_errors(tiny, bad, match):
+    with pytest.raises(VideoInputError, match=match) as e:
+        tiny.decode(bad)
+    assert isinstance(e.value, VideoPoetError) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------ LFQ
+def test_codes_bits_round_trip():
+    codes = np.arange(2**10)
+    bits = np.asarray(lfq.codes_to_bits(codes, 10))
+    assert bits.shape == (1024, 10) and set(np.unique(bits)) == {0, 1}
+    np.testing.assert_array_equal(bits[5], [1, 0, 1, 0, 0, 0, 0, 0, 0, 0])  # bit i has weight 2**i
+    np.testing.assert_array_equal(np.asarray(lfq.bits_to_codes(bits)), codes)
+    # 18 bits (the paper's codebook): random codes survive codes -> latent -> quantize -> codes
+    c18 = np.random.default_rng(0).integers(0, 2**18, 1000)
+    lat = lfq.codes_to_latent(c18, 18, scale=0.5)
+    assert set(np.unique(np.asarray(lat))) == {-0.5, 0.5}
+    q, back = lfq.quantize(lat, 0.5)
+    np.testing.assert_array_equal(np.asarray(back), c18)
+    np.testing.assert_array_equal(np.asarray(q), np.asarray(lat))
+
+
+def _np_entropies(z, scale, tau):
+    """Reference: the explicit softmax over all 2^B codes (no factorization)."""
+    b = z.shape[-1]
+    cb = np.array(list(itertools.product([0, 1], repeat=b)))[:, ::-1]  # row c = bits of code c (LSB first)
+    cb = (cb * 2.0 - 1.0) * scale
+    d = ((z[:, None, :] - cb[None]) ** 2).sum(-1)  # [N, C]
+    logits = -d / tau
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    ent = lambda q: -(q * np.log(np.clip(q, 1e-30, 1))).sum(-1)  # noqa: E731
+    return ent(p).mean(), ent(p.mean(0)), p
+
+
+@pytest.mark.parametrize("scale, tau", [(1.0, 0.5), (0.5, 0.1), (1.0, 2.0)])
+def test_entropy_terms_match_numpy_reference(scale, tau):
+    z = np.random.default_rng(1).normal(size=(64, 5)) * 0.3
+    per_ref, cb_ref, p_ref = _np_entropies(z, scale, tau)
+    # the factorized bit probabilities are the reference's marginals
+    bitsets = np.asarray(lfq.codes_to_bits(np.arange(32), 5))
+    marg = p_ref @ bitsets
+    np.testing.assert_allclose(np.asarray(lfq.bit_probs(jnp.asarray(z, jnp.float32), scale, tau)), marg, atol=1e-5)
+    per, cb = lfq.entropy_terms(jnp.asarray(z, jnp.float32), scale, tau, exact_max_bits=12)
+    assert float(per) == pytest.approx(per_ref, rel=1e-4, abs=1e-5)
+    assert float(cb) == pytest.approx(cb_ref, rel=1e-4, abs=1e-5)
+    # the per-bit approximation (used above exact_max_bits) is an upper bound on the codebook entropy
+    _, approx = lfq.entropy_terms(jnp.asarray(z, jnp.float32), scale, tau, exact_max_bits=2)
+    assert float(approx) >= float(cb) - 1e-5
+    loss, aux = lfq.entropy_loss(jnp.asarray(z, jnp.float32), scale, tau, gamma=0.7)
+    assert float(loss) == pytest.approx(per_ref - 0.7 * cb_ref, rel=1e-4, abs=1e-5)
+    assert set(aux) == {"per_sample_entropy", "codebook_entropy"}
+
+
+def test_entropy_extremes():
+    # confident and spread over all codes: per-sample -> 0, codebook -> log(C)
+    codes = np.arange(16)
+    z = np.asarray(lfq.codes_to_latent(codes, 4)) * 5.0
+    per, cb = lfq.entropy_terms(jnp.asarray(z), 1.0, 0.01)
+    assert float(per) < 1e-4 and float(cb) == pytest.approx(np.log(16), abs=1e-4)
+    # every sample on one code: codebook entropy -> 0
+    per, cb = lfq.entropy_terms(jnp.asarray(np.tile(z[:1], (16, 1))), 1.0, 0.01)
+    assert float(cb) < 1e-4
+    # a single sample: the per-bit bound is exact
+    one = jnp.asarray(np.random.default_rng(2).normal(size=(1, 14)) * 0.01, jnp.float32)
+    exact = lfq.entropy_terms(one[:, :10], 1.0, 0.05, exact_max_bits=12)[1]
+    bound = lfq.entropy_terms(one[:, :10], 1.0, 0.05, exact_max_bits=4)[1]
+    assert float(exact) == pytest.approx(float(bound), rel=1e-4)
+
+
+def test_commitment_and_straight_through():
+    z = jnp.asarray(np.random.default_rng(3).normal(size=(8, 6)), jnp.float32)
+    s = 0.7
+    ref = np.mean((np.asarray(z) - np.sign(np.asarray(z)) * s) ** 2)
+    assert float(lfq.commitment_loss(z, s)) == pytest.approx(ref, rel=1e-5)
+    g = jax.grad(lambda x: lfq.commitment_loss(x, s))(z)  # the quantized target is a constant
+    np.testing.assert_allclose(np.asarray(g), 2 * (np.asarray(z) - np.sign(np.asarray(z)) * s) / z.size, rtol=1e-5)
+    w = jnp.arange(48.0).reshape(8, 6)
+    g = jax.grad(lambda x: jnp.sum(lfq.quantize(x, s)[0] * w))(z)  # straight-through: identity gradient
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w))
+
+
+def test_codebook_stats():
+    u = lfq.codebook_stats(np.arange(64).repeat(3), 64)
+    assert u["usage"] == 1.0 and u["used"] == 64 and u["perplexity"] == pytest.approx(64.0)
+    one = lfq.codebook_stats(np.full(100, 7), 64)
+    assert one["usage"] == 1 / 64 and one["perplexity"] == pytest.approx(1.0)
+    two = lfq.codebook_stats(np.array([0, 0, 0, 1]), 4)
+    h = -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert two["perplexity"] == pytest.approx(np.exp(h)) and two["usage"] == 0.5
+
+
+# ------------------------------------------------------------------------------------ masks
+def test_mask_regions():
+    T, H, W = 17, 64, 64
+    m = mk.make_mask("inpaint_center", T, H, W)
+    assert m.shape == (T, H, W) and m[:, 16:48, 16:48].all() and m.sum() == T * 32 * 32
+    assert mk.make_mask("outpaint_left", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(16))
+    assert mk.make_mask("outpaint_right", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(48, 64))
+    assert mk.make_mask("outpaint_top", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(16))
+    assert mk.make_mask("outpaint_bottom", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(48, 64))
+    border = mk.make_mask("outpaint_border", T, H, W)
+    assert not border[:, 16:48, 16:48].any() and border.sum() == T * (64 * 64 - 32 * 32)
+    fut = mk.make_mask("future", T, H, W, keep_frames=5)
+    assert not fut[:5].any() and fut[5:].all()
+    # unaligned sizes round to whole tokens
+    m = mk.make_mask("outpaint_left", 1, 64, 64, ratio=0.3)  # 19.2 px -> 16 px (2 tokens)
+    assert m[0, 0].sum() == 16
+    for kind in mk.MASK_KINDS:
+        assert mk.make_mask(kind, T, H, W).any()
+    with pytest.raises(mk.MaskError, match="unknown mask kind"):
+        mk.make_mask("nope", T, H, W)
+    with pytest.raises(mk.MaskError, match="ratio"):
+        mk.make_mask("inpaint_center", T, H, W, ratio=1.5)
+    with pytest.raises(mk.MaskError, match="keep_frames"):
+        mk.make_mask("future", T, H, W, keep_frames=0)
+
+
+@pytest.mark.parametrize("kind", mk.MASK_KINDS)
+def test_token_mask_is_aligned_with_pixels(kind):
+    T, H, W = 17, 64, 64
+    pm = mk.make_mask(kind, T, H, W)
+    tm = mk.token_mask(kind, T, H, W)
+    assert tm.shape == (5, 8, 8)
+    # every token is wholly hidden or wholly visible (edges on the 8-pixel grid) ...
+    blocks = pm.reshape(T, 8, 8, 8, 8)
+    assert np.all(blocks.all(axis=(2, 4)) == blocks.any(axis=(2, 4)))
+    # ... and a token is hidden exactly when a pixel of its causal frame group is
+    groups = [pm[:1]] + [pm[1 + 4 * i: 5 + 4 * i] for i in range(4)]
+    for t, g in enumerate(groups):
+        np.testing.assert_array_equal(tm[t], g.reshape(len(g), 8, 8, 8, 8).any(axis=(0, 2, 4)))
+    if kind == "inpaint_center":
+        assert tm[:, 2:6, 2:6].all() and tm.sum() == 5 * 16
+    if kind == "future":
+        assert not tm[:2].any() and tm[2:].all()
+
+
+def test_apply_mask_and_condition_tokens(tiny, clips):
+    v = clips[:2]
+    masked = mk.apply_mask(v, "inpaint_center", align=8)
+    hidden = mk.make_mask("inpaint_center", 9, 32, 32, align=8)
+    assert (masked[:, hidden] == mk.FILL_VALUE).all()
+    np.testing.assert_array_equal(masked[:, ~hidden], v[:, ~hidden])
+    np.testing.assert_array_equal(mk.apply_mask(v[0], "inpaint_center", align=8), masked[0])  # [T,H,W,3] too
+    cond = tiny.encode_condition(v, "inpaint_center")
+    np.testing.assert_array_equal(cond, tiny.encode(masked))
+    np.testing.assert_array_equal(tiny.condition_clip(v, "inpaint_center"), masked)
+    assert not np.array_equal(cond, tiny.encode(v))
+    # future-frame conditions keep the visible prefix's tokens (causal encoder)
+    fut = tiny.encode_condition(v, "future", keep_frames=5)
+    np.testing.assert_array_equal(fut[:, :2], tiny.encode(v)[:, :2])
+    with pytest.raises(mk.MaskError):
+        mk.apply_mask(v[0, 0], "future")
+
+
+# ------------------------------------------------------------------------------------ storage
+def test_save_load_round_trip(tiny, clips, tmp_path):
+    d = str(tmp_path / "exp")
+    tiny.save(d)
+    assert sorted(os.listdir(d)) == ["config.yaml", "model.safetensors"]
+    back = magvit2.load(d)
+    assert back.fingerprint == tiny.fingerprint and back.config == tiny.config
+    np.testing.assert_array_equal(back.encode(clips), tiny.encode(clips))
+    # fsspec URIs work the same way
+    tiny.save("memory://videopoet-test/mv-tiny")
+    assert magvit2.load("memory://videopoet-test/mv-tiny").fingerprint == tiny.fingerprint
+
+
+def test_fingerprint_follows_weights_and_config(tiny):
+    assert magvit2.load("tiny").fingerprint == tiny.fingerprint
+    assert magvit2.load("tiny", ["seed=1"]).fingerprint != tiny.fingerprint
+    assert magvit2.load("tiny", ["learning_rate=0.5"]).fingerprint != tiny.fingerprint  # the config is hashed
+
+
+def test_load_errors(tmp_path, tiny):
+    with pytest.raises(CheckpointNotFoundError, match="neither a preset"):
+        magvit2.load(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointNotFoundError, match="config.yaml"):
+        magvit2.load(str(tmp_path / "empty"))
+    # weights of another architecture under this config
+    d = tmp_path / "wrong"
+    tiny.save(str(d))
+    cfg_text = (d / "config.yaml").read_text().replace("channels: 8", "channels: 16")
+    (d / "config.yaml").write_text(cfg_text)
+    with pytest.raises(CheckpointNotFoundError, match="do not match"):
+        magvit2.load(str(d))
+
+
+def test_default_is_the_shipped_small_checkpoint():
+    d = os.path.join(os.path.dirname(magvit2.__file__), "assets", "small")
+    if not os.path.exists(os.path.join(d, "model.safetensors")):
+        with pytest.raises(CheckpointNotFoundError) as e:
+            magvit2.default()
+        assert "\n" not in str(e.value)
+        return
+    vt = magvit2.default()
+    assert vt.config.name == "magvit2-small" and vt.config.lfq_bits == 10
+    clip = take(synth_clips("heldout", 0, 17, 64, 64), 1)
+    codes = vt.encode(clip)
+    assert codes.shape == (1, 5, 8, 8)
+    from videopoet.tokenizers.magvit2.evaluate import psnr
+
+    assert psnr(clip, vt.decode(codes)) > 25.0  # trained: far above an untrained model's ~10 dB
+
+
+# ------------------------------------------------------------------------------------ training
+def test_tiny_training_reduces_loss(clips):
+    from videopoet.tokenizers.magvit2.train import init_state, make_train_step
+
+    cfg = load_magvit_config("tiny")  # the batch shape train_run uses, so the compiled step is shared
+    state = init_state(cfg, cfg, cfg.frames)
+    step = make_train_step(cfg, cfg)
+    batch = jnp.asarray(clips[:2, :5])
+    hist = []
+    for _ in range(15):
+        state, m = step(state, batch)
+        hist.append({k: float(v) for k, v in m.items()})
+    assert int(state["step"]) == 15
+    assert make_train_step(load_magvit_config("tiny", ["steps=7", "seed=3"]), cfg) is step  # one compile
+    first, last = hist[0], hist[-1]
+    assert last["l2"] < 0.5 * first["l2"], (first, last)
+    assert last["loss"] < first["loss"] and last["psnr"] > first["psnr"] + 3
+    assert all(np.isfinite(h["loss"]) for h in hist)
+
+
+def test_inflation_starts_as_the_image_model(clips):
+    from videopoet.tokenizers.magvit2.train import image_config
+    from videopoet.tokenizers.magvit2.tokenizer import MagvitTokenizer, init_params
+
+    cfg = load_magvit_config("tiny")
+    img_params = init_params(image_config(cfg), seed=3)
+    assert img_params["encoder"]["conv_in"]["conv"]["kernel"].shape[0] == 1  # 1x3x3 kernels
+    vid = inflate_params(img_params, init_params(cfg, seed=4))
+    k = np.asarray(vid["encoder"]["conv_in"]["conv"]["kernel"])
+    assert k.shape[0] == 3 and not k[:2].any()
+    np.testing.assert_array_equal(k[2], np.asarray(img_params["encoder"]["conv_in"]["conv"]["kernel"])[0])
+    image_tok = MagvitTokenizer(image_config(cfg), img_params)
+    video_tok = MagvitTokenizer(cfg, vid)
+    frame = clips[:2, :1]
+    still = np.repeat(frame, 9, axis=1)  # a still video: every latent frame is the image's codes
+    got = video_tok.encode(still)
+    for t in range(got.shape[1]):
+        np.testing.assert_array_equal(got[:, t], image_tok.encode(frame)[:, 0])
+
+
+def test_clip_pool_batches_are_a_function_of_seed_and_step(clips):
+    pool = ClipPool(clips, seed=5)
+    np.testing.assert_array_equal(pool.batch(3, 4), ClipPool(clips, seed=5).batch(3, 4))
+    assert not np.array_equal(pool.batch(3, 4), pool.batch(4, 4))
+    assert pool.batch(0, 3, frames=5).shape == (3, 5, 32, 32, 3)
+
+
+def test_synth_clips_deterministic_and_split():
+    a = take(synth_clips("train", 0, 5, 32, 32), 2)
+    b = take(synth_clips("train", 0, 5, 32, 32), 2)
+    h = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (2, 5, 32, 32, 3) and a.dtype == np.uint8
+    assert not np.array_equal(a, h)
+
+
+def _run_cfg(*over):
+    return load_magvit_config("tiny", ["checkpoint_every=1", "log_every=1", *over])
+
+
+def _tiny_source():
+    return synth_clips("train", 0, 5, 32, 32)
+
+
+def test_train_run_checkpoints_and_resume(tmp_path):
+    """Video-only runs (the compiled step is the one test_tiny_training_reduces_loss built)."""
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+
+    out = str(tmp_path / "b")
+    first = train_run(_run_cfg("steps=2"), out, _tiny_source(), pool_size=4, progress=False)
+    assert first["step"] == 2 and not first["stopped_early"]
+    assert os.path.exists(tmp_path / "b" / "loss_curve.png")
+    assert magvit2.load(out).fingerprint == first["fingerprint"]  # the exported EMA weights
+    resumed = train_run(_run_cfg("steps=3"), out, _tiny_source(), pool_size=4, progress=False)
+    assert resumed["step"] == 3 and resumed["fingerprint"] != first["fingerprint"]
+    rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3] and {r["phase"] for r in rows} == {"video"}
+    # a run directory holding only checkpoints loads the latest step's EMA weights
+    os.remove(tmp_path / "b" / "model.safetensors")
+    assert magvit2.load(out).fingerprint == resumed["fingerprint"]
+    with pytest.raises(TrainConfigMismatch, match="seed"):
+        train_run(_run_cfg("steps=3", "seed=9"), out, _tiny_source(), pool_size=4, progress=False)
+
+
+@pytest.mark.slow
+def test_resume_across_inflation_is_bit_for_bit(tmp_path):
+    """image step -> inflation -> video steps, straight or stopped and resumed: the same weights."""
+    from videopoet.tokenizers.magvit2.train import train_run
+
+    straight = train_run(_run_cfg("image_steps=1", "steps=2"), str(tmp_path / "a"), _tiny_source(), pool_size=4,
+                         progress=False)
+    assert straight["step"] == 3
+    rows = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["phase"] for r in rows] == ["image", "video", "video"]
+    first = train_run(_run_cfg("image_steps=1", "steps=1"), str(tmp_path / "b"), _tiny_source(), pool_size=4,
+                      progress=False)
+    assert first["step"] == 2
+    resumed = train_run(_run_cfg("image_steps=1", "steps=2"), str(tmp_path / "b"), _tiny_source(), pool_size=4,
+                        progress=False)
+    assert resumed["step"] == 3 and resumed["fingerprint"] == straight["fingerprint"]
+
+
+def test_perceptual_loss_is_refused_clearly(tmp_path):
+    from videopoet.tokenizers.magvit2.train import UnsupportedLoss, train_run
+
+    with pytest.raises(UnsupportedLoss, match="perceptual"):
+        train_run(load_magvit_config("tiny", ["perceptual_weight=0.1"]), str(tmp_path / "p"), progress=False)
+
+
+@pytest.mark.slow
+def test_training_with_gan_and_lecam_runs(clips):
+    from videopoet.tokenizers.magvit2.train import init_state, make_train_step
+
+    cfg = load_magvit_config("tiny", ["frames=9", "gan_weight=0.1"])
+    state = init_state(cfg, cfg, cfg.frames)
+    step = make_train_step(cfg, cfg)
+    for _ in range(3):
+        state, m = step(state, jnp.asarray(clips[:2]))
+    assert np.isfinite(float(m["d_loss"])) and np.isfinite(float(m["g_adv"]))
+    assert float(jnp.abs(state["lecam"]).sum()) > 0  # the LeCam EMAs moved
+
+
+# ------------------------------------------------------------------------------------ evaluation / CLI
+def test_evaluate_reports_metrics_and_writes_artifacts(tiny, clips, tmp_path):
+    from PIL import Image
+
+    from videopoet.tokenizers.magvit2.evaluate import evaluate, psnr, ssim
+
+    m = evaluate(tiny, clips[:2], out_dir=str(tmp_path), h264_clips=1)
+    for key in ("psnr", "ssim", "bpp", "codebook_usage", "codebook_perplexity", "codebook_used", "h264",
+                "latent_shape", "fingerprint"):
+        assert key in m, key
+    assert m["clips"] == 2 and m["shape"] == [9, 32, 32] and m["latent_shape"] == [3, 4, 4]
+    assert m["bpp"] == pytest.approx(6 * 3 * 4 * 4 / (9 * 32 * 32))
+    assert 0 < m["codebook_usage"] <= 1 and 1 <= m["codebook_perplexity"] <= 64
+    assert set(m["h264"]) >= {"bpp", "psnr", "crf", "tokenizer_psnr_same_clips"} and m["h264"]["psnr"] > 0
+    grid = np.asarray(Image.open(tmp_path / "recon_grid.png"))
+    assert grid.shape == (4 * 32, 5 * 32, 3)  # (orig, recon) rows for 2 clips, 5 frames each
+    assert os.path.getsize(tmp_path / "recon.mp4") > 0
+    assert json.load(open(tmp_path / "metrics.json"))["psnr"] == pytest.approx(m["psnr"])
+    # the metric functions themselves
+    a = clips[0]
+    assert psnr(a, a) > 100 and ssim(a, a) == pytest.approx(1.0)
+    noisy = np.clip(a.astype(int) + np.random.default_rng(0).integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+    assert 25 < psnr(a, noisy) < 40 and 0 < ssim(a, noisy) < 1
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    from videopoet.cli.main import main
+
+    out = str(tmp_path / "run")
+    assert main(["tokenizer", "train", "--kind", "magvit2", "--config", "tiny", "--data", "synth", "--out", out,
+                 "--image-steps", "0", "--steps", "1", "--pool", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["step"] == 1 and os.path.exists(os.path.join(out, "model.safetensors"))
+    art = str(tmp_path / "eval")
+    assert main(["tokenizer", "eval", "--kind", "magvit2", "--ckpt", out, "--data", "synth:heldout", "--clips", "2",
+                 "--out", art, "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["clips"] == 2 and m["fingerprint"] == res["fingerprint"] and "h264" in m
+    assert {"psnr", "ssim", "codebook_usage", "codebook_perplexity", "bpp"} <= set(m)
+    assert sorted(os.listdir(art)) == ["metrics.json", "recon.mp4", "recon_grid.png"]
+    # a bad checkpoint path: exit 2 with one line on stderr
+    assert main(["tokenizer", "eval", "--kind", "magvit2", "--ckpt", str(tmp_path / "nope")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "nope" in err and "\n" not in err
