@@ -321,6 +321,19 @@ def test_save_load_round_trip(tiny, clips, tmp_path):
     back = magvit2.load(d)
     assert back.fingerprint == tiny.fingerprint and back.config == tiny.config
     np.testing.assert_array_equal(back.encode(clips), tiny.encode(clips))
+    # a half-precision export: half the bytes, read back as float32, fingerprint of the rounded weights
+    half = str(tmp_path / "half")
+    tiny.save(half, dtype="float16")
+    size = lambda p: os.path.getsize(os.path.join(p, "model.safetensors"))  # noqa: E731
+    assert size(half) < 0.55 * size(d)
+    hb = magvit2.load(half)
+    assert hb.fingerprint != tiny.fingerprint and hb.fingerprint == magvit2.load(half).fingerprint
+    assert all(np.asarray(x).dtype == np.float32 for x in jax.tree_util.tree_leaves(hb.params))
+    import safetensors.numpy as stn
+
+    meta = stn.safe_open(os.path.join(half, "model.safetensors"), "np").metadata()
+    assert meta["fingerprint"] == hb.fingerprint
+    assert (hb.encode(clips) == tiny.encode(clips)).mean() > 0.9  # rounding flips at most a few bits
     # fsspec URIs work the same way
     tiny.save("memory://videopoet-test/mv-tiny")
     assert magvit2.load("memory://videopoet-test/mv-tiny").fingerprint == tiny.fingerprint

@@ -233,8 +233,13 @@ class MagvitTokenizer:
                                 align=self.config.spatial_downsample)
 
     # ------------------------------------------------------------------ storage
-    def save(self, directory: str) -> str:
-        """Write the export format (config.yaml + model.safetensors) to a local dir or fsspec URI."""
+    def save(self, directory: str, dtype: str | None = None) -> str:
+        """Write the export format (config.yaml + model.safetensors) to a local dir or fsspec URI.
+
+        ``dtype="float16"`` stores the weights at half size (what ``assets/small`` ships); they are
+        read back as float32, and the stored fingerprint is that of the rounded weights, so it is
+        what the loaded tokenizer reports.
+        """
         import fsspec
         import safetensors.numpy as stn
 
@@ -242,11 +247,20 @@ class MagvitTokenizer:
         fs.makedirs(root, exist_ok=True)
         with fs.open(f"{root}/{CONFIG_FILE}", "w") as f:
             f.write(dump_yaml(self.config))
-        flat = flatten({"params": jax.tree_util.tree_map(np.asarray, self.params)})
-        blob = stn.save(flat, metadata={"fingerprint": self.fingerprint})
+        params = jax.tree_util.tree_map(np.asarray, self.params)
+        fingerprint = self.fingerprint
+        if dtype is not None:
+            params = jax.tree_util.tree_map(lambda a: a.astype(dtype) if a.dtype.kind == "f" else a, params)
+            fingerprint = fingerprint_of(self.config, _as_float32(params))
+        flat = flatten({"params": params})
+        blob = stn.save(flat, metadata={"fingerprint": fingerprint})
         with fs.open(f"{root}/{WEIGHTS_FILE}", "wb") as f:
             f.write(blob)
         return directory
+
+
+def _as_float32(params):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32) if np.asarray(a).dtype.kind == "f" else a, params)
 
 
 def read_config(directory: str) -> MagvitConfig:
@@ -268,6 +282,7 @@ def load_dir(directory: str) -> MagvitTokenizer:
     if fs.exists(f"{root}/{WEIGHTS_FILE}"):
         with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
             params = unflatten(stn.load(f.read())).get("params")
+        params = _as_float32(params) if params else params  # half-precision exports compute in float32
     elif fs.exists(f"{root}/checkpoints"):
         from videopoet.tokenizers.magvit2.train import restore_latest_params
 

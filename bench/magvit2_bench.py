@@ -1,0 +1,170 @@
+"""MAGVIT-v2 benchmark: encode / decode clips/s per preset, achieved FLOP/s against a plain matmul.
+
+    python bench/magvit2_bench.py [--presets tiny,small,paper] [--reps N] [--json] [--dtype float32|bfloat16]
+
+For each preset (in its own child process, so each reports its own peak RSS):
+
+1. the tokenizer with seeded weights (``magvit2.load(PRESET)``; speed does not depend on training);
+2. ``encode`` (uint8 video -> codes) and ``decode`` (codes -> uint8 video) are compiled ahead of time
+   with ``jax.jit(f).lower(...).compile()`` (compile time reported apart), and their FLOPs come from
+   the compiled executable's ``cost_analysis()``;
+3. each is timed over ``reps`` calls (median; after one untimed call when reps > 1) at the preset's
+   clip size and batch
+   (tiny 8 x 5x32x32, small 4 x 17x64x64, paper 1 x 17x128x128, fewer reps for paper);
+4. a plain ``[n, n] @ [n, n]`` float32 matmul (n = 2048) is timed in the same child: the matmul
+   FLOP/s is what this machine does on dense work right now, so ``encode FLOP/s / matmul FLOP/s``
+   is the model's efficiency whatever else is running on the machine.
+
+Prints a markdown table (or ``--json``: one object per preset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+BATCH = {"tiny": 8, "small": 4, "paper": 1}
+REPS = {"tiny": 10, "small": 5, "paper": 1}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _time(fn, reps: int) -> float:
+    """Median seconds per call over ``reps`` calls, after one untimed call (none when reps == 1: the
+    executables are compiled ahead of time, so a first call has no compile in it)."""
+    import jax
+
+    if reps > 1:
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def _flops(compiled) -> float:
+    ca = compiled.cost_analysis()
+    if isinstance(ca, (list, tuple)):
+        ca = ca[0]
+    return float(ca.get("flops", 0.0)) if ca else 0.0
+
+
+def matmul_flops(n: int = 2048, reps: int = 5) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    f = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
+    sec = _time(lambda: f(a, a), reps)
+    return {"n": n, "seconds": sec, "flops": 2.0 * n**3, "flop_per_s": 2.0 * n**3 / sec,
+            "xla_flops": _flops(f)}
+
+
+def child(preset: str, reps: int, dtype: str) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from videopoet.tokenizers import magvit2
+    from videopoet.tokenizers.magvit2.model import MagvitVQ
+    from videopoet.tokenizers.magvit2.tokenizer import arch_config
+
+    t0 = time.perf_counter()
+    tok = magvit2.load(preset)
+    cfg = tok.config
+    init_s = time.perf_counter() - t0
+    b = BATCH[preset]
+    model = MagvitVQ(arch_config(cfg))
+    cast = jnp.dtype(dtype)
+    params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, cast), tok.params)
+
+    def enc(p, v):
+        x = (v.astype(jnp.float32) / 127.5 - 1.0).astype(cast)
+        return model.apply({"params": p}, x, method=MagvitVQ.encode)
+
+    def dec(p, c):
+        y = model.apply({"params": p}, c, method=MagvitVQ.decode).astype(jnp.float32)
+        return jnp.clip(jnp.round((y + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+    video = jnp.asarray(np.random.default_rng(0).integers(0, 256, (b, cfg.frames, cfg.height, cfg.width, 3),
+                                                          dtype=np.uint8))
+    row = {"preset": preset, "dtype": dtype, "batch": b, "clip": [cfg.frames, cfg.height, cfg.width],
+           "latent": list(cfg.latent_shape()), "params_m": round(sum(int(np.prod(x.shape)) for x in
+                                                                      jax.tree_util.tree_leaves(params)) / 1e6, 3),
+           "init_s": round(init_s, 2), "reps": reps}
+    t0 = time.perf_counter()
+    enc_c = jax.jit(enc).lower(params, video).compile()
+    row["encode_compile_s"] = round(time.perf_counter() - t0, 2)
+    codes = enc_c(params, video)
+    t0 = time.perf_counter()
+    dec_c = jax.jit(dec).lower(params, codes).compile()
+    row["decode_compile_s"] = round(time.perf_counter() - t0, 2)
+    mm = matmul_flops()
+    for name, fn, args in (("encode", enc_c, (params, video)), ("decode", dec_c, (params, codes))):
+        sec = _time(lambda fn=fn, args=args: fn(*args), reps)
+        fl = _flops(fn)
+        row[f"{name}_s_per_batch"] = sec
+        row[f"{name}_clips_per_s"] = b / sec
+        row[f"{name}_gflop_per_clip"] = fl / b / 1e9
+        row[f"{name}_flop_per_s"] = fl / sec
+        row[f"{name}_vs_matmul"] = (fl / sec) / mm["flop_per_s"]
+    mm2 = matmul_flops()  # again after the model: the machine's load may have changed meanwhile
+    row["matmul_gflop_per_s"] = [mm["flop_per_s"] / 1e9, mm2["flop_per_s"] / 1e9]
+    row["peak_rss_mb"] = _rss_mb()
+    row["devices"] = [str(d) for d in jax.devices()][:1]
+    return row
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", default="tiny,small,paper")
+    ap.add_argument("--reps", type=int, default=None, help="timed calls per function (default per preset)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype)))
+        return 0
+    rows = []
+    for preset in args.presets.split(","):
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", preset, "--dtype", args.dtype]
+        if args.reps:
+            cmd += ["--reps", str(args.reps)]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if out.returncode:
+            print(out.stderr[-2000:], file=sys.stderr)
+            return out.returncode
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if not args.json:
+            print(f"# {preset} done", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("| preset | clip (T,H,W) -> latent | batch | params | encode clips/s | decode clips/s | "
+          "encode GFLOP/clip | decode GFLOP/clip | encode / matmul FLOP/s | decode / matmul FLOP/s | "
+          "matmul GFLOP/s | compile enc/dec s | peak RSS MB |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        print(f"| {r['preset']} | {tuple(r['clip'])} -> {tuple(r['latent'])} | {r['batch']} | {r['params_m']}M | "
+              f"{r['encode_clips_per_s']:.3g} | {r['decode_clips_per_s']:.3g} | {r['encode_gflop_per_clip']:.3g} | "
+              f"{r['decode_gflop_per_clip']:.3g} | {r['encode_vs_matmul']:.2f} | {r['decode_vs_matmul']:.2f} | "
+              f"{r['matmul_gflop_per_s'][0]:.0f} / {r['matmul_gflop_per_s'][1]:.0f} | "
+              f"{r['encode_compile_s']:.0f} / {r['decode_compile_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
