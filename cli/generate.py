@@ -1,10 +1,193 @@
-"""`videopoet generate`: generate with a trained model."""
+"""`videopoet generate`: generate with a trained model, for every VideoPoet task.
+
+    videopoet generate --run RUN_DIR --task t2v|t2i|i2v|fp|inpaint|outpaint|v2a|a2v|avcont|uncond
+                       [--prompt TEXT] [--input FILE] [--mask KIND] [--seconds S] --out FILE
+                       [--seed N] [--temperature T] [--top-k K] [--top-p P] [--guidance G] [--json]
+
+Inputs by task: t2v / t2i need --prompt; i2v an image (--input x.png|jpg, optional --prompt); fp,
+inpaint, outpaint and v2a a video (--input x.mp4); a2v an audio file (--input x.wav|flac|mp3|mp4);
+avcont a video with an audio track; uncond nothing. Inputs are decoded and resized (scale to
+cover, centre crop) to the run's clip geometry with the pipelines' media code.
+
+Outputs: .mp4 for video (H.264; with an AAC track when audio is generated (avcont) or given
+(a2v: the input audio)), .png for t2i, .wav (or .mp4: the input video with the new track) for v2a.
+--seconds S (t2v, i2v, fp) makes a long video by repeated frame prediction on the last second.
+Masks: inpaint_center (inpaint); outpaint_left|right|top|bottom|border (outpaint, default border).
+The tokenizers are the ones the run's dataset was made with (from its manifest); --video-tokenizer
+/ --audio-tokenizer PRESET|DIR override that (runs trained on in-memory data need them).
+"""
 
 from __future__ import annotations
 
-from videopoet.cli.common import stub_group
+import argparse
+import os
+
+from videopoet.cli.common import add_json_flag, emit
+
+TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "v2a", "a2v", "avcont", "uncond")
+OUT_EXT = {"t2i": (".png",), "v2a": (".wav", ".mp4")}
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def register(sub) -> None:
-    stub_group(sub, "generate", "generate with a trained model", 7)
-    stub_group(sub, "eval", "score generated samples on the synthetic world", 7)
+    p = sub.add_parser("generate", help="generate with a trained model (every VideoPoet task)", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_generate_args(p)
+    p.set_defaults(func=_run)
+
+
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run directory")
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--prompt", default=None, help="text prompt (t2v, t2i; optional for i2v, inpaint, outpaint)")
+    p.add_argument("--input", default=None, metavar="FILE", help="input image / video / audio file")
+    p.add_argument("--mask", default=None, metavar="KIND", help="inpaint/outpaint mask kind")
+    p.add_argument("--seconds", type=float, default=None, help="long video length in seconds (t2v, i2v, fp)")
+    p.add_argument("--given", type=int, default=None, help="fp/avcont: latent frames of the input kept")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .mp4 / .png / .wav")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    p.add_argument("--video-tokenizer", default=None, metavar="PRESET|DIR")
+    p.add_argument("--audio-tokenizer", default=None, metavar="PRESET|DIR")
+    add_json_flag(p)
+
+
+def check_args(args) -> None:
+    """Cheap checks before any model is loaded: one clear line for each mistake."""
+    from videopoet.trainer.generation import INPUT_KIND, TEXT_TASKS, GenerationError
+
+    task = args.task
+    ext = os.path.splitext(args.out)[1].lower()
+    allowed = OUT_EXT.get(task, (".mp4",))
+    if ext not in allowed:
+        raise GenerationError(f"--out for {task} must end in {' or '.join(allowed)}, got {args.out!r}")
+    need = INPUT_KIND.get(task)
+    if need and not args.input:
+        raise GenerationError(f"{task} needs --input FILE ({'an image' if need == 'image' else 'a video' if need == 'video' else 'an audio file'})")
+    if not need and args.input:
+        raise GenerationError(f"{task} takes no --input")
+    if task in TEXT_TASKS and not args.prompt:
+        raise GenerationError(f"{task} needs --prompt TEXT")
+    if args.prompt is not None and task in ("uncond", "fp", "v2a", "a2v", "avcont"):
+        raise GenerationError(f"{task} takes no --prompt")
+    if args.mask and task not in ("inpaint", "outpaint"):
+        raise GenerationError(f"--mask applies to inpaint and outpaint, not {task}")
+    if args.seconds is not None:
+        if task not in ("t2v", "i2v", "fp"):
+            raise GenerationError(f"--seconds (long video) applies to t2v, i2v and fp, not {task}")
+        if not 0 < args.seconds <= 600:
+            raise GenerationError(f"--seconds must lie in (0, 600], got {args.seconds}")
+    if args.input:
+        if not os.path.isfile(args.input):
+            raise GenerationError(f"input file not found: {args.input}")
+        iext = os.path.splitext(args.input)[1].lower()
+        if need == "image" and iext not in IMAGE_EXT:
+            raise GenerationError(f"{task} needs an image (png/jpg/webp), got {args.input!r}")
+        if need == "video" and iext in IMAGE_EXT + (".wav", ".flac", ".mp3", ".ogg"):
+            raise GenerationError(f"{task} needs a video file, got {args.input!r}")
+    if not os.path.isdir(args.run):
+        raise GenerationError(f"run directory not found: {args.run}")
+
+
+def read_input(path: str, kind: str, spec, need_audio: bool = False):
+    """Decode + resize an input file to the spec: (video|image|audio array, audio track or None)."""
+    from videopoet.pipelines import media
+    from videopoet.trainer.generation import GenerationError
+
+    with open(path, "rb") as f:
+        blob = f.read()
+    if kind == "image":
+        img = media.decode_image(blob)
+        return media.resize_center_crop(img[None], spec.height, spec.width)[0], None
+    if kind == "audio":
+        return media.decode_audio(blob, spec.sample_rate), None
+    media.probe_video(blob)  # a clean MediaError for undecodable files, before the frame decoder
+    frames = media.decode_frames(blob, fps=spec.fps).frames
+    if frames.shape[0] < spec.frames:
+        raise GenerationError(f"{path}: {frames.shape[0]} frames at {spec.fps:g} fps; the task needs "
+                              f"{spec.frames} ({spec.seconds:g} s)")
+    video = media.resize_center_crop(frames[: spec.frames], spec.height, spec.width)
+    audio = None
+    if need_audio:
+        audio = media.extract_audio_track(blob, spec.sample_rate)
+        if audio is None:
+            raise GenerationError(f"{path} has no audio track (avcont continues audio and video)")
+    return video, audio
+
+
+def write_output(path: str, frames=None, audio=None, fps: float = 8.0, rate: int = 16000) -> str:
+    import numpy as np
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".png":
+        from PIL import Image
+
+        Image.fromarray(np.asarray(frames[0], np.uint8)).save(path)
+    elif ext == ".wav":
+        import soundfile as sf
+
+        sf.write(path, np.clip(np.asarray(audio, np.float32), -1, 1), int(rate), subtype="PCM_16")
+    else:
+        from videopoet.pipelines.synth.encode import encode_mp4
+
+        a = None if audio is None else np.clip(np.asarray(audio, np.float32), -1, 1)
+        with open(path, "wb") as f:
+            f.write(encode_mp4(np.asarray(frames, np.uint8), a, int(round(fps)), int(rate)))
+    return path
+
+
+def options_from_args(args):
+    from videopoet.trainer.sampling import SamplingOptions
+
+    o = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance)
+    o.validate()
+    return o
+
+
+def _run(args) -> int:
+    import time
+
+    from videopoet.trainer import generation as G
+
+    check_args(args)
+    options = options_from_args(args)
+    t0 = time.perf_counter()
+    gen = G.load_generator(args.run, step=args.step, video_tokenizer=args.video_tokenizer,
+                           audio_tokenizer=args.audio_tokenizer, options=options)
+    t_load = time.perf_counter() - t0
+    sp = gen.spec
+    kind = G.INPUT_KIND.get(args.task)
+    req = G.Request(args.task, prompt=args.prompt, mask=args.mask, given=args.given, seed=args.seed)
+    input_audio = None
+    if kind:
+        data, track = read_input(args.input, kind, sp, need_audio=args.task == "avcont")
+        if kind == "image":
+            req.image = data
+        elif kind == "audio":
+            req.audio = input_audio = data
+        else:
+            req.video, req.audio = data, track
+    t1 = time.perf_counter()
+    res = gen.generate([req])[0]
+    frames, audio = res.frames, res.audio
+    if args.seconds is not None:
+        frames = gen.long_video(args.prompt, args.seconds, seed=args.seed, first=frames)
+    if args.task == "a2v":
+        audio = input_audio[: sp.audio_samples]
+    if args.task == "v2a" and args.out.lower().endswith(".mp4"):
+        frames = req.video
+    t_gen = time.perf_counter() - t1
+    write_output(args.out, frames, audio, sp.fps, sp.sample_rate)
+    out = {"task": args.task, "out": args.out, "run": args.run, "step": gen.info.get("step"), "seed": args.seed,
+           "frames": None if frames is None else int(frames.shape[0]),
+           "seconds": None if frames is None else round(frames.shape[0] / sp.fps, 3),
+           "audio_samples": None if audio is None else int(len(audio)),
+           "tokens": int(res.tokens.shape[0]), "load_s": round(t_load, 2), "generate_s": round(t_gen, 2)}
+    what = f"{out['frames']} frames" if frames is not None else f"{out['audio_samples']} audio samples"
+    emit(args, out, f"{args.task}: wrote {args.out} ({what}; {out['tokens']} tokens in {t_gen:.1f} s)")
+    return 0

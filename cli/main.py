@@ -19,6 +19,7 @@ GROUPS = (
     "videopoet.cli.data",
     "videopoet.cli.train",
     "videopoet.cli.generate",
+    "videopoet.cli.eval",
     "videopoet.cli.submit",
     "videopoet.cli.quickstart",
 )

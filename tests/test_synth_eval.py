@@ -72,6 +72,8 @@ def test_backgrounds_and_noise_have_no_objects():
     rng = np.random.default_rng(0)
     dark_noise = rng.integers(0, 70, (5, 32, 32, 3), dtype=np.uint8)
     assert se.analyze_frames(dark_noise) == []
+    colour_noise = rng.integers(0, 256, (17, 32, 32, 3), dtype=np.uint8)  # an untrained model's output
+    assert se.analyze_frames(colour_noise) == []
     with pytest.raises(ValueError):
         se.analyze_frames(np.zeros((2, 3, 4), np.uint8)[None, None])
 
