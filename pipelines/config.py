@@ -3,6 +3,8 @@
 Presets (``PRESETS``):
 
 * ``tiny``  - tests (seconds): 32x32 square / 32x56 (WxH) portrait, the ``tiny`` tokenizer presets.
+* ``tiny`` and ``small`` give each video clip one COMMIT condition, alternating ``inpaint_center`` /
+  ``outpaint_border`` (``condition_mode: alternate``); ``paper`` gives every clip both (``all``).
 * ``small`` - the quickstart: 64x64 / 64x112, the shipped tokenizers (``default``; a tokenizer whose
   trained checkpoint is absent falls back to its seeded ``small`` preset, and the manifest's
   tokenizer lineage says which was used).
@@ -48,6 +50,9 @@ class PipelineConfig:
     max_caption_bytes: int = 4096  # longer captions are rejects (caption_too_long)
     # ---- conditions (COMMIT-masked clips tokenized by the video tokenizer)
     conditions: tuple[str, ...] = ("inpaint_center", "outpaint_border")
+    # all: every video clip gets every kind; alternate: each clip gets one kind, rotating by clip
+    # index (offset by a hash of the sample key) - every kind is covered at one extra encode per clip
+    condition_mode: str = "alternate"
     # ---- limits (validate stage)
     max_member_bytes: int = 512 * 1024 * 1024
     max_sample_bytes: int = 1024 * 1024 * 1024
@@ -94,6 +99,8 @@ class PipelineConfig:
         bad = [c for c in self.conditions if c not in _MASKS]
         if bad:
             raise ValueError(f"unknown condition {bad[0]!r} (one of {', '.join(_MASKS)})")
+        if self.condition_mode not in ("all", "alternate"):
+            raise ValueError(f"condition_mode must be 'all' or 'alternate', got {self.condition_mode!r}")
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError("conditions must not repeat")
         for name in ("max_member_bytes", "max_sample_bytes", "max_pixels", "max_caption_bytes", "batch_size",
@@ -109,8 +116,7 @@ class PipelineConfig:
 
 def _tiny() -> PipelineConfig:
     return PipelineConfig(name="pipeline-tiny", resolution=32, portrait_height=56, batch_size=4,
-                          conditions=("inpaint_center",), video_tokenizer="tiny", audio_tokenizer="tiny",
-                          text_tokenizer="tiny")
+                          video_tokenizer="tiny", audio_tokenizer="tiny", text_tokenizer="tiny")
 
 
 def _small() -> PipelineConfig:
@@ -119,6 +125,7 @@ def _small() -> PipelineConfig:
 
 def _paper() -> PipelineConfig:
     return PipelineConfig(name="pipeline-paper", resolution=128, portrait_height=224, batch_size=16,
+                          condition_mode="all",
                           video_tokenizer="paper", audio_tokenizer="paper", text_tokenizer="paper")
 
 

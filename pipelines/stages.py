@@ -57,6 +57,7 @@ __all__ = [
     "REJECT_REASONS",
     "VIDEO_EXTS",
     "ClipItem",
+    "condition_kinds",
     "PipelineError",
     "Tokenizers",
     "input_name",
@@ -423,6 +424,18 @@ def _stem(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- tokenizing
+def condition_kinds(item: ClipItem, cfg: PipelineConfig) -> tuple[str, ...]:
+    """The COMMIT condition kinds a clip gets (none for images); deterministic per (sample, clip)."""
+    if item.meta.get("is_image") or not cfg.conditions:
+        return ()
+    if cfg.condition_mode == "all":
+        return tuple(cfg.conditions)
+    import zlib
+
+    k = (zlib.crc32(item.sample_key.encode("utf-8")) + item.clip_index) % len(cfg.conditions)
+    return (cfg.conditions[k],)
+
+
 def _padded_batches(arrs: list[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
     """Fixed-size batches (the last one padded with zeros), so every call has the same shape."""
     for i in range(0, len(arrs), batch):
@@ -471,9 +484,10 @@ def tokenize_items(items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig,
         run(toks.video.encode, idxs, [items[i].frames for i in idxs], video)
         vid_idxs = [i for i in idxs if not items[i].meta["is_image"]]
         for kind in cfg.conditions:
-            if vid_idxs:
-                run(lambda b, k=kind: toks.video.encode_condition(b, k), vid_idxs,
-                    [items[i].frames for i in vid_idxs], conds, tag=kind)
+            want = [i for i in vid_idxs if kind in condition_kinds(items[i], cfg)]
+            if want:
+                run(lambda b, k=kind: toks.video.encode_condition(b, k), want,
+                    [items[i].frames for i in want], conds, tag=kind)
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_idxs = [i for i, it in enumerate(items) if it.audio is not None]

@@ -161,7 +161,11 @@ def test_process_shard_nothing_lost_on_hostile_inputs(tmp_path, cfg, toks, hosti
     assert by_key[f"{s0}/m_portrait/000"].caption == "a tall clip"  # from the .json
     a = by_key[f"{s0}/a_good/001"]
     assert a.lineage.frame_indices == tuple(range(17, 34)) and a.lineage.clip_start_s == 17 / 8
-    assert set(a.conditions) == {"inpaint_center"} and a.conditions["inpaint_center"].shape == (5, 4, 4)
+    assert len(a.conditions) == 1 and set(a.conditions) == set(stages.condition_kinds(
+        stages.ClipItem(a.key, "a_good", 1, None, None, None, a.lineage, {"is_image": False}), cfg))
+    assert next(iter(a.conditions.values())).shape == (5, 4, 4)
+    kinds = {k for rs in recs.values() for r in rs for k in r.conditions}
+    assert kinds == {"inpaint_center", "outpaint_border"}  # alternate mode covers both tasks
     assert a.text_ids is not None and a.text_ids.dtype == np.int32
     # the key repeated across shards is kept in both, under distinct record keys
     assert "hostile-00001/a_good/000" in by_key and f"{s0}/a_good/000" in by_key
@@ -189,3 +193,21 @@ def test_process_shard_is_deterministic_and_resumable(tmp_path, cfg, toks, hosti
         again = stages.process_shard(uri, cfg, toks, work)
         assert again["skipped"] is True and again["outputs"][0]["sha256"] == outs[-1]
     assert outs[0] == outs[1]
+
+
+def test_condition_kinds_modes():
+    from videopoet.schemas.record import Lineage
+
+    lin = Lineage("s.tar", "0" * 64, "k")
+    alt = load_pipeline_config("tiny")
+    every = load_pipeline_config("tiny", ["condition_mode=all"])
+    clips = [stages.ClipItem(f"s/k/{c:03d}", "k", c, None, None, None, lin, {"is_image": False}) for c in range(4)]
+    got = [stages.condition_kinds(c, alt) for c in clips]
+    assert all(len(g) == 1 for g in got) and {g[0] for g in got} == {"inpaint_center", "outpaint_border"}
+    assert got == [stages.condition_kinds(c, alt) for c in clips]  # deterministic
+    assert all(stages.condition_kinds(c, every) == ("inpaint_center", "outpaint_border") for c in clips)
+    img = stages.ClipItem("s/i/000", "i", 0, None, None, None, lin, {"is_image": True})
+    assert stages.condition_kinds(img, every) == ()
+    assert load_pipeline_config("paper").condition_mode == "all"
+    with pytest.raises(ConfigError, match="condition_mode"):
+        load_pipeline_config("tiny", ["condition_mode=some"])
