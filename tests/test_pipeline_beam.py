@@ -92,6 +92,7 @@ def test_beam_nothing_lost_and_reconciled(tmp_path, corpus):
             assert reasons[key] == want
     assert sum(1 for r in recs if r.meta["is_image"] and r.lineage.source_shard.startswith("train-")) == 2
     assert DatasetStore(root).verify("synth@v1").ok
+    assert main(["data", "verify", "synth@v1", "--root", root]) == 0
     # lineage: tokenizers, config and runner recorded; no absolute paths in records
     lin = m["lineage"]
     assert set(lin["tokenizers"]) == {"video", "audio", "text"} and lin["runner"]["name"] == "beam"
