@@ -149,6 +149,11 @@ def _plan(row: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
     return list(windows.plan_windows(row["uri"], from_dict(PipelineConfig, cfg)))
 
 
+def _is_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
 def _init_ray(address: str | None, num_cpus: int | None):
     """Join ``address`` (or RAY_ADDRESS), else start a local Ray on loopback. Returns whether we started it."""
     import ray
@@ -158,7 +163,7 @@ def _init_ray(address: str | None, num_cpus: int | None):
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"log_to_driver": False, "logging_level": "WARNING"}
     if address:
-        ray.init(address=address, **quiet)
+        ray.init(address=address, _node_ip_address="127.0.0.1" if _is_loopback(address) else None, **quiet)
         return True
     ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=num_cpus, **quiet)
     return True
@@ -188,6 +193,11 @@ def run_ray(input_glob: str, name: str, version: str, root: str, cfg: PipelineCo
 
         started = _init_ray(address, None if address else max(2, workers + 1))
         try:
+            cpus = float(ray.cluster_resources().get("CPU", 0))
+            if concurrency * num_cpus_per_actor > cpus - 1:
+                raise stages.PipelineError(
+                    f"{concurrency} tokenizer actor(s) x {num_cpus_per_actor:g} CPU leave no CPU of the cluster's "
+                    f"{cpus:g} for the read/decode tasks; use fewer --actors or a bigger cluster")
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = bool(progress) if progress is not None else ctx.enable_progress_bars
             ctx.execution_options.preserve_order = False
