@@ -338,8 +338,9 @@ class Generator:
         auds = [r for r in results if r.audio_codes is not None]
         if auds and self.audio_tok is not None:
             waves = self.audio_tok.decode(np.stack([r.audio_codes for r in auds]))
-            for r, wv in zip(auds, waves):
-                r.audio = wv[: self.spec.audio_samples]
+            n = self.spec.audio_samples
+            for r, wv in zip(auds, waves):  # F * hop samples: pad the last partial hop to the clip length
+                r.audio = np.pad(wv[:n], (0, max(0, n - wv.shape[0])))
         return results
 
     def long_video(self, prompt: str, seconds: float, seed: int = 0, options: SA.SamplingOptions | None = None,

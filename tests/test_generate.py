@@ -1,0 +1,269 @@
+"""Generation for every task: prompts and output plans from the trainer's layouts, the generator on
+tiny models, and the `videopoet generate` / `videopoet eval` commands (end to end: slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from videopoet.cli.main import main
+from videopoet.schemas.record import Lineage, TokenRecord
+from videopoet.trainer import generation as G
+from videopoet.trainer import tasks as T
+from videopoet.trainer.config import load_train_config
+
+CFG = load_train_config("tiny")
+VOCAB = CFG.model.vocab
+OPTS = T.TaskOptions(vocab=VOCAB, text_len=CFG.data.text_len)
+LATENT = (5, 4, 4)
+F = 12
+
+
+def _record(seed=0):
+    rng = np.random.default_rng(seed)
+    video = rng.integers(0, VOCAB.visual_size, LATENT).astype(np.int32)
+    audio = rng.integers(0, VOCAB.audio_codebook, (VOCAB.audio_levels, F)).astype(np.int32)
+    conds = {"inpaint_center": rng.integers(0, VOCAB.visual_size, LATENT).astype(np.int32),
+             "outpaint_border": rng.integers(0, VOCAB.visual_size, LATENT).astype(np.int32)}
+    return TokenRecord(key="k", lineage=Lineage("s", "0" * 64, "k"), video=video, audio=audio,
+                       text_ids=np.array([5, 6, 1], np.int32), conditions=conds, meta={"bucket": "square"})
+
+
+def _placeholder(rec, task, k):
+    """What the generator builds: the inputs kept, the output replaced by code 0."""
+    video = np.zeros_like(rec.video)
+    audio = None
+    if task in ("i2v", "fp", "avcont"):
+        video[:k] = rec.video[:k]
+    if task in ("v2a", "a2v"):
+        video, audio = (rec.video, np.zeros_like(rec.audio)) if task == "v2a" else (video, rec.audio)
+    if task == "avcont":
+        a = T.audio_split(F, LATENT[0], k)
+        audio = np.concatenate([rec.audio[:, :a], np.zeros_like(rec.audio[:, a:])], axis=1)
+    if task == "t2i":
+        video = video[:1]
+    return TokenRecord(key="p", lineage=rec.lineage, video=video, audio=audio, text_ids=rec.text_ids,
+                       conditions=rec.conditions, meta=rec.meta)
+
+
+@pytest.mark.parametrize("task,variant", [("t2v", 0), ("t2i", 0), ("uncond", 0), ("i2v", 0), ("fp", 2), ("inpaint", 0),
+                                          ("outpaint", 4), ("v2a", 0), ("a2v", 0), ("avcont", 2)])
+def test_plan_and_readout_roundtrip(task, variant):
+    """The placeholder's prefix is the real prefix; the plan admits exactly the real output; reading
+    the real output back gives the record's codes (given frames first)."""
+    rec = _record()
+    real = T.build(task, rec, OPTS, variant)
+    k = 1 if task == "i2v" else variant
+    ph = T.build(task, _placeholder(rec, task, k), OPTS, variant)
+    assert ph.prefix_len == real.prefix_len and ph.length == real.length
+    np.testing.assert_array_equal(ph.tokens[:ph.prefix_len], real.tokens[:real.prefix_len])
+    plan = G.plan_from_example(ph, VOCAB)
+    out = real.tokens[real.prefix_len:]
+    assert plan.length == out.size
+    forced = plan.forced >= 0
+    np.testing.assert_array_equal(out[forced], plan.forced[forced])
+    assert np.all((out[~forced] >= plan.lo[~forced]) & (out[~forced] < plan.hi[~forced]))
+    if task in ("v2a", "avcont"):  # audio level by level: the level-0 range comes first, then level 1
+        lv = [(lo - VOCAB.audio_offset) // VOCAB.audio_codebook for lo, f in zip(plan.lo, plan.forced)
+              if f < 0 and lo >= VOCAB.audio_offset]
+        assert lv == sorted(lv) and set(lv) == set(range(VOCAB.audio_levels))
+    gv = rec.video[:k] if task in ("i2v", "fp", "avcont") else None
+    a = T.audio_split(F, LATENT[0], k)
+    ga = rec.audio[:, :a] if task == "avcont" else None
+    video, audio = G.read_output(ph, out, VOCAB, LATENT, gv, ga, F)
+    if task == "v2a":
+        assert video is None
+    elif task == "t2i":
+        np.testing.assert_array_equal(video, rec.video[:1])
+    else:
+        np.testing.assert_array_equal(video, rec.video)
+    if task in ("v2a", "avcont"):
+        np.testing.assert_array_equal(audio, rec.audio)
+    else:
+        assert audio is None
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--task", "t2v", "--out", "x.mp4"], "t2v needs --prompt"),
+    (["--task", "t2i", "--prompt", "a", "--out", "x.mp4"], "must end in .png"),
+    (["--task", "i2v", "--out", "x.mp4"], "i2v needs --input"),
+    (["--task", "v2a", "--input", "IMG", "--out", "x.wav"], "needs a video file"),
+    (["--task", "fp", "--input", "/nonexistent/v.mp4", "--out", "x.mp4"], "input file not found"),
+    (["--task", "uncond", "--input", "IMG", "--out", "x.mp4"], "takes no --input"),
+    (["--task", "t2v", "--prompt", "a", "--mask", "inpaint_center", "--out", "x.mp4"], "--mask applies"),
+    (["--task", "v2a", "--input", "IMG", "--seconds", "4", "--out", "x.wav"], "--seconds"),
+    (["--task", "t2v", "--prompt", "a", "--temperature", "-1", "--out", "x.mp4"], "temperature"),
+])
+def test_cli_bad_requests_one_line_exit_2(argv, msg, tmp_path, capsys):
+    img = tmp_path / "a.png"
+    img.write_bytes(b"\x89PNG")
+    argv = [str(img) if a == "IMG" else a for a in argv]
+    os.makedirs(tmp_path / "run", exist_ok=True)
+    rc = main(["generate", "--run", str(tmp_path / "run"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and msg in err[0], err
+
+
+def test_cli_missing_run(tmp_path, capsys):
+    rc = main(["generate", "--run", str(tmp_path / "nope"), "--task", "uncond", "--out", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "run directory not found" in err[0]
+
+
+# ----------------------------------------------------------------------------------- tiny model
+@pytest.fixture(scope="module")
+def generator():
+    import jax
+
+    from videopoet.tokenizers import magvit2, soundstream, text
+    from videopoet.trainer import model as M
+
+    vt, at, te = magvit2.load("tiny"), soundstream.load("tiny"), text.load("tiny")
+    spec = G.MediaSpec.of(vt, at, frames=17, height=32, width=32)
+    params = M.init_params(CFG.model, jax.random.PRNGKey(0))
+    return G.Generator(M.build(CFG.model), params, CFG, vt, at, te, spec)
+
+
+def _clip(spec):
+    from videopoet.pipelines.synth import load_synth_config, render_audio, render_frames, sample_attrs
+
+    scfg = load_synth_config("tiny", [f"sizes=[[{spec.width},{spec.height}]]", "portrait_fraction=0.0",
+                                      f"frames={spec.frames}", "two_object_fraction=0.0"])
+    attrs = sample_attrs(scfg, 0, "train", "video", 0, "k")
+    return render_frames(attrs), render_audio(attrs)
+
+
+@pytest.mark.slow
+def test_generator_tasks_shapes_and_seeds(generator):
+    from videopoet.trainer.sampling import SamplingOptions
+
+    sp = generator.spec
+    vid, aud = _clip(sp)
+    reqs = [G.Request("t2v", prompt="a red circle moves left", seed=s) for s in (1, 2, 1)]
+    res = generator.generate(reqs, SamplingOptions(temperature=1.0, top_k=8))
+    assert [r.frames.shape for r in res] == [(17, 32, 32, 3)] * 3
+    np.testing.assert_array_equal(res[0].tokens, res[2].tokens)  # same seed, same tokens
+    assert not np.array_equal(res[0].tokens, res[1].tokens)
+    fp = generator.generate([G.Request("fp", video=vid, given=2)])[0]
+    given = generator.video_tok.encode(vid[None])[0][:2]
+    np.testing.assert_array_equal(fp.video_codes[:2], given)  # the given frames are kept
+    av = generator.generate([G.Request("avcont", video=vid, audio=aud)])[0]
+    assert av.frames.shape == (17, 32, 32, 3) and av.audio.shape == (sp.audio_samples,)
+    with pytest.raises(G.GenerationError, match="needs a video"):
+        generator.generate([G.Request("v2a")])
+    with pytest.raises(G.GenerationError, match="not a outpaint mask"):
+        generator.generate([G.Request("outpaint", video=vid, mask="inpaint_center")])
+    with pytest.raises(G.GenerationError, match="one task per batch"):
+        generator.generate([G.Request("uncond"), G.Request("t2v", prompt="x")])
+
+
+@pytest.mark.slow
+def test_long_video(generator):
+    frames = generator.long_video("a blue square moves up", seconds=4.0, seed=3)
+    assert frames.shape == (32, 32, 32, 3)
+
+
+# ----------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from videopoet.schemas import store
+    from videopoet.trainer import synthetic
+    from videopoet.trainer import train as TR
+
+    root = str(tmp_path_factory.mktemp("root"))
+    out = str(tmp_path_factory.mktemp("run") / "run")
+    cfg = load_train_config("tiny", ["steps=2", "log_every=1", "checkpoint_every=2", "mesh.data=1", "batch_size=2",
+                                     "data.mixture={t2v: 1.0}"])
+    store.write_dataset(root, "syn", "1", {"a.tar": synthetic.make_records(4, cfg.model.vocab)})
+    TR.train(cfg, "syn@1", out, root=root)
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    import soundfile as sf
+
+    from videopoet.pipelines.synth import load_synth_config, render_sample, sample_attrs
+    from videopoet.pipelines.synth.encode import encode_jpeg, encode_mp4
+
+    d = tmp_path_factory.mktemp("inputs")
+    scfg = load_synth_config("tiny", ["sizes=[[64,48]]", "portrait_fraction=0.0", "frames=24"])
+    s = render_sample(sample_attrs(scfg, 0, "train", "video", 0, "k"))
+    (d / "v.mp4").write_bytes(encode_mp4(s.frames, s.audio, 8))
+    (d / "silent.mp4").write_bytes(encode_mp4(s.frames, None, 8))
+    (d / "short.mp4").write_bytes(encode_mp4(s.frames[:6], None, 8))
+    (d / "i.jpg").write_bytes(encode_jpeg(s.frames[0]))
+    (d / "bad.mp4").write_bytes(b"not a video at all")
+    sf.write(str(d / "a.wav"), s.audio, 16000)
+    return d
+
+
+TOK = ["--video-tokenizer", "tiny", "--audio-tokenizer", "tiny"]
+
+
+@pytest.mark.slow
+def test_every_task_writes_its_file(run_dir, inputs, tmp_path, capsys):
+    import av
+    from PIL import Image
+
+    from videopoet.pipelines import media
+
+    jobs = {"t2v": ["--prompt", "a red circle moves left"], "t2i": ["--prompt", "a red circle"], "uncond": [],
+            "i2v": ["--input", "i.jpg"], "fp": ["--input", "v.mp4"], "inpaint": ["--input", "v.mp4"],
+            "outpaint": ["--input", "v.mp4", "--mask", "outpaint_top"], "v2a": ["--input", "v.mp4"],
+            "a2v": ["--input", "a.wav"], "avcont": ["--input", "v.mp4"]}
+    for task, extra in jobs.items():
+        extra = [str(inputs / a) if a.endswith((".jpg", ".mp4", ".wav")) else a for a in extra]
+        out = tmp_path / (f"{task}.png" if task == "t2i" else f"{task}.wav" if task == "v2a" else f"{task}.mp4")
+        rc = main(["generate", "--run", run_dir, "--task", task, *extra, "--out", str(out), "--json", *TOK])
+        res = json.loads(capsys.readouterr().out)
+        assert rc == 0 and res["out"] == str(out) and out.exists(), task
+        if task == "t2i":
+            assert Image.open(out).size == (32, 32)
+        elif task == "v2a":
+            import soundfile as sf
+
+            assert sf.info(str(out)).frames == 34000
+        else:
+            blob = out.read_bytes()
+            assert media.decode_frames(blob, fps=8).frames.shape[1:] == (32, 32, 3)
+            with av.open(str(out)) as c:
+                assert bool(c.streams.audio) == (task in ("avcont", "a2v")), task
+    # long video, v2a muxed into the input video
+    rc = main(["generate", "--run", run_dir, "--task", "t2v", "--prompt", "a cat", "--seconds", "4", "--out",
+               str(tmp_path / "long.mp4"), "--json", *TOK])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["frames"] == 32
+    rc = main(["generate", "--run", run_dir, "--task", "v2a", "--input", str(inputs / "v.mp4"), "--out",
+               str(tmp_path / "v2a.mp4"), *TOK])
+    with av.open(str(tmp_path / "v2a.mp4")) as c:
+        assert rc == 0 and c.streams.audio and c.streams.video
+    capsys.readouterr()
+    # bad media: one line each, exit 2
+    for task, name, msg in (("fp", "bad.mp4", "cannot open video"), ("avcont", "silent.mp4", "no audio track"),
+                            ("fp", "short.mp4", "frames at 8 fps")):
+        rc = main(["generate", "--run", run_dir, "--task", task, "--input", str(inputs / name), "--out",
+                   str(tmp_path / "x.mp4"), *TOK])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], (task, err)
+
+
+@pytest.mark.slow
+def test_eval_command(run_dir, tmp_path, capsys):
+    out = tmp_path / "ev"
+    rc = main(["eval", "--run", run_dir, "--scenes", "2", "--out", str(out), "--json", *TOK])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    for task in ("t2v", "i2v", "fp", "v2a"):
+        assert rep[task]["seen"]["n"] == 2 and rep[task]["heldout"]["n"] == 2
+    assert set(rep["t2v"]["seen"]) == {"colour", "shape", "motion", "all", "n"}
+    assert rep["reference"]["ground_truth"]["seen"]["all"] == 1.0  # the scorer on ground truth
+    html = (out / "gallery.html").read_text()
+    assert html.count("<figure>") == 16 and "heldout" in html
+    for s in rep["samples"]["t2v"]:
+        assert (out / f"t2v_{s['key']}_{s['sample']}.gif").exists()
+    rc = main(["eval", "--run", run_dir, "--scenes", "1", "--tasks", "t2v", "--out", str(out), *TOK])
+    text = capsys.readouterr().out
+    assert rc == 0 and "seen" in text and "heldout" in text and "gallery" in text
