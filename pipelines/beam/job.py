@@ -22,6 +22,7 @@ from typing import Any
 from videopoet.pipelines import driver, stages
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.schemas.config import from_dict, to_dict
+from videopoet.schemas.errors import VideoPoetError
 
 __all__ = ["TokenizeShard", "build_options", "run_beam"]
 
@@ -157,8 +158,15 @@ def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineC
                  | "Spread" >> beam.Reshuffle()
                  | "Tokenize" >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version,
                                                          job.tokenizers.fingerprints())))
-            result = p.run()
-            result.wait_until_finish()
+            try:
+                result = p.run()
+                result.wait_until_finish()
+            except VideoPoetError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a worker's failure surfaces as a runner error
+                raise stages.PipelineError(
+                    f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same command "
+                    f"again to resume") from e
         counters = _counters(result)
     before = set(job.done_before)
     markers = {} if job.already_published is not None else {
@@ -170,3 +178,8 @@ def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineC
     summary["runner"] = {**runner_info, "counters": counters,
                          "worker_processes": sum(1 for k in counters if k.startswith("worker_pid_"))}
     return summary
+
+
+def _last_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[-1][:300] if lines else ''}"
