@@ -1,0 +1,116 @@
+"""Ray vs Beam on the same corpus, in the same run: clips/s with 1 and 2 workers, peak memory.
+
+    python bench/ray_vs_beam_bench.py [--clips 24] [--shards 4] [--config tiny] [--workers 1,2]
+
+Each job runs as its own ``videopoet pipeline run`` process (a fresh dataset version each time, so
+nothing is resumed); a sampler thread polls the resident memory of that process and all of its
+descendants (Beam's worker processes, the local Ray cluster the Ray job starts and its workers).
+Reports wall time, clips/s (records / wall, start-up included), the Ray/Beam ratio per worker count,
+the driver's peak RSS, the largest single worker's peak RSS and the peak total RSS of the tree.
+Both runners must publish the same fingerprint; the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+BIN = os.path.join(os.path.dirname(sys.executable), "videopoet")
+
+
+class TreeRSS:
+    def __init__(self, pid: int, interval: float = 0.2):
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.driver = self.worker = self.total = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+                rss = {}
+                for p in procs:
+                    try:
+                        rss[p.pid] = p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.driver = max(self.driver, rss.get(self.root.pid, 0))
+                others = [v for k, v in rss.items() if k != self.root.pid]
+                self.worker = max([self.worker, *others])
+                self.total = max(self.total, sum(rss.values()))
+            except psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._t.join()
+        mb = 1024 * 1024
+        return {"driver_peak_mb": round(self.driver / mb), "largest_worker_peak_mb": round(self.worker / mb),
+                "tree_peak_mb": round(self.total / mb)}
+
+
+def run_job(runner: str, workers: int, corpus: str, root: str, config: str) -> dict:
+    version = f"{runner}-w{workers}"
+    argv = [BIN, "pipeline", "run", "--runner", runner, "--input", os.path.join(corpus, "train-*.tar"),
+            "--name", "bench", "--version", version, "--root", root, "--config", config, "--workers", str(workers),
+            "--no-progress", "--json"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", RAY_AUTH_MODE="token")
+    env.pop("RAY_ADDRESS", None)
+    t0 = time.time()
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    mem = TreeRSS(p.pid)
+    out, _ = p.communicate()
+    wall = time.time() - t0
+    m = mem.stop()
+    if p.returncode != 0:
+        raise SystemExit(f"{runner} w{workers} failed (exit {p.returncode})")
+    s = json.loads(out[out.index("{\n"):])
+    records = s["totals"]["records"]
+    return {"runner": runner, "workers": workers, "wall_s": round(wall, 1), "records": records,
+            "clips_per_s": round(records / wall, 3), "fingerprint": s["fingerprint"], **m}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--config", default="tiny")
+    ap.add_argument("--workers", default="1,2")
+    args = ap.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="vp-raybeam-")
+    corpus = os.path.join(work, "corpus")
+    subprocess.run([BIN, "corpus", "synth", "--out", corpus, "--clips", str(args.clips), "--shards", str(args.shards),
+                    "--config", args.config, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    rows = []
+    for w in [int(x) for x in args.workers.split(",")]:
+        for runner in ("beam", "ray"):
+            rows.append(run_job(runner, w, corpus, os.path.join(work, "root"), args.config))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    ratios = {}
+    for w in {r["workers"] for r in rows}:
+        b = next(r for r in rows if r["runner"] == "beam" and r["workers"] == w)
+        r_ = next(r for r in rows if r["runner"] == "ray" and r["workers"] == w)
+        ratios[f"ray/beam clips_per_s, {w} worker(s)"] = round(r_["clips_per_s"] / b["clips_per_s"], 3)
+    out = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+           "corpus": {"clips": args.clips, "shards": args.shards, "config": args.config},
+           "same_fingerprint": len({r["fingerprint"] for r in rows}) == 1, "runs": rows, "ratios": ratios}
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
