@@ -65,9 +65,11 @@ __all__ = [
     "load_tokenizers",
     "normalize_caption",
     "prepare_sample",
+    "rejects_bytes",
     "process_shard",
     "tokenize_items",
     "warmup_tokenizers",
+    "write_rejects",
 ]
 
 VIDEO_EXTS = ("mp4", "webm", "mkv", "mov", "avi")
@@ -519,6 +521,31 @@ def _reader_limits(cfg: PipelineConfig) -> ReaderLimits:
     return ReaderLimits(max_member_bytes=cfg.max_member_bytes, max_sample_bytes=cfg.max_sample_bytes)
 
 
+def rejects_bytes(rejects: list[dict[str, str]]) -> bytes:
+    """The rejects JSONL file's exact bytes (one sorted-key JSON object per line, UTF-8)."""
+    return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rejects).encode("utf-8")
+
+
+def write_rejects(path: str, rejects: list[dict[str, str]]) -> None:
+    """Write the rejects file atomically (temp + rename locally; one PUT on object stores), so two
+    attempts at the same shard (a retry, a speculative duplicate) never interleave."""
+    import uuid
+
+    import fsspec
+
+    blob = rejects_bytes(rejects)
+    if "://" not in path or path.startswith("file://"):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(os.path.abspath(local)), f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(local)}")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, local)
+    else:
+        fs, p = fsspec.core.url_to_fs(path)
+        fs.pipe(p, blob)
+
+
 def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *,
                   on_sample: Callable[[], None] | None = None) -> dict[str, Any]:
     """Tokenize one input shard into its output shard + rejects file and mark it done in ``work``.
@@ -599,11 +626,7 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
         raise
 
     t0 = time.perf_counter()
-    import fsspec
-
-    with fsspec.open(work.rejects_path(name), "wt", encoding="utf-8") as f:
-        for r in rejects:
-            f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+    write_rejects(work.rejects_path(name), rejects)
     timing["write"] += time.perf_counter() - t0
     by_reason = dict(sorted(Counter(r["reason"] for r in rejects).items()))
     stats = {
