@@ -211,3 +211,26 @@ def test_condition_kinds_modes():
     assert load_pipeline_config("paper").condition_mode == "all"
     with pytest.raises(ConfigError, match="condition_mode"):
         load_pipeline_config("tiny", ["condition_mode=some"])
+
+
+def test_prepare_sample_41_frame_option_and_portrait_image():
+    from videopoet.pipelines.webdataset import Sample
+
+    cfg41 = load_pipeline_config("tiny", ["clip_frames=41", "clip_stride=8"])
+    s = Sample("v", {"mp4": testing.make_video(41, 64, 64, seed=2), "txt": b"x"})
+    items = stages.prepare_sample(s, cfg41, "s.tar", "0" * 64)
+    assert len(items) == 1 and items[0].frames.shape == (41, 32, 32, 3)
+    assert items[0].audio.shape == (82000,) and items[0].lineage.frame_indices == tuple(range(41))
+    img = Sample("i", {"png": _png(40, 90)})
+    (it,) = stages.prepare_sample(img, load_pipeline_config("tiny"), "s.tar", "0" * 64)
+    assert it.frames.shape == (1, 56, 32, 3) and it.meta["bucket"] == "portrait" and it.caption is None
+
+
+def _png(w, h):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (1, 2, 3)).save(buf, format="PNG")
+    return buf.getvalue()
