@@ -1,5 +1,6 @@
 """Train loop: learning, bit-exact resume, refusing bad datasets, run-dir layout (tiny preset)."""
 
+import importlib.util
 import json
 import os
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from videopoet.schemas import store
-from videopoet.schemas.errors import VerifyError
+from videopoet.schemas.errors import SchemaVersionError, VerifyError
 from videopoet.trainer import checkpoint as CK
 from videopoet.trainer import data as D
 from videopoet.trainer import synthetic
@@ -66,6 +67,8 @@ def test_run_dir_layout_and_load_run(dataset, tmp_path):
     for key in ("tasks", "tokens_per_s", "data_wait_s", "compute_s", "mfu", "pad_fraction", "lr", "grad_norm"):
         assert key in row, key
     assert row["pad_fraction_without_agd"] >= row["pad_fraction"]
+    if importlib.util.find_spec("tensorboardX"):
+        assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(out, "tb")))
     run = CK.load_run(out)
     assert run.step == 10 and run.cfg == cfg
     assert run.params["head"]["kernel"].shape == (cfg.model.d_model, cfg.model.vocab_size)
@@ -92,6 +95,12 @@ def test_refuses_altered_shard_and_fingerprint_mismatch(dataset, tmp_path):
     os.remove(shard)
     with pytest.raises(VerifyError, match="missing shard"):
         D.open_verified("syn@1", root)
+    mpath = os.path.join(root, "syn", "1", "manifest.json")
+    m = json.load(open(mpath))
+    m["record_schema_version"] = 99
+    json.dump(m, open(mpath, "w"))
+    with pytest.raises(SchemaVersionError, match="schema version 99"):
+        TR.train(cfg, "syn@1", str(tmp_path / "run2"), root=root)
 
 
 def test_model_learns_below_unigram_baseline(tmp_path):

@@ -142,6 +142,8 @@ def load_run(run_dir: str, step: int | None = None) -> Run:
         raise RunError(f"{run_dir} has no checkpoint at step {step} (has {sorted(mngr.all_steps())})")
     tx = ST.optimizer(cfg)
     abstract = jax.eval_shape(lambda r: ST._init_state(cfg, tx, r, boxed=False), jax.random.PRNGKey(0))
+    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh saved it, load onto one device
+    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), abstract)
     state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     mngr.close()
     return Run(cfg=cfg, model=M.build(cfg.model), params=state["params"], step=int(step),
