@@ -161,7 +161,7 @@ def _load_one(kind: str, spec: str):
     if spec == "default":
         try:
             tok = mod.default()
-            return tok, "default (shipped checkpoint)"
+            return tok, "default (shipped)"
         except (VideoPoetError, FileNotFoundError, OSError) as e:
             if kind == "text":
                 raise PipelineError(f"cannot load the default text tokenizer: {e}") from None
