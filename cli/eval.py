@@ -25,7 +25,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="score generated samples on the synthetic world", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run directory")
-    p.add_argument("--scenes", type=int, default=8, help="scenes per split (seen, held-out); default 8")
+    p.add_argument("--scenes", type=int, default=4, help="scenes per split (seen, held-out); default 4")
     p.add_argument("--samples", type=int, default=1, help="samples per scene and task; default 1")
     p.add_argument("--tasks", default="t2v,i2v,fp,v2a", help="comma-separated subset of t2v,i2v,fp,v2a")
     p.add_argument("--out", default=None, metavar="DIR", help="clips + gallery.html (default RUN_DIR/eval)")
