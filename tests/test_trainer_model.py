@@ -111,3 +111,18 @@ def test_remat_gives_same_gradients():
     g2 = jax.grad(loss(M.build(rcfg)))(params)
     for x, y in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+
+
+def test_prefix_lm_flops_count_the_mask_pairs():
+    from videopoet.trainer import metrics as MT
+
+    for s, p in [(4, 0), (4, 4), (4, 2), (9, 5), (1, 1)]:
+        mask = np.asarray(M.prefix_lm_mask(jnp.ones((1, s), bool), jnp.array([p])))
+        assert MT.attention_pairs(s, p) == int(mask.sum())
+    assert MT.attention_pairs(4, 2) == 11
+    cfg = load_model_config("tiny")
+    f1 = MT.step_flops(cfg, 10, [3, 3])
+    f2 = MT.step_flops(cfg, 10, [7, 7])
+    assert f2 > f1  # a longer bidirectional prefix attends to more keys
+    matmul = cfg.layers * (cfg.block_params() - 2 * cfg.d_model) + cfg.d_model * cfg.vocab_size
+    assert f1 == 3 * (2 * matmul * 20 + cfg.layers * 4 * cfg.heads * cfg.head_dim * 2 * MT.attention_pairs(10, 3))

@@ -223,8 +223,9 @@ def _model_tiny() -> ModelConfig:
 
 
 def _model_small() -> ModelConfig:
-    # float32 compute: XLA:CPU has no fast bfloat16 matmuls (set model.dtype=bfloat16 on GPU/TPU)
-    return ModelConfig(dtype="float32")
+    # sized for 2 CPU cores (a video step of batch 8 x ~350 tokens is ~30 GFLOP); float32 compute because
+    # XLA:CPU has no fast bfloat16 matmuls (set model.dtype=bfloat16 on GPU/TPU)
+    return ModelConfig(d_model=128, layers=4, heads=2, head_dim=64, mlp_dim=384, dtype="float32")
 
 
 def _paper_vocab(**kw) -> ModelConfig:
@@ -249,7 +250,7 @@ def _train_tiny() -> TrainConfig:
 
 def _train_small() -> TrainConfig:
     # length_bucket=32 merges near-equal AGD lengths: ~4x fewer step compilations on CPU for a few % padding
-    return TrainConfig(data=DataConfig(text_len=16, length_bucket=32))
+    return TrainConfig(data=DataConfig(text_len=16, length_bucket=32), learning_rate=2e-3)
 
 
 def _train_paper(size: str) -> TrainConfig:
