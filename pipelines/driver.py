@@ -193,7 +193,8 @@ class ShardProgress:
                     bar.update(n - bar.n)
                 except Exception:  # noqa: BLE001 - progress must never break the job
                     pass
-                if self._stop.wait(self.interval):
+                # reading the markers costs one small file each: poll big jobs less often
+                if self._stop.wait(max(self.interval, len(names) / 500)):
                     break
         finally:
             bar.close()
