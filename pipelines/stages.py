@@ -59,12 +59,14 @@ __all__ = [
     "ClipItem",
     "condition_kinds",
     "PipelineError",
+    "Reject",
     "Tokenizers",
     "input_name",
     "list_input_shards",
     "load_tokenizers",
     "normalize_caption",
     "prepare_sample",
+    "reader_limits",
     "rejects_bytes",
     "process_shard",
     "tokenize_items",
@@ -544,6 +546,11 @@ def write_rejects(path: str, rejects: list[dict[str, str]]) -> None:
     else:
         fs, p = fsspec.core.url_to_fs(path)
         fs.pipe(p, blob)
+
+
+# Public names for other runners (pipelines/ray uses the private spellings too; both stay).
+Reject = _Reject
+reader_limits = _reader_limits
 
 
 def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *,
