@@ -645,3 +645,31 @@ def write_gallery(out_dir: str, items: list[dict], report: dict, info: dict) -> 
     with open(path, "w") as f:
         f.write("\n".join(parts))
     return path
+
+
+def _main(argv=None) -> int:
+    """``python -m videopoet.trainer.synth_eval --data 'DIR/*.tar' [--fps 8] [--clip-frames 17] [--resize 64]``:
+    the scorer's accuracy on ground-truth corpus clips (``videopoet corpus synth`` shards), as JSON."""
+    import argparse
+    import glob
+
+    ap = argparse.ArgumentParser(description=_main.__doc__)
+    ap.add_argument("--data", required=True, help="glob of synthetic-corpus shards")
+    ap.add_argument("--fps", type=float, default=8.0)
+    ap.add_argument("--clip-frames", type=int, default=None)
+    ap.add_argument("--resize", type=int, default=None, help="square side to resize + centre-crop to")
+    ap.add_argument("--limit", type=int, default=None)
+    args = ap.parse_args(argv)
+    paths = sorted(glob.glob(args.data))
+    if not paths:
+        ap.error(f"no shards match {args.data!r}")
+    r = check_ground_truth(paths, resize=(args.resize, args.resize) if args.resize else None,
+                           clip_frames=args.clip_frames, fps=args.fps, limit=args.limit)
+    print(json.dumps({"data": args.data, "fps": args.fps, "clip_frames": args.clip_frames, "resize": args.resize,
+                      "clips": r["clips"], "accuracy": r["accuracy"], "counts": r["counts"],
+                      "failures": r["failures"][:10]}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
