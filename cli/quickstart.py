@@ -96,13 +96,14 @@ def quickstart(args: argparse.Namespace) -> int:
     t0 = time.time()
     s = _Steps(args.json)
     s.run("corpus", ["corpus", "synth", "--out", corpus, "--clips", str(args.clips), "--images", str(args.clips // 4),
-                     "--shards", "2", "--with-corrupt", "--seed", "0"])
+                     "--shards", "2", "--with-corrupt", "--seed", "0", "--config", args.preset])
     s.run("pipeline", ["pipeline", "run", "--runner", "beam", "--input", os.path.join(corpus, "train-*.tar"),
-                       "--name", "synth", "--version", "v1", "--root", root, "--workers", str(args.workers)],
+                       "--name", "synth", "--version", "v1", "--root", root, "--workers", str(args.workers),
+                       "--config", args.preset],
           needs=("corpus",))
     s.run("verify", ["data", "verify", "synth@v1", "--root", root], needs=("pipeline",))
     s.run("info", ["data", "info", "synth@v1", "--root", root], needs=("pipeline",))
-    s.run("train", ["train", "--config", "small", "--data", "synth@v1", "--root", root, "--out", run_dir,
+    s.run("train", ["train", "--config", args.preset, "--data", "synth@v1", "--root", root, "--out", run_dir,
                     f"steps={args.steps}"], needs=("verify",))
     os.makedirs(clips_dir, exist_ok=True)
     samples = _example_inputs(corpus, clips_dir)
@@ -163,5 +164,7 @@ def register(sub) -> None:
     p.add_argument("--clips", type=int, default=48, metavar="N", help="synthetic video clips (default 48)")
     p.add_argument("--steps", type=int, default=300, metavar="N", help="training steps (default 300)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="pipeline workers (default 2)")
+    p.add_argument("--preset", choices=("small", "tiny"), default="small",
+                   help="small: the embedded defaults (default); tiny: seconds-long smoke run with seeded tokenizers")
     add_json_flag(p)
     p.set_defaults(func=quickstart)
