@@ -26,6 +26,13 @@ def test_paper_sizes_by_eval_shape(name):
     assert tuple(specs["block_0"]["mlp"]["down"]["kernel"]) == ("mlp", "embed")
 
 
+def test_train_presets_use_their_model_preset():
+    from videopoet.trainer.config import MODEL_PRESETS, PRESETS
+
+    for name in PRESETS:
+        assert load_train_config(name).model == MODEL_PRESETS[name](), name
+
+
 def test_configs_validate_and_override():
     cfg = load_train_config("tiny", ["model.layers=3", "data.mixture.t2v=2.5"])
     assert cfg.model.layers == 3 and cfg.data.mixture["t2v"] == 2.5
