@@ -548,6 +548,35 @@ def write_rejects(path: str, rejects: list[dict[str, str]]) -> None:
         fs.pipe(p, blob)
 
 
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _spool(uri: str, chunk: int = 1 << 22) -> tuple[str, str, int]:
+    """Copy a remote shard to a local temporary file, hashing it on the way: (path, sha256, size)."""
+    import hashlib
+    import tempfile
+
+    import fsspec
+
+    h = hashlib.sha256()
+    n = 0
+    fd, path = tempfile.mkstemp(suffix=".tar", prefix="videopoet-input-")
+    try:
+        with os.fdopen(fd, "wb") as out, fsspec.open(uri, "rb") as f:
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    break
+                h.update(b)
+                n += len(b)
+                out.write(b)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path, h.hexdigest(), n
+
+
 # Public names for other runners (pipelines/ray uses the private spellings too; both stay).
 Reject = _Reject
 reader_limits = _reader_limits
@@ -570,8 +599,14 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
     t_start = time.perf_counter()
     timing: Counter = Counter()
     t0 = time.perf_counter()
+    spool = None
     try:
-        sha, size = sha256_of(input_uri)
+        if _is_local(input_uri):
+            sha, size = sha256_of(input_uri)
+            read_from = input_uri
+        else:  # object store: one download, hashed on the way, read from local disk
+            spool, sha, size = _spool(input_uri)
+            read_from = spool
     except (OSError, ValueError) as e:
         raise PipelineError(f"cannot read input shard {input_uri}: {e}") from None
     timing["hash"] += time.perf_counter() - t0
@@ -603,7 +638,7 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
         window.clear()
 
     try:
-        it = iter_samples(input_uri, _reader_limits(cfg))
+        it = iter_samples(read_from, _reader_limits(cfg))
         while True:
             t0 = time.perf_counter()
             try:
@@ -631,6 +666,9 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if spool is not None and os.path.exists(spool):
+            os.unlink(spool)
 
     t0 = time.perf_counter()
     write_rejects(work.rejects_path(name), rejects)
