@@ -239,7 +239,8 @@ def _to_mono_resampled(chunks: list[np.ndarray], sr_in: int, sr: int) -> np.ndar
     return np.ascontiguousarray(wave, np.float32)
 
 
-def _decode_audio_stream(blob: bytes, sample_rate: int, require: bool) -> tuple[np.ndarray, float] | None:
+def _decode_audio_stream(blob: bytes, sample_rate: int, require: bool,
+                         until: float | None = None) -> tuple[np.ndarray, float] | None:
     import av
 
     try:
@@ -253,6 +254,8 @@ def _decode_audio_stream(blob: bytes, sample_rate: int, require: bool) -> tuple[
             for fr in c.decode(s):
                 if start is None:
                     start = float(fr.time) if fr.time is not None else 0.0
+                elif until is not None and fr.time is not None and float(fr.time) > until + 1.0:
+                    break  # past what the clips need (+1 s margin for the resampler's edges)
                 a = fr.to_ndarray()
                 if a.dtype.kind == "i":
                     a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
@@ -269,29 +272,36 @@ def _decode_audio_stream(blob: bytes, sample_rate: int, require: bool) -> tuple[
     return wave, (start or 0.0)
 
 
-def extract_audio_track(blob: bytes, sample_rate: int = 16000, with_start: bool = False):
+def extract_audio_track(blob: bytes, sample_rate: int = 16000, with_start: bool = False,
+                        until: float | None = None):
     """A container's first audio track -> mono float32 [N] at ``sample_rate``; None if it has none.
 
     ``with_start``: return ``(wave, start_seconds)`` (the track's first sample time vs. the video).
+    ``until``: stop decoding about one second after this time (memory stays bounded for long media).
     """
-    out = _decode_audio_stream(blob, sample_rate, require=False)
+    out = _decode_audio_stream(blob, sample_rate, require=False, until=until)
     if out is None or with_start:
         return out
     return out[0]
 
 
-def decode_audio(blob: bytes, sample_rate: int = 16000) -> np.ndarray:
-    """wav/flac/ogg/mp3/m4a bytes -> mono float32 [N] at ``sample_rate``."""
+def decode_audio(blob: bytes, sample_rate: int = 16000, until: float | None = None) -> np.ndarray:
+    """wav/flac/ogg/mp3/m4a bytes -> mono float32 [N] at ``sample_rate`` (the first ``until`` + 1 s
+    when given)."""
     if not blob:
         raise MediaError("empty_file", "zero-byte audio")
     try:
         import soundfile as sf
 
-        data, sr = sf.read(io.BytesIO(blob), dtype="float32", always_2d=True)
+        f = io.BytesIO(blob)
+        sr_in = sf.info(f).samplerate
+        f.seek(0)
+        frames = -1 if until is None else int((until + 1.0) * sr_in)
+        data, sr = sf.read(f, frames=frames, dtype="float32", always_2d=True)
         return _to_mono_resampled([data.T], int(sr), sample_rate)
     except Exception:
         pass  # not a libsndfile format: try FFmpeg
-    out = _decode_audio_stream(blob, sample_rate, require=True)
+    out = _decode_audio_stream(blob, sample_rate, require=True, until=until)
     return out[0]
 
 

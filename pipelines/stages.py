@@ -313,20 +313,21 @@ def _check_geometry(w: int, h: int, cfg: PipelineConfig) -> None:
         raise _Reject("validate", "bad_aspect", f"{w}x{h}: aspect ratio over {cfg.max_aspect}")
 
 
-def _audio_source(sample: Sample, video_blob: bytes | None, cfg: PipelineConfig, timing: Counter):
-    """(wave, start_s, origin) or None."""
+def _audio_source(sample: Sample, video_blob: bytes | None, cfg: PipelineConfig, timing: Counter,
+                  until: float | None = None):
+    """(wave, start_s, origin) or None; decoding stops about a second after ``until``."""
     t0 = time.perf_counter()
     try:
         own = _pick(sample, AUDIO_EXTS)
         if own is not None:
             try:
-                return media.decode_audio(own[1], cfg.sample_rate), 0.0, f"{own[0]} file"
+                return media.decode_audio(own[1], cfg.sample_rate, until=until), 0.0, f"{own[0]} file"
             except media.MediaError as e:
                 raise _Reject("audio", e.reason, str(e)) from None
         if video_blob is None:
             return None
         try:
-            out = media.extract_audio_track(video_blob, cfg.sample_rate, with_start=True)
+            out = media.extract_audio_track(video_blob, cfg.sample_rate, with_start=True, until=until)
         except media.MediaError as e:
             raise _Reject("audio", e.reason, str(e)) from None
         if out is None or out[0].size == 0:
@@ -379,7 +380,8 @@ def prepare_sample(sample: Sample, cfg: PipelineConfig, source_shard: str, sourc
         if not dec.clips:
             raise _Reject("validate", "too_short", f"{dec.output_frames} frames at {cfg.fps:g} fps "
                                                    f"< one clip of {cfg.clip_frames}")
-        audio = _audio_source(sample, vid[1], cfg, timing) if cfg.audio else None
+        until = dec.starts[-1] + cfg.clip_seconds
+        audio = _audio_source(sample, vid[1], cfg, timing, until) if cfg.audio else None
         if audio is None and cfg.require_audio:
             raise _Reject("audio", "no_audio", "no audio file and no audio track")
         for c, (frames, src, start) in enumerate(zip(dec.clips, dec.source_indices, dec.starts)):

@@ -75,6 +75,8 @@ def test_audio_track_aligned_with_clip():
     sl, pad = stages._slice_audio(wave, start, 17 / 8, 34000, 16000)
     assert sl.shape == (34000,) and pad == 0
     np.testing.assert_array_equal(sl, wave[34000:68000])
+    part = media.extract_audio_track(blob, 16000, until=1.0)  # bounded decode for long media
+    assert 2.0 * 16000 <= part.size < 2.3 * 16000 and np.array_equal(part, wave[:part.size])
     tail, pad = stages._slice_audio(wave, start, 4.0, 34000, 16000)
     assert pad == 34000 - (wave.size - 64000) and np.all(tail[34000 - pad:] == 0)
 
