@@ -13,6 +13,8 @@ Outputs: .mp4 for video (H.264; with an AAC track when audio is generated (avcon
 (a2v: the input audio)), .png for t2i, .wav (or .mp4: the input video with the new track) for v2a.
 --seconds S (t2v, i2v, fp) makes a long video by repeated frame prediction on the last second.
 Masks: inpaint_center (inpaint); outpaint_left|right|top|bottom|border (outpaint, default border).
+--guidance S > 1 runs conditional and unconditional rows together; the unconditional rows hide the
+text slot (what the trainer's cfg_dropout_text hides), so it acts on the tasks that take --prompt.
 The tokenizers are the ones the run's dataset was made with (from its manifest); --video-tokenizer
 / --audio-tokenizer PRESET|DIR override that (runs trained on in-memory data need them).
 """

@@ -352,7 +352,8 @@ class Generator:
         """
         sp = self.spec
         tl = sp.latent[0]
-        k = max(1, min(tl - 1, int(round(sp.fps / 4))))  # latent frames of ~1 s: 1 + 4(k-1) frames
+        # the latent frames covering the last second: 1 + 4(k-1) >= fps frames
+        k = max(1, min(tl - 1, 1 + int(np.ceil((sp.fps - 1) / 4))))
         if self.opts.fp_given_frames and k not in self.opts.fp_given_frames:
             k = min(self.opts.fp_given_frames, key=lambda x: abs(x - k))
         ctx = 1 + 4 * (k - 1)
