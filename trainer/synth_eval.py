@@ -26,6 +26,21 @@ Audio (float32 ``[N]`` mono):
 
 :func:`score_clip` grades frames (+ audio) against a scene's attributes (``{key}.json``) or a
 prompt's wanted attributes; :func:`check_ground_truth` measures the scorer on corpus clips.
+
+Measured on ground truth (2026-11-25; ``videopoet corpus synth --out D --clips 150 --shards 2``
+(``small`` preset: 160x128 / 128x128 / 128x224, 72 frames at 12 fps, H.264 + AAC) and ``--clips 60
+--split heldout``; then ``python -m videopoet.trainer.synth_eval --data 'D/*.tar' [--clip-frames 17]
+[--resize 64]``), fraction right per attribute (colour over every object, shape and motion over
+single-object scenes, audio over every clip):
+
+    clips                               colour  shape  motion  audio colour  clicks
+    train, native, 72 frames @ 12 fps    1.000  1.000   1.000        0.987    0.987
+    train, 17 frames @ 8 fps             0.995  1.000   1.000        0.987    0.987
+    train, 17 frames @ 8 fps, 64x64      0.990  0.979   1.000        0.987    0.987
+    heldout, all three settings          1.000  1.000   1.000        1.000    1.000
+
+The misses: a small second object's tone under a louder one (audio colour), a bounce click under
+a loud tone whose harmonic sits at 1.8 kHz, small crosses at 64x64 read as squares or circles.
 """
 
 from __future__ import annotations
