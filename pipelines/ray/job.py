@@ -78,8 +78,6 @@ class TokenizeWindows:
 def write_shard_group(group: dict[str, np.ndarray], cfg: dict[str, Any], root: str, name: str, version: str,
                       fingerprints: dict[str, str]) -> dict[str, Any]:
     """All windows of one input shard -> its output shard, rejects file and done marker."""
-    import fsspec
-
     from videopoet.schemas.shards import ShardWriter
 
     pcfg = from_dict(PipelineConfig, cfg)
@@ -121,9 +119,7 @@ def write_shard_group(group: dict[str, np.ndarray], cfg: dict[str, Any], root: s
         raise
     last = order[-1]
     t0 = time.perf_counter()
-    with fsspec.open(work.rejects_path(shard), "wt", encoding="utf-8") as f:
-        for r in rejects:
-            f.write(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n")
+    stages.write_rejects(work.rejects_path(shard), rejects)
     timing["write"] += t_write + time.perf_counter() - t0
     samples_in = int(group["samples_in"][last])
     stats = {

@@ -89,7 +89,7 @@ def plan_windows(input_uri: str, cfg: PipelineConfig) -> Iterator[dict[str, Any]
         pending.clear()
         return r
 
-    it = iter_samples(input_uri, stages._reader_limits(cfg))
+    it = iter_samples(input_uri, stages.reader_limits(cfg))
     while True:
         t0 = time.perf_counter()
         try:
@@ -104,7 +104,7 @@ def plan_windows(input_uri: str, cfg: PipelineConfig) -> Iterator[dict[str, Any]
             continue
         try:
             items = stages.prepare_sample(s, cfg, name, sha, timing)
-        except stages._Reject as r:
+        except stages.Reject as r:
             pending.append(stages.make_reject(name, s.key, r.stage, r.reason, r.message))
             continue
         window.extend(items)
