@@ -15,7 +15,8 @@ For each preset (in its own child process, so each reports its own peak RSS):
    FLOP/s is what this machine does on dense work right now, so ``encode FLOP/s / matmul FLOP/s``
    is the model's efficiency whatever else is running on the machine.
 
-Prints a markdown table (or ``--json``: one object per preset).
+Prints a markdown table (or ``--json``: one object per preset). ``--flops-only`` compiles and counts
+FLOPs without running (for ``paper`` where a machine is too slow or too busy to time it).
 """
 
 from __future__ import annotations
@@ -71,23 +72,28 @@ def matmul_flops(n: int = 2048, reps: int = 5) -> dict:
             "xla_flops": _flops(f)}
 
 
-def child(preset: str, reps: int, dtype: str) -> dict:
+def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from videopoet.tokenizers import magvit2
     from videopoet.tokenizers.magvit2.model import MagvitVQ
-    from videopoet.tokenizers.magvit2.tokenizer import arch_config
+    from videopoet.tokenizers.magvit2.tokenizer import arch_config, param_spec
 
     t0 = time.perf_counter()
-    tok = magvit2.load(preset)
-    cfg = tok.config
-    init_s = time.perf_counter() - t0
     b = BATCH[preset]
-    model = MagvitVQ(arch_config(cfg))
     cast = jnp.dtype(dtype)
-    params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, cast), tok.params)
+    if flops_only:  # shapes only: nothing is materialised
+        cfg = magvit2.load_magvit_config(preset)
+        params = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, cast),
+                                        param_spec(arch_config(cfg)))
+    else:
+        tok = magvit2.load(preset)
+        cfg = tok.config
+        params = jax.tree_util.tree_map(lambda p: jnp.asarray(p, cast), tok.params)
+    init_s = time.perf_counter() - t0
+    model = MagvitVQ(arch_config(cfg))
 
     def enc(p, v):
         x = (v.astype(jnp.float32) / 127.5 - 1.0).astype(cast)
@@ -97,8 +103,9 @@ def child(preset: str, reps: int, dtype: str) -> dict:
         y = model.apply({"params": p}, c, method=MagvitVQ.decode).astype(jnp.float32)
         return jnp.clip(jnp.round((y + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
-    video = jnp.asarray(np.random.default_rng(0).integers(0, 256, (b, cfg.frames, cfg.height, cfg.width, 3),
-                                                          dtype=np.uint8))
+    shape = (b, cfg.frames, cfg.height, cfg.width, 3)
+    video = (jax.ShapeDtypeStruct(shape, jnp.uint8) if flops_only
+             else jnp.asarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)))
     row = {"preset": preset, "dtype": dtype, "batch": b, "clip": [cfg.frames, cfg.height, cfg.width],
            "latent": list(cfg.latent_shape()), "params_m": round(sum(int(np.prod(x.shape)) for x in
                                                                       jax.tree_util.tree_leaves(params)) / 1e6, 3),
@@ -106,10 +113,16 @@ def child(preset: str, reps: int, dtype: str) -> dict:
     t0 = time.perf_counter()
     enc_c = jax.jit(enc).lower(params, video).compile()
     row["encode_compile_s"] = round(time.perf_counter() - t0, 2)
-    codes = enc_c(params, video)
+    codes = (jax.ShapeDtypeStruct((b, *cfg.latent_shape()), jnp.int32) if flops_only
+             else enc_c(params, video))
     t0 = time.perf_counter()
     dec_c = jax.jit(dec).lower(params, codes).compile()
     row["decode_compile_s"] = round(time.perf_counter() - t0, 2)
+    if flops_only:  # compile + cost analysis, no execution (a preset too slow to run on this machine)
+        for name, fn in (("encode", enc_c), ("decode", dec_c)):
+            row[f"{name}_gflop_per_clip"] = _flops(fn) / b / 1e9
+        row["peak_rss_mb"] = _rss_mb()
+        return row
     mm = matmul_flops()
     for name, fn, args in (("encode", enc_c, (params, video)), ("decode", dec_c, (params, codes))):
         sec = _time(lambda fn=fn, args=args: fn(*args), reps)
@@ -132,16 +145,19 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed calls per function (default per preset)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--flops-only", action="store_true", help="compile and count FLOPs, do not time")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype)))
+        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype, args.flops_only)))
         return 0
     rows = []
     for preset in args.presets.split(","):
         cmd = [sys.executable, os.path.abspath(__file__), "--child", preset, "--dtype", args.dtype]
         if args.reps:
             cmd += ["--reps", str(args.reps)]
+        if args.flops_only:
+            cmd += ["--flops-only"]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
@@ -150,7 +166,7 @@ def main(argv=None) -> int:
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         if not args.json:
             print(f"# {preset} done", file=sys.stderr)
-    if args.json:
+    if args.json or args.flops_only:
         print(json.dumps(rows, indent=2))
         return 0
     print("| preset | clip (T,H,W) -> latent | batch | params | encode clips/s | decode clips/s | "

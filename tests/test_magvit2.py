@@ -89,7 +89,7 @@ def test_presets_validate_and_bad_configs_are_refused():
     for bad, key in [("frames=6", "frames"), ("lfq_bits=0", "lfq_bits"), ("height=60", "height"),
                      ("channel_mults=[1,2]", "spatial_downsample"), ("temporal_downsample=3", "temporal_downsample"),
                      ("bogus=1", "bogus"), ("adam_b2=1.0", "adam_b2"), ("train_frames=4", "train_frames"),
-                     ("train_frames=9", "train_frames")]:
+                     ("train_frames=-1", "train_frames")]:
         with pytest.raises(ConfigError, match=key):
             load_magvit_config("tiny", [bad])
 
@@ -512,7 +512,7 @@ def test_evaluate_reports_metrics_and_writes_artifacts(tiny, clips, tmp_path):
     assert m["clips"] == 2 and m["shape"] == [9, 32, 32] and m["latent_shape"] == [3, 4, 4]
     assert m["bpp"] == pytest.approx(6 * 3 * 4 * 4 / (9 * 32 * 32))
     assert 0 < m["codebook_usage"] <= 1 and 1 <= m["codebook_perplexity"] <= 64
-    assert set(m["h264"]) >= {"bpp", "psnr", "crf", "tokenizer_psnr_same_clips"} and m["h264"]["psnr"] > 0
+    assert set(m["h264"]) >= {"bpp", "psnr", "crf", "tokenizer_psnr_same_clips", "target_bpp"} and m["h264"]["psnr"] > 0
     grid = np.asarray(Image.open(tmp_path / "recon_grid.png"))
     assert grid.shape == (4 * 32, 5 * 32, 3)  # (orig, recon) rows for 2 clips, 5 frames each
     assert os.path.getsize(tmp_path / "recon.mp4") > 0

@@ -75,6 +75,7 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
             f"{m['bpp']:.4f} bpp")
     if "h264" in m:
         h = m["h264"]
-        text += f"; H.264 at {h['bpp']:.4f} bpp (CRF~{h['crf']:.0f}): PSNR {h['psnr']:.2f} dB"
+        text += (f"; H.264 on {h['clips']} clips at {h['bpp']:.4f} bpp (CRF~{h['crf']:.0f}): PSNR {h['psnr']:.2f} dB "
+                 f"vs the tokenizer's {h['tokenizer_psnr_same_clips']:.2f} dB at {h['target_bpp']:.4f} bpp")
     emit(args, m, text)
     return 0

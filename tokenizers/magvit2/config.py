@@ -76,7 +76,7 @@ class MagvitConfig:
     image_batch_size: int = 16
     image_steps: int = 0  # image-only pre-training steps (temporal_kernel=1), then inflation
     steps: int = 1000  # video steps
-    train_frames: int = 0  # video steps train on random crops of this many frames (1 + 4k; 0 = all ``frames``)
+    train_frames: int = 0  # video steps train on crops of this many frames (1 + 4k; 0 or >= frames: all)
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -107,8 +107,8 @@ class MagvitConfig:
             raise ValueError(f"temporal_downsample must be a power of 2, got {self.temporal_downsample}")
         if self.frames < 1 or (self.frames - 1) % self.temporal_downsample:
             raise ValueError(f"frames must be 1 + {self.temporal_downsample}k, got {self.frames}")
-        if self.train_frames and (self.train_frames > self.frames or (self.train_frames - 1) % self.temporal_downsample):
-            raise ValueError(f"train_frames must be 0 or 1 + {self.temporal_downsample}k <= frames, got {self.train_frames}")
+        if self.train_frames < 0 or (self.train_frames and (self.train_frames - 1) % self.temporal_downsample):
+            raise ValueError(f"train_frames must be 0 or 1 + {self.temporal_downsample}k, got {self.train_frames}")
         for dim in ("height", "width"):
             if getattr(self, dim) < 1 or getattr(self, dim) % self.spatial_downsample:
                 raise ValueError(f"{dim} must be a multiple of {self.spatial_downsample}")

@@ -171,6 +171,8 @@ def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: boo
             "psnr": float(np.mean([r["psnr"] for r in rows])),
             "crf": float(np.mean([r["crf"] for r in rows])),
             "tokenizer_psnr_same_clips": float(np.mean(per_psnr[: len(rows)])),
+            "tokenizer_ssim_same_clips": ssim(clips[: len(rows)], recon[: len(rows)]),
+            "target_bpp": bpp,  # H.264 may not get this low even at CRF 51 (headers, one I-frame)
         }
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)

@@ -355,7 +355,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         if phase == "image":
             batch = ipool.batch(step, cfg.image_batch_size)
         else:
-            batch = vpool.batch(step, cfg.batch_size, frames=cfg.train_frames or None)
+            batch = vpool.batch(step, cfg.batch_size, frames=cfg.train_frames or None)  # crops if < frames
         state, m = fn(state, jnp.asarray(batch))
         step += 1
         if bar is not None:
