@@ -38,10 +38,12 @@ class Hooks:
     stop: Callable[[int], bool] | None = None  # return True to checkpoint and stop after this step
 
 
-def unigram_entropy(mix: D.Mixture, steps: int) -> float:
-    """Entropy (nats) of the output-token distribution over the first ``steps`` global batches."""
+def unigram_entropy(mix: D.Mixture, samples: int = 32) -> float:
+    """Entropy (nats) of the output-token distribution over ``samples`` global batches spread evenly over
+    the run (so the curriculum's image and video phases are both represented): the loss of a model
+    that ignores all context, which training must beat."""
     counts: dict[int, int] = {}
-    for s in range(steps):
+    for s in sorted(set(np.linspace(0, max(mix.cfg.steps - 1, 0), samples).astype(int).tolist())):
         b = mix.global_batch(s)
         t = b["targets"][b["loss_mask"]]
         for k, c in zip(*np.unique(t, return_counts=True)):
@@ -102,7 +104,7 @@ def train(cfg: TrainConfig, data_ref: str | None, out: str, root: str | None = N
     latest = mngr.latest_step()
     baseline = old_info.get("unigram_baseline")
     if baseline is None:
-        baseline = unigram_entropy(mixture, min(cfg.steps, 16) or 1)
+        baseline = unigram_entropy(mixture)
     info = {
         "dataset": dataset_info, "vocab": cfg.model.vocab.to_dict(), "text_encoder": cfg.text_encoder,
         "text_encoder_fingerprint": trainer.text.fingerprint, "plan": mixture.stats(), "unigram_baseline": baseline,
