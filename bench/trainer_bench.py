@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     from videopoet.trainer import synthetic
     from videopoet.trainer.config import load_train_config
 
-    cfg = load_train_config(args.config, ["mesh.data=1", "steps=100000", *args.overrides])
+    # curriculum off: batches follow the mixture average (the curriculum only reorders image vs video steps)
+    cfg = load_train_config(args.config, ["mesh.data=1", "steps=100000", "data.curriculum=false", *args.overrides])
     tmp = None
     if args.data is None:
         tmp = tempfile.mkdtemp(prefix="trainer-bench-")
