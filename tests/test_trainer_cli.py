@@ -44,7 +44,7 @@ def test_cli_errors_are_one_line(root, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_checkpoint_then_resumes(root, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_143(root, tmp_path):
     out = str(tmp_path / "run")
     cmd = [sys.executable, "-m", "videopoet.cli.main", "train", "--config", "tiny", "--data", "syn@1", "--root", root,
            "--out", out, "--json", "steps=100000", "checkpoint_every=100000", "mesh.data=1", "log_every=1",
