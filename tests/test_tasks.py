@@ -90,7 +90,7 @@ def test_inpaint_outpaint_stylize_use_condition_streams_and_source():
     ex = tasks.build("stylize", record(conditions=("depth",)), OPTS)
     assert toks(ex) == [S.BOS, Task.STYLIZE, S.BOT_I, *T, S.EOT_I, S.BOV_I, *C, S.EOV_I, S.SOURCE, S.BOV_O,
                         *V, S.EOV_O, S.EOS]
-    assert ex.variant == tasks.STYLE_KINDS.index("depth") and ex.prefix_len == 19
+    assert ex.variant == tasks.STYLE_KINDS.index("depth") and ex.prefix_len == 18
 
 
 def test_audio_tasks_level_by_level():
