@@ -128,7 +128,6 @@ class Run:
 def load_run(run_dir: str, step: int | None = None) -> Run:
     """A trained run's config, model and float32 parameters (latest checkpoint unless ``step``)."""
     from videopoet.trainer import model as M
-    from videopoet.trainer import step as ST
 
     cfg_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.exists(cfg_path):
@@ -140,11 +139,13 @@ def load_run(run_dir: str, step: int | None = None) -> Run:
         raise RunError(f"{run_dir} has no checkpoint yet")
     if step not in mngr.all_steps():
         raise RunError(f"{run_dir} has no checkpoint at step {step} (has {sorted(mngr.all_steps())})")
-    tx = ST.optimizer(cfg)
-    abstract = jax.eval_shape(lambda r: ST._init_state(cfg, tx, r, boxed=False), jax.random.PRNGKey(0))
+    # params only (partial restore): the optimizer state (2x the params) never enters memory
     one = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh saved it, load onto one device
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), abstract)
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+    abstract = jax.eval_shape(lambda r: M.init_params(cfg.model, r), jax.random.PRNGKey(0))
+    item = {"params": jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), abstract)}
+    restore = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                     partial_restore=True)
+    state = mngr.restore(step, args=ocp.args.Composite(state=restore))["state"]
     mngr.close()
     return Run(cfg=cfg, model=M.build(cfg.model), params=state["params"], step=int(step),
                info=read_run_info(run_dir) or {}, run_dir=run_dir)
