@@ -125,3 +125,15 @@ def test_arrayrecord_source_gives_the_same_batches(records, tmp_path):
     ref = D.Mixture(records, cfg)
     for s in range(5):
         assert _eq(mix.global_batch(s), ref.global_batch(s))
+
+
+def test_vocabulary_mismatch_with_dataset_tokenizers_is_refused(records, tmp_path):
+    root = str(tmp_path)
+    lineage = {"tokenizers": {"video": {"name": "magvit2-small", "fingerprint": "a" * 64, "config": {"lfq_bits": 10}},
+                              "audio": {"name": "soundstream-tiny", "fingerprint": "b" * 64,
+                                        "config": {"codebook_size": 64, "levels_used": 2}}}}
+    store.write_dataset(root, "syn", "1", {"a.tar": records}, lineage=lineage)
+    with pytest.raises(D.DataMismatchError, match=r"set model.visual_size=1024$"):
+        D.open_mixture("syn@1", _cfg(), root)
+    ds, mix = D.open_mixture("syn@1", _cfg("model.visual_size=1024"), root)
+    assert mix.plan.groups

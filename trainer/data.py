@@ -102,6 +102,25 @@ def open_verified(ref: str, root: str | None = None, verify: bool = True, expect
     return ds
 
 
+def check_vocabulary(ds, cfg: TrainConfig) -> None:
+    """Refuse a model vocabulary that differs from the dataset's tokenizers (as the manifest records them)."""
+    toks = (ds.manifest.get("lineage") or {}).get("tokenizers") or {}
+    m = cfg.model
+    video = (toks.get("video") or {}).get("config") or {}
+    audio = (toks.get("audio") or {}).get("config") or {}
+    want = []
+    if "lfq_bits" in video and 2 ** int(video["lfq_bits"]) != m.visual_size:
+        want.append(f"model.visual_size={2 ** int(video['lfq_bits'])}")
+    if "codebook_size" in audio and int(audio["codebook_size"]) != m.audio_codebook:
+        want.append(f"model.audio_codebook={audio['codebook_size']}")
+    if "levels_used" in audio and int(audio["levels_used"]) != m.audio_levels:
+        want.append(f"model.audio_levels={audio['levels_used']}")
+    if want:
+        raise DataMismatchError(
+            f"dataset {ds.ref} was tokenized for a different vocabulary than model {m.name!r}: set {' '.join(want)}"
+        )
+
+
 def record_source(paths: Sequence[str]) -> grain.MapDataset:
     """Grain MapDataset of TokenRecords over ArrayRecord shards (global index across shards)."""
     local = [p[len("file://"):] if p.startswith("file://") else p for p in paths]
@@ -407,6 +426,7 @@ def build_index(records: grain.MapDataset, threads: int = 4) -> list[T.RecordInf
 def open_mixture(ref: str, cfg: TrainConfig, root: str | None = None, expect_fingerprint: str | None = None):
     """Verify the dataset and build the mixture. Returns (dataset, Mixture)."""
     ds = open_verified(ref, root, cfg.data.verify, expect_fingerprint)
+    check_vocabulary(ds, cfg)
     return ds, Mixture(record_source(ds.shard_paths()), cfg)
 
 

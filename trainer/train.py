@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -97,7 +98,9 @@ def train(cfg: TrainConfig, data_ref: str | None, out: str, root: str | None = N
     old_info = CK.read_run_info(out) or {}
     if mixture is None:
         ds, mixture = D.open_mixture(data_ref, cfg, root, expect_fingerprint=old_info.get("dataset", {}).get("fingerprint"))
-        dataset_info = {"ref": ds.ref, "fingerprint": ds.fingerprint, "uri": ds.uri}
+        dataset_info = {"ref": ds.ref, "fingerprint": ds.fingerprint, "uri": ds.uri,
+                        "tokenizers": {k: v.get("fingerprint") for k, v in
+                                       ((ds.manifest.get("lineage") or {}).get("tokenizers") or {}).items()}}
     dataset_info = dataset_info or {"ref": "in-memory", "fingerprint": None}
     trainer = _trainer(cfg)
     mngr = CK.manager(out, cfg)
@@ -105,6 +108,11 @@ def train(cfg: TrainConfig, data_ref: str | None, out: str, root: str | None = N
     baseline = old_info.get("unigram_baseline")
     if baseline is None:
         baseline = unigram_entropy(mixture)
+    text_fp = (dataset_info.get("tokenizers") or {}).get("text")
+    if text_fp and text_fp != trainer.text.fingerprint and lead:
+        print(f"videopoet: warning: the dataset's captions were tokenized by text encoder {text_fp[:12]}, the trainer's "
+              f"{cfg.text_encoder!r} is {trainer.text.fingerprint[:12]} (fine only if they share the SentencePiece model)",
+              file=sys.stderr)
     info = {
         "dataset": dataset_info, "vocab": cfg.model.vocab.to_dict(), "text_encoder": cfg.text_encoder,
         "text_encoder_fingerprint": trainer.text.fingerprint, "plan": mixture.stats(), "unigram_baseline": baseline,
