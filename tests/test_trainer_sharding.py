@@ -59,3 +59,24 @@ def test_mesh_shape_errors():
     assert SH.mesh_shape(MeshConfig(data=-1, fsdp=2, tensor=2), 8) == (2, 2, 2)
     with pytest.raises(ConfigError, match="not divisible"):
         SH.mesh_shape(MeshConfig(data=-1, fsdp=3), 8)
+
+
+@pytest.mark.parametrize("preset", ["300m", "8b"])
+def test_paper_presets_shard_every_large_weight_over_fsdp(preset):
+    import math
+
+    import flax.linen as nn
+
+    from videopoet.trainer import model as M
+    from videopoet.trainer.config import load_model_config
+
+    cfg = load_train_config(preset, ["mesh.data=1", "mesh.fsdp=4", "mesh.tensor=2"])
+    mesh = SH.make_mesh(cfg.mesh)
+    abstract = M.abstract_params(cfg.model)
+    shardings = SH.logical_shardings(nn.get_partition_spec(abstract), mesh, cfg.mesh)
+    leaves = jax.tree_util.tree_leaves(nn.meta.unbox(abstract))
+    total = sum(math.prod(x.shape) for x in leaves)
+    per_device = sum(math.prod(s.shard_shape(x.shape)) for x, s in zip(leaves, jax.tree_util.tree_leaves(shardings)))
+    # everything is split 8 ways except norms/biases and the text projection (fsdp only): < 1 % extra
+    assert total / 8 <= per_device < total / 8 * 1.01, (per_device, total)
+    assert load_model_config(preset).remat == "full"
