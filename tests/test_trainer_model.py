@@ -107,9 +107,10 @@ def test_kv_cache_decoding_equals_full_forward(dtype, atol):
         pos = pos + 1
 
 
-def test_remat_gives_same_gradients():
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_gives_same_gradients(remat):
     cfg, model, params, tokens, valid, prefix, text, ti = _setup()
-    rcfg = load_model_config("tiny", ["dtype=float32", "attention=einsum", "remat=full"])
+    rcfg = load_model_config("tiny", ["dtype=float32", "attention=einsum", f"remat={remat}"])
 
     def loss(m):
         return lambda p: M.forward(m, p, tokens, valid, prefix, text, ti).mean()
