@@ -334,9 +334,8 @@ def load(source: str | MagvitConfig = "small", overrides=()) -> MagvitTokenizer:
 
 
 DEFAULT_COMMAND = (
-    "nice -n 10 videopoet tokenizer train --kind magvit2 --config small --data synth --out runs/magvit2-small "
-    "&& mkdir -p tokenizers/magvit2/assets/small && "
-    "cp runs/magvit2-small/config.yaml runs/magvit2-small/model.safetensors tokenizers/magvit2/assets/small/"
+    "videopoet tokenizer train --kind magvit2 --config small --data synth --out runs/magvit2-small, then "
+    "magvit2.load('runs/magvit2-small').save('tokenizers/magvit2/assets/small', dtype='float16')"
 )
 
 
