@@ -21,6 +21,7 @@ is a no-op, training resumes from its last checkpoint).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -61,7 +62,11 @@ class _Steps:
         self._say(f"\n== {name}: videopoet {' '.join(argv)}")
         t0 = time.time()
         try:
-            rc = _run(argv)
+            if self.json:  # keep stdout for the final JSON: the commands' own output goes to stderr
+                with contextlib.redirect_stdout(sys.stderr):
+                    rc = _run(argv)
+            else:
+                rc = _run(argv)
         except NotBuiltYet as e:
             self._record(name, "skipped", time.time() - t0, str(e))
             return False

@@ -111,8 +111,33 @@ class Trainer:
         return self.step_fn(state, gb, self.text.params)
 
 
+def fit_mesh(cfg: TrainConfig):
+    """The mesh for ``cfg``; an automatic data axis (``mesh.data=-1``) in one process shrinks to the
+    largest size that divides the global batch (using the first devices) instead of failing."""
+    import math
+
+    m = cfg.mesh
+    if m.data == -1 and jax.process_count() == 1 and cfg.batch_size % m.fsdp == 0:
+        n = len(jax.devices()) // max(1, m.fsdp * m.tensor)
+        data = math.gcd(n, cfg.batch_size // m.fsdp) or 1
+        if data < n:
+            import warnings
+
+            warnings.warn(f"batch_size {cfg.batch_size} does not split over {n * m.fsdp} devices; "
+                          f"training on {data * m.fsdp * m.tensor} of {len(jax.devices())}", stacklevel=2)
+        m = dataclasses.replace(m, data=data)
+    mesh = SH.make_mesh(m)
+    shards = 1
+    for ax in tuple(cfg.mesh.rules.get("batch", ("data", "fsdp"))):
+        shards *= mesh.shape[ax]
+    if cfg.batch_size % shards:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over the {shards} devices of the batch "
+                          f"mesh axes {dict(mesh.shape)}; use a multiple of {shards} or a smaller mesh.data")
+    return mesh
+
+
 def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> Trainer:
-    mesh = SH.make_mesh(cfg.mesh) if mesh is None else mesh
+    mesh = fit_mesh(cfg) if mesh is None else mesh
     model = M.build(cfg.model)
     tx = optimizer(cfg)
     text = load_text_tower(cfg) if text is None else text
