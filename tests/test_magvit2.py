@@ -464,6 +464,34 @@ def test_train_run_checkpoints_and_resume(tmp_path):
         train_run(_run_cfg("steps=3", "seed=9"), out, _tiny_source(), pool_size=4, progress=False)
 
 
+def test_init_from_fine_tunes_a_trained_model(tmp_path):
+    """--init-from: a new run starts from the source's exported weights; mismatches are refused clearly."""
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+
+    src = train_run(_run_cfg("steps=1"), str(tmp_path / "src"), _tiny_source(), pool_size=4, progress=False)
+    # zero fine-tuning steps export exactly the weights it started from
+    same = train_run(_run_cfg("steps=0"), str(tmp_path / "ft0"), _tiny_source(), pool_size=4, progress=False,
+                     init_from=str(tmp_path / "src"))
+    assert same["init_from"] == str(tmp_path / "src")
+    a = magvit2.load(str(tmp_path / "src")).params
+    b = magvit2.load(str(tmp_path / "ft0")).params
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    # one step from the source differs from one step from scratch, and from the source itself
+    ft = train_run(_run_cfg("steps=1", "learning_rate=0.0001"), str(tmp_path / "ft1"), _tiny_source(), pool_size=4,
+                   progress=False, init_from=str(tmp_path / "src"))
+    moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda x, y: bool(np.any(np.asarray(x) != np.asarray(y))), a, magvit2.load(str(tmp_path / "ft1")).params))
+    assert any(moved)
+    rows = [json.loads(x) for x in open(tmp_path / "ft1" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1] and rows[0]["phase"] == "video"
+    with pytest.raises(TrainConfigMismatch, match="lfq_bits"):
+        train_run(_run_cfg("steps=1", "lfq_bits=4"), str(tmp_path / "bad"), _tiny_source(), pool_size=4,
+                  progress=False, init_from=str(tmp_path / "src"))
+    with pytest.raises(TrainConfigMismatch, match="image_steps=0"):
+        train_run(_run_cfg("steps=1", "image_steps=1"), str(tmp_path / "bad2"), _tiny_source(), pool_size=4,
+                  progress=False, init_from=str(tmp_path / "src"))
+
+
 @pytest.mark.slow
 def test_resume_across_inflation_is_bit_for_bit(tmp_path):
     """image step -> inflation -> video steps, straight or stopped and resumed: the same weights."""

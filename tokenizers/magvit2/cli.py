@@ -1,6 +1,7 @@
 """``videopoet tokenizer train|eval --kind magvit2`` (dispatched from ``videopoet.cli.tokenizer``).
 
     videopoet tokenizer train --kind magvit2 --config small --data synth --out runs/mv [key=value ...]
+    videopoet tokenizer train --kind magvit2 --config small --init-from runs/mv --out runs/mv-ft image_steps=0 ...
     videopoet tokenizer eval  --kind magvit2 --ckpt runs/mv|default|PRESET --data synth:heldout [--json]
 
 ``--data``: ``synth[:train|heldout]`` (the synthetic world rendered at the config's size, 8 fps) or a
@@ -21,6 +22,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumed when it holds checkpoints)")
     p.add_argument("--steps", type=int, default=None, help="video steps (overrides the config's 'steps')")
     p.add_argument("--image-steps", type=int, default=None, help="image-first steps (overrides 'image_steps')")
+    p.add_argument("--init-from", default=None,
+                   help="fine-tune: start a new run from this trained video model (run/export dir or URI; image_steps=0)")
     p.add_argument("--pool", type=int, default=256, help="clips held in memory and sampled into batches")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     p.add_argument("--perceptual-weights", default=None, help="perceptual-loss network weights (not supported yet)")
@@ -44,7 +47,8 @@ def train(args: argparse.Namespace) -> int:
     source = resolve_source(args.data, cfg.frames, cfg.height, cfg.width, seed=cfg.seed, split="train")
     log = None if args.json else (lambda line: print(line, file=sys.stderr))
     out = train_run(cfg, args.out, source, pool_size=args.pool, progress=not (args.no_progress or args.json),
-                    max_seconds=None if args.max_minutes is None else args.max_minutes * 60, log=log)
+                    max_seconds=None if args.max_minutes is None else args.max_minutes * 60, log=log,
+                    init_from=args.init_from)
     emit(args, out, f"trained {cfg.name} to step {out['step']}/{out['total_steps']} in {args.out} "
                     f"(fingerprint {out['fingerprint'][:16]}, final {out['final']})")
     return 0

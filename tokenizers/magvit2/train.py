@@ -315,11 +315,33 @@ def build_pools(cfg: MagvitConfig, source, pool_size: int) -> tuple[ClipPool, Cl
     return ClipPool(clips, cfg.seed), ClipPool(images, cfg.seed + 7)
 
 
+def init_weights_from(cfg: MagvitConfig, init_from: str):
+    """Weights of a trained video model (run / export dir / URI) to fine-tune from, checked against ``cfg``."""
+    from videopoet.tokenizers.magvit2.tokenizer import arch_config, load_dir
+
+    if cfg.image_steps:
+        raise TrainConfigMismatch(f"--init-from starts from a trained video model: set image_steps=0 "
+                                  f"(the config has {cfg.image_steps})")
+    src = load_dir(init_from)
+    if arch_config(src.config) != arch_config(cfg):
+        diff = sorted(f.name for f in dataclasses.fields(MagvitConfig)
+                      if getattr(arch_config(src.config), f.name) != getattr(arch_config(cfg), f.name))
+        raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})")
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
+
+
 def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int = 128,
-              progress: bool = True, max_seconds: float | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable."""
+              progress: bool = True, max_seconds: float | None = None, log: Callable[[str], None] | None = None,
+              init_from: str | None = None) -> dict:
+    """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable.
+
+    ``init_from`` (a run / export directory or URI of a video model with the same architecture) starts a
+    *new* run from its (EMA) weights: fine-tuning with a fresh optimizer from step 0, no image phase
+    (``image_steps`` must be 0). A run directory that already holds checkpoints resumes instead.
+    """
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
+    init_params_from = init_weights_from(cfg, init_from) if init_from else None
     write_config(out_dir, cfg)
     if source is None:
         source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
@@ -333,7 +355,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     else:
         start = 0
         phase = phase_of(cfg, 0)
-        state = init_state(cfg, image_config(cfg) if phase == "image" else cfg, 1 if phase == "image" else cfg.frames)
+        state = init_state(cfg, image_config(cfg) if phase == "image" else cfg, 1 if phase == "image" else cfg.frames,
+                           params=init_params_from)
     metrics_path = os.path.join(out_dir, "metrics.jsonl") if "://" not in out_dir else None
     history: list[dict] = []
     if metrics_path and os.path.exists(metrics_path):
@@ -402,7 +425,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         plot_losses(history, os.path.join(out_dir, "loss_curve.png"))
     last = history[-1] if history else {}
     return {
-        "out": out_dir, "step": step, "total_steps": total, "stopped_early": stopped_early,
+        "out": out_dir, "step": step, "total_steps": total, "stopped_early": stopped_early, "init_from": init_from,
         "seconds": round(time.time() - t0, 1), "fingerprint": tok.fingerprint,
         "final": {k: last.get(k) for k in ("loss", "l1", "l2", "psnr", "batch_usage", "entropy")},
     }
