@@ -17,6 +17,10 @@ For each preset (in its own child process, so each reports its own peak RSS):
 
 Prints a markdown table (or ``--json``: one object per preset). ``--flops-only`` compiles and counts
 FLOPs without running (for ``paper`` where a machine is too slow or too busy to time it).
+
+``--conv`` times the model's causal convolution (``model.TapConv3d``: per-temporal-tap 2D convs) against
+one ``lax`` 3D convolution with the same kernel, on layer shapes of the ``tiny`` and ``small`` presets,
+forward and forward+backward, in the same process (ratio = 3D time / per-tap time).
 """
 
 from __future__ import annotations
@@ -139,6 +143,43 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
     return row
 
 
+CONV_SHAPES = [  # (B, T_padded, H, W, C_in, C_out, spatial stride): tiny/small encoder layers
+    (8, 7, 32, 32, 3, 8, 1), (8, 7, 32, 32, 8, 8, 1), (8, 7, 32, 32, 8, 16, 2),
+    (4, 19, 64, 64, 3, 32, 1), (4, 19, 64, 64, 32, 32, 1), (4, 19, 32, 32, 64, 64, 1), (4, 7, 8, 8, 64, 64, 1),
+]
+
+
+def conv_compare(reps: int = 5) -> list[dict]:
+    import jax
+    import numpy as np
+
+    from videopoet.tokenizers.magvit2.model import TapConv3d
+
+    rows = []
+    for b, t, h, w, c, o, s in CONV_SHAPES:
+        x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(b, t, h, w, c)).astype(np.float32))
+        mod = TapConv3d(o, (3, 3, 3), (1, s, s), jax.nn.initializers.lecun_normal())
+        params = mod.init(jax.random.PRNGKey(0), x)
+
+        def lax3d(p, x):
+            k = p["params"]
+            return jax.lax.conv_general_dilated(x, k["kernel"], (1, s, s), [(0, 0), (1, 1), (1, 1)],
+                                                dimension_numbers=("NTHWC", "THWIO", "NTHWC")) + k["bias"]
+
+        row = {"shape": [b, t, h, w, c, o], "stride": s}
+        for name, f in (("lax3d", lax3d), ("taps", mod.apply)):
+            fwd = jax.jit(f)
+            bwd = jax.jit(jax.grad(lambda p, x, f=f: f(p, x).sum(), argnums=(0, 1)))
+            np.testing.assert_allclose(np.asarray(fwd(params, x)), np.asarray(jax.jit(mod.apply)(params, x)),
+                                       rtol=1e-3, atol=1e-3)
+            row[f"{name}_fwd_ms"] = 1e3 * _time(lambda: fwd(params, x), reps)
+            row[f"{name}_fwdbwd_ms"] = 1e3 * _time(lambda: bwd(params, x), reps)
+        row["fwd_ratio"] = row["lax3d_fwd_ms"] / row["taps_fwd_ms"]
+        row["fwdbwd_ratio"] = row["lax3d_fwdbwd_ms"] / row["taps_fwdbwd_ms"]
+        rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="tiny,small,paper")
@@ -146,8 +187,21 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--flops-only", action="store_true", help="compile and count FLOPs, do not time")
+    ap.add_argument("--conv", action="store_true", help="per-tap 2D vs lax 3D causal conv, layer by layer")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.conv:
+        rows = conv_compare(args.reps or 5)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print("| layer (B,T,H,W,Cin,Cout) | stride | lax 3D fwd ms | per-tap fwd ms | ratio | "
+              "lax 3D fwd+bwd ms | per-tap fwd+bwd ms | ratio |")
+        print("|" + "---|" * 8)
+        for r in rows:
+            print(f"| {tuple(r['shape'])} | {r['stride']} | {r['lax3d_fwd_ms']:.1f} | {r['taps_fwd_ms']:.1f} | "
+                  f"{r['fwd_ratio']:.1f} | {r['lax3d_fwdbwd_ms']:.1f} | {r['taps_fwdbwd_ms']:.1f} | {r['fwdbwd_ratio']:.1f} |")
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype, args.flops_only)))
         return 0
