@@ -125,9 +125,14 @@ def test_cli_dry_run_passes_runner_flags_through(capsys, corpus):
 
 
 def test_build_options():
-    assert build_options(1) == ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
+    quiet = "--default_sdk_harness_log_level=WARNING"
+    assert build_options(1) == ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1",
+                                quiet]
     assert build_options(3) == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                                "--direct_num_workers=3"]
+                                "--direct_num_workers=3", quiet]
+    # a user's own level wins
+    assert build_options(1, ["--default_sdk_harness_log_level=DEBUG"])[-1] == "--default_sdk_harness_log_level=DEBUG"
+    assert quiet not in build_options(1, ["--default_sdk_harness_log_level=DEBUG"])
     assert build_options(2, ["--runner=FlinkRunner", "--flink_master=h:8081"]) == ["--runner=FlinkRunner",
                                                                                  "--flink_master=h:8081"]
 

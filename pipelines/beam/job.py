@@ -50,6 +50,9 @@ def build_options(workers: int = 1, runner_args: list[str] | tuple[str, ...] = (
             flags.append(f"--direct_running_mode={'multi_processing' if workers > 1 else 'in_memory'}")
         if not has_n:
             flags.append(f"--direct_num_workers={max(1, workers)}")
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+            # local worker processes log every channel they open at INFO; keep warnings and errors
+            flags.append("--default_sdk_harness_log_level=WARNING")
     return flags + args
 
 
