@@ -468,7 +468,7 @@ def tokenize_items(items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig,
             sel = idxs[bstart:bstart + n]
             try:
                 res = np.asarray(fn(batch))
-            except Exception as e:  # noqa: BLE001 - retry one by one to isolate the culprit
+            except Exception:  # noqa: BLE001 - retry one by one to isolate the culprit
                 res = None
             if res is not None:
                 for j, i in enumerate(sel):
@@ -584,6 +584,56 @@ Reject = _Reject
 reader_limits = _reader_limits
 
 
+@dataclasses.dataclass
+class Window:
+    """One tokenization window of a shard: clip items to tokenize together, the read/prepare rejects
+    met since the previous window (in input order), and how many samples were read for it."""
+
+    items: list[ClipItem]
+    rejects: list[dict[str, str]]
+    samples_in: int
+    final: bool
+
+
+def iter_windows(read_from: str, cfg: PipelineConfig, name: str, sha: str, timing: Counter, *,
+                 on_sample: Callable[[], None] | None = None) -> Iterator[Window]:
+    """Read and prepare one shard's samples, cut into windows of at least ``4 * batch_size`` clip items.
+
+    A window closes as soon as it holds that many items (a sample's clips never split); the last
+    window (``final``, possibly empty) holds the rest. Both runners tokenize exactly these windows
+    (Beam in :func:`process_shard`, Ray on its actor pool), which is what makes their shards
+    byte-identical.
+    """
+    limit = max(cfg.batch_size * 4, 1)
+    items: list[ClipItem] = []
+    pending: list[dict[str, str]] = []
+    read = 0
+    it = iter_samples(read_from, _reader_limits(cfg))
+    while True:
+        t0 = time.perf_counter()
+        try:
+            s = next(it)
+        except StopIteration:
+            break
+        finally:
+            timing["read"] += time.perf_counter() - t0
+        read += 1
+        if on_sample is not None:
+            on_sample()
+        if isinstance(s, SampleReject):
+            pending.append(make_reject(name, s.key, "read", s.reason, s.message))
+            continue
+        try:
+            items.extend(prepare_sample(s, cfg, name, sha, timing))
+        except _Reject as r:
+            pending.append(make_reject(name, s.key, r.stage, r.reason, r.message))
+            continue
+        if len(items) >= limit:
+            yield Window(items, pending, read, final=False)
+            items, pending, read = [], [], 0
+    yield Window(items, pending, read, final=True)
+
+
 def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *,
                   on_sample: Callable[[], None] | None = None) -> dict[str, Any]:
     """Tokenize one input shard into its output shard + rejects file and mark it done in ``work``.
@@ -616,7 +666,6 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
     rejects: list[dict[str, str]] = []
     counts: Counter = Counter()
     window: list[ClipItem] = []
-    window_limit = max(cfg.batch_size * 4, 1)
     writer = ShardWriter(work.shard_path(name))
 
     def flush() -> None:
@@ -640,30 +689,11 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
         window.clear()
 
     try:
-        it = iter_samples(read_from, _reader_limits(cfg))
-        while True:
-            t0 = time.perf_counter()
-            try:
-                s = next(it)
-            except StopIteration:
-                break
-            finally:
-                timing["read"] += time.perf_counter() - t0
-            counts["samples_in"] += 1
-            if on_sample is not None:
-                on_sample()
-            if isinstance(s, SampleReject):
-                rejects.append(make_reject(name, s.key, "read", s.reason, s.message))
-                continue
-            try:
-                items = prepare_sample(s, cfg, name, sha, timing)
-            except _Reject as r:
-                rejects.append(make_reject(name, s.key, r.stage, r.reason, r.message))
-                continue
-            window.extend(items)
-            if len(window) >= window_limit:
-                flush()
-        flush()
+        for win in iter_windows(read_from, cfg, name, sha, timing, on_sample=on_sample):
+            counts["samples_in"] += win.samples_in
+            rejects.extend(win.rejects)
+            window.extend(win.items)
+            flush()
         out = writer.close()
     except BaseException:
         writer.abort()

@@ -2,10 +2,10 @@
 
 The Ray job spreads one shard over three stages (CPU read/decode task -> tokenizer actor -> writer
 task), yet must write byte-identical shards and rejects files to :func:`stages.process_shard`'s.
-So the windows here are exactly ``process_shard``'s: samples in shard order, a window flushed as soon
-as it holds ``4 * batch_size`` clip items (a sample's clips never split), the same fixed-size padded
-tokenizer batches inside a window, and rejects in the same order (read/prepare rejects as they occur,
-a window's tokenize rejects right after it). tests/test_ray_pipeline.py checks byte parity with Beam.
+So the windows here come from the same generator as ``process_shard``'s (``stages.iter_windows``:
+samples in shard order, a window closed as soon as it holds ``4 * batch_size`` clip items), with the
+same fixed-size padded tokenizer batches inside a window and rejects in the same order (read/prepare
+rejects as they occur, a window's tokenize rejects right after it). tests/test_ray_pipeline.py checks byte parity with Beam.
 
 Windows travel between Ray workers as msgpack (raw array bytes + dtype + shape; never pickle).
 """
@@ -22,7 +22,6 @@ import numpy as np
 
 from videopoet.pipelines import stages
 from videopoet.pipelines.config import PipelineConfig
-from videopoet.pipelines.webdataset import SampleReject, iter_samples
 from videopoet.schemas.record import Lineage
 
 __all__ = ["pack_items", "plan_windows", "unpack_items"]
@@ -71,43 +70,13 @@ def plan_windows(input_uri: str, cfg: PipelineConfig) -> Iterator[dict[str, Any]
     except (OSError, ValueError) as e:
         raise stages.PipelineError(f"cannot read input shard {input_uri}: {e}") from None
     timing["hash"] += time.perf_counter() - t0
-    window: list[stages.ClipItem] = []
-    pending: list[dict[str, str]] = []
-    limit = max(cfg.batch_size * 4, 1)
     index = 0
     samples_in = 0
-
-    def row(final: bool) -> dict[str, Any]:
-        nonlocal index
-        r = {"shard": name, "uri": input_uri, "window": index, "items": pack_items(window),
-             "pre_rejects": msgpack.packb(list(pending), use_bin_type=True), "final": final,
-             "samples_in": samples_in if final else 0, "sha256": sha if final else "",
-             "size": int(size) if final else 0,
-             "timing": msgpack.packb({k: float(v) for k, v in timing.items()} if final else {})}
+    for win in stages.iter_windows(input_uri, cfg, name, sha, timing):
+        samples_in += win.samples_in
+        yield {"shard": name, "uri": input_uri, "window": index, "items": pack_items(win.items),
+               "pre_rejects": msgpack.packb(win.rejects, use_bin_type=True), "final": win.final,
+               "samples_in": samples_in if win.final else 0, "sha256": sha if win.final else "",
+               "size": int(size) if win.final else 0,
+               "timing": msgpack.packb({k: float(v) for k, v in timing.items()} if win.final else {})}
         index += 1
-        window.clear()
-        pending.clear()
-        return r
-
-    it = iter_samples(input_uri, stages.reader_limits(cfg))
-    while True:
-        t0 = time.perf_counter()
-        try:
-            s = next(it)
-        except StopIteration:
-            break
-        finally:
-            timing["read"] += time.perf_counter() - t0
-        samples_in += 1
-        if isinstance(s, SampleReject):
-            pending.append(stages.make_reject(name, s.key, "read", s.reason, s.message))
-            continue
-        try:
-            items = stages.prepare_sample(s, cfg, name, sha, timing)
-        except stages.Reject as r:
-            pending.append(stages.make_reject(name, s.key, r.stage, r.reason, r.message))
-            continue
-        window.extend(items)
-        if len(window) >= limit:
-            yield row(final=False)
-    yield row(final=True)
