@@ -32,6 +32,7 @@ Handling documented here (the "nothing lost" guarantee; every sample is a record
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -59,14 +60,13 @@ __all__ = [
     "ClipItem",
     "condition_kinds",
     "PipelineError",
-    "Reject",
     "Tokenizers",
     "input_name",
     "list_input_shards",
     "load_tokenizers",
     "normalize_caption",
+    "open_input",
     "prepare_sample",
-    "reader_limits",
     "rejects_bytes",
     "process_shard",
     "tokenize_items",
@@ -538,7 +538,7 @@ def write_rejects(path: str, rejects: list[dict[str, str]]) -> None:
     import fsspec
 
     blob = rejects_bytes(rejects)
-    if "://" not in path or path.startswith("file://"):
+    if _is_local(path):
         local = path[len("file://"):] if path.startswith("file://") else path
         os.makedirs(os.path.dirname(os.path.abspath(local)), exist_ok=True)
         tmp = os.path.join(os.path.dirname(os.path.abspath(local)), f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(local)}")
@@ -554,34 +554,33 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def _spool(uri: str, chunk: int = 1 << 22) -> tuple[str, str, int]:
-    """Copy a remote shard to a local temporary file, hashing it on the way: (path, sha256, size)."""
-    import hashlib
+@contextlib.contextmanager
+def open_input(input_uri: str) -> Iterator[tuple[str, str, int]]:
+    """``(path to read, sha256, size)`` of an input shard. A local shard is hashed and read in place;
+    an object-store shard is downloaded once to a temporary file, hashed on the way, and that file is
+    read (and removed on exit). An unreadable shard is a :class:`PipelineError`."""
+    from videopoet.schemas.shards import sha256_of
+
+    if _is_local(input_uri):
+        try:
+            sha, size = sha256_of(input_uri)
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"cannot read input shard {input_uri}: {e}") from None
+        yield input_uri, sha, size
+        return
     import tempfile
 
-    import fsspec
-
-    h = hashlib.sha256()
-    n = 0
     fd, path = tempfile.mkstemp(suffix=".tar", prefix="videopoet-input-")
     try:
-        with os.fdopen(fd, "wb") as out, fsspec.open(uri, "rb") as f:
-            while True:
-                b = f.read(chunk)
-                if not b:
-                    break
-                h.update(b)
-                n += len(b)
-                out.write(b)
-    except BaseException:
-        os.unlink(path)
-        raise
-    return path, h.hexdigest(), n
-
-
-# Public names for other runners (pipelines/ray uses the private spellings too; both stay).
-Reject = _Reject
-reader_limits = _reader_limits
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sha, size = sha256_of(input_uri, 1 << 22, copy_to=out)
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"cannot read input shard {input_uri}: {e}") from None
+        yield path, sha, size
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 @dataclasses.dataclass
@@ -643,32 +642,17 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
     records follow the input order; batches have a fixed size. Returns the done marker's stats plus
     ``timing`` (seconds per stage; not stored in the marker) and ``skipped``.
     """
-    from videopoet.schemas.shards import ShardWriter, sha256_of
+    from videopoet.schemas.shards import ShardWriter
 
     name = input_name(input_uri)
     if work.is_done(name):  # one existence check, not a listing: cheap with thousands of shards
         return {"input_name": name, "skipped": True, "timing": {}}
     t_start = time.perf_counter()
     timing: Counter = Counter()
-    t0 = time.perf_counter()
-    spool = None
-    try:
-        if _is_local(input_uri):
-            sha, size = sha256_of(input_uri)
-            read_from = input_uri
-        else:  # object store: one download, hashed on the way, read from local disk
-            spool, sha, size = _spool(input_uri)
-            read_from = spool
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"cannot read input shard {input_uri}: {e}") from None
-    timing["hash"] += time.perf_counter() - t0
-
     rejects: list[dict[str, str]] = []
     counts: Counter = Counter()
-    window: list[ClipItem] = []
-    writer = ShardWriter(work.shard_path(name))
 
-    def flush() -> None:
+    def tokenize_window(window: list[ClipItem], writer: ShardWriter) -> None:
         if not window:
             return
         recs, failed = tokenize_items(window, toks, cfg, timing)
@@ -686,21 +670,20 @@ def process_shard(input_uri: str, cfg: PipelineConfig, toks: Tokenizers, work, *
             elif it.sample_key not in failed and it.sample_key not in seen:
                 seen.add(it.sample_key)
                 counts["samples_ok"] += 1
-        window.clear()
 
-    try:
-        for win in iter_windows(read_from, cfg, name, sha, timing, on_sample=on_sample):
-            counts["samples_in"] += win.samples_in
-            rejects.extend(win.rejects)
-            window.extend(win.items)
-            flush()
-        out = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if spool is not None and os.path.exists(spool):
-            os.unlink(spool)
+    t0 = time.perf_counter()
+    with open_input(input_uri) as (read_from, sha, size):
+        timing["hash"] += time.perf_counter() - t0
+        writer = ShardWriter(work.shard_path(name))
+        try:
+            for win in iter_windows(read_from, cfg, name, sha, timing, on_sample=on_sample):
+                counts["samples_in"] += win.samples_in
+                rejects.extend(win.rejects)
+                tokenize_window(win.items, writer)
+            out = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
 
     t0 = time.perf_counter()
     write_rejects(work.rejects_path(name), rejects)

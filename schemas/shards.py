@@ -59,8 +59,9 @@ def _local(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
-def sha256_of(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a local path or fsspec URI."""
+def sha256_of(path: str, chunk: int = 1 << 20, copy_to=None) -> tuple[str, int]:
+    """(hex sha256, size in bytes) of a local path or fsspec URI; ``copy_to`` (a binary file object)
+    also receives every byte read, so a remote file can be downloaded and hashed in one pass."""
     h = hashlib.sha256()
     n = 0
     with fsspec.open(path, "rb") as f:
@@ -70,6 +71,8 @@ def sha256_of(path: str, chunk: int = 1 << 20) -> tuple[str, int]:
                 break
             h.update(b)
             n += len(b)
+            if copy_to is not None:
+                copy_to.write(b)
     return h.hexdigest(), n
 
 

@@ -237,3 +237,31 @@ def _png(w, h):
     buf = io.BytesIO()
     Image.new("RGB", (w, h), (1, 2, 3)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_open_input_local_and_object_store(tmp_path):
+    """A local shard is read in place; an object-store shard is downloaded once, hashed on the way,
+    and the temporary copy is gone afterwards; an unreadable shard is one PipelineError."""
+    import hashlib
+
+    import fsspec
+
+    blob = bytes(range(256)) * 1000
+    want = hashlib.sha256(blob).hexdigest()
+    local = tmp_path / "a.tar"
+    local.write_bytes(blob)
+    with stages.open_input(str(local)) as (path, sha, size):
+        assert (path, sha, size) == (str(local), want, len(blob))
+    with fsspec.open("memory://open-input/b.tar", "wb") as f:
+        f.write(blob)
+    with stages.open_input("memory://open-input/b.tar") as (path, sha, size):
+        assert (sha, size) == (want, len(blob)) and "://" not in path
+        with open(path, "rb") as f:
+            assert f.read() == blob
+    assert not os.path.exists(path)
+    with pytest.raises(stages.PipelineError, match="cannot read input shard"):
+        with stages.open_input("memory://open-input/missing.tar"):
+            pass
+    with pytest.raises(stages.PipelineError, match="cannot read input shard"):
+        with stages.open_input(str(tmp_path / "missing.tar")):
+            pass

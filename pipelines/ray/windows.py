@@ -60,23 +60,16 @@ def plan_windows(input_uri: str, cfg: PipelineConfig) -> Iterator[dict[str, Any]
     ``pre_rejects`` are the read/prepare rejects that ``process_shard`` records before this window's
     flush; the ``final`` row (always present, possibly with no items) also carries the input's
     sha256/size, ``samples_in`` and the shard's read/decode stage seconds."""
-    from videopoet.schemas.shards import sha256_of
-
     name = stages.input_name(input_uri)
     timing: Counter = Counter()
     t0 = time.perf_counter()
-    try:
-        sha, size = sha256_of(input_uri)
-    except (OSError, ValueError) as e:
-        raise stages.PipelineError(f"cannot read input shard {input_uri}: {e}") from None
-    timing["hash"] += time.perf_counter() - t0
-    index = 0
-    samples_in = 0
-    for win in stages.iter_windows(input_uri, cfg, name, sha, timing):
-        samples_in += win.samples_in
-        yield {"shard": name, "uri": input_uri, "window": index, "items": pack_items(win.items),
-               "pre_rejects": msgpack.packb(win.rejects, use_bin_type=True), "final": win.final,
-               "samples_in": samples_in if win.final else 0, "sha256": sha if win.final else "",
-               "size": int(size) if win.final else 0,
-               "timing": msgpack.packb({k: float(v) for k, v in timing.items()} if win.final else {})}
-        index += 1
+    with stages.open_input(input_uri) as (read_from, sha, size):
+        timing["hash"] += time.perf_counter() - t0
+        samples_in = 0
+        for index, win in enumerate(stages.iter_windows(read_from, cfg, name, sha, timing)):
+            samples_in += win.samples_in
+            yield {"shard": name, "uri": input_uri, "window": index, "items": pack_items(win.items),
+                   "pre_rejects": msgpack.packb(win.rejects, use_bin_type=True), "final": win.final,
+                   "samples_in": samples_in if win.final else 0, "sha256": sha if win.final else "",
+                   "size": int(size) if win.final else 0,
+                   "timing": msgpack.packb({k: float(v) for k, v in timing.items()} if win.final else {})}

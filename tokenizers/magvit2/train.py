@@ -323,9 +323,9 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
         raise TrainConfigMismatch(f"--init-from starts from a trained video model: set image_steps=0 "
                                   f"(the config has {cfg.image_steps})")
     src = load_dir(init_from)
-    if arch_config(src.config) != arch_config(cfg):
-        diff = sorted(f.name for f in dataclasses.fields(MagvitConfig)
-                      if getattr(arch_config(src.config), f.name) != getattr(arch_config(cfg), f.name))
+    have, want = arch_config(src.config), arch_config(cfg)
+    if have != want:
+        diff = sorted(f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name))
         raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})")
     return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
 
