@@ -9,11 +9,13 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 import pytest
@@ -158,11 +160,23 @@ def test_ray_driver_killed_midway_resumes_to_the_same_fingerprint(corpus, beam_r
     assert store.verify(store.open_dataset("synth@v1", root)).ok
 
 
+def _ray_start(argv: list[str], env: dict[str, str]) -> None:
+    """`ray start`, failing the test with Ray's own last words (not just an exit status)."""
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=180)
+    if out.returncode != 0:
+        pytest.fail(f"{' '.join(argv[:3])} exited {out.returncode}:\n{(out.stdout + out.stderr)[-3000:]}")
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A head (with the dashboard, for the Jobs API) and a second worker node, both on 127.0.0.1."""
+def cluster():
+    """A head (with the dashboard, for the Jobs API) and a second worker node, both on 127.0.0.1.
+
+    The temp dir is a short one under /tmp, not pytest's: Ray puts AF_UNIX sockets under
+    <temp-dir>/session_<date>_<pid>/sockets/, and Linux caps a socket path at 107 bytes, so a deep
+    pytest basetemp (/tmp/pytest-of-root/pytest-102/raycluster0/...) breaks the dashboard's start.
+    """
     port, dash = _free_port(), _free_port()
-    tmp = str(tmp_path_factory.mktemp("raycluster"))
+    tmp = tempfile.mkdtemp(prefix="vpray-", dir="/tmp")
     env = _env()
     head = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
@@ -170,11 +184,12 @@ def cluster(tmp_path_factory):
     worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
               "--disable-usage-stats"]
     try:
-        subprocess.run(head, env=env, check=True, capture_output=True, timeout=180)
-        subprocess.run(worker, env=env, check=True, capture_output=True, timeout=180)
+        _ray_start(head, env)
+        _ray_start(worker, env)
         yield {"address": f"127.0.0.1:{port}", "dashboard": f"http://127.0.0.1:{dash}", "env": env}
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_tokenizer_actor_killed_on_a_two_node_cluster(corpus, beam_reference, cluster, tmp_path):
