@@ -457,10 +457,13 @@ def test_train_run_checkpoints_and_resume(tmp_path):
     assert first["step"] == 2 and not first["stopped_early"]
     assert os.path.exists(tmp_path / "b" / "loss_curve.png")
     assert magvit2.load(out).fingerprint == first["fingerprint"]  # the exported EMA weights
-    resumed = train_run(_run_cfg("steps=3"), out, _tiny_source(), pool_size=4, progress=False)
+    # resumed longer, ending in a learning-rate decay (a schedule tail may be chosen at resume time)
+    resumed = train_run(_run_cfg("steps=3", "lr_decay_steps=2"), out, _tiny_source(), pool_size=4, progress=False)
     assert resumed["step"] == 3 and resumed["fingerprint"] != first["fingerprint"]
     rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3] and {r["phase"] for r in rows} == {"video"}
+    lr = _run_cfg().learning_rate
+    assert [r["lr"] for r in rows] == pytest.approx([lr, lr, lr / 2])  # tiny: no warm-up; cosine half-way at step 3
     # a run directory holding only checkpoints loads the latest step's EMA weights
     os.remove(tmp_path / "b" / "model.safetensors")
     assert magvit2.load(out).fingerprint == resumed["fingerprint"]
@@ -578,3 +581,25 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert main(["tokenizer", "eval", "--kind", "magvit2", "--ckpt", str(tmp_path / "nope")]) != 0
     err = capsys.readouterr().err.strip()
     assert "nope" in err and "\n" not in err
+
+
+def test_lr_schedule_warmup_constant_then_cosine_decay():
+    from videopoet.tokenizers.magvit2.train import lr_schedule, make_train_step, phase_length
+
+    cfg = load_magvit_config("tiny", ["warmup_steps=10", "lr_decay_steps=40", "lr_min_ratio=0.1", "steps=100",
+                                      "image_steps=30", "learning_rate=0.001"])
+    sched = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, "video"))
+    assert float(sched(0)) == pytest.approx(1e-4)  # warm-up starts at lr / warm
+    assert float(sched(10)) == pytest.approx(1e-3) and float(sched(59)) == pytest.approx(1e-3)
+    assert float(sched(80)) == pytest.approx(1e-4 + 0.9e-3 * 0.5, rel=1e-5)  # half-way down the cosine
+    assert float(sched(100)) == pytest.approx(1e-4) and float(sched(500)) == pytest.approx(1e-4)
+    # the image phase decays over its own last steps (30 long: the decay is clipped to the phase)
+    img = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, "image"))
+    assert float(img(9)) < 1e-3 and float(img(30)) == pytest.approx(1e-4)
+    # no decay: constant after warm-up, and the compiled step does not depend on the run length
+    flat = load_magvit_config("tiny", ["warmup_steps=10"])
+    assert phase_length(flat, "video") == 0 and float(lr_schedule(flat, 1e-3)(10**6)) == pytest.approx(1e-3)
+    assert make_train_step(flat, flat, 0) is make_train_step(load_magvit_config("tiny", ["warmup_steps=10", "steps=9"]),
+                                                              flat, 0)
+    with pytest.raises(ValueError, match="lr_min_ratio"):
+        load_magvit_config("tiny", ["lr_min_ratio=1.5"])

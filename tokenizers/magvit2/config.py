@@ -71,6 +71,10 @@ class MagvitConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 100
+    # cosine decay of the learning rate over the last ``lr_decay_steps`` steps of each phase (image,
+    # video), down to ``lr_min_ratio`` x the peak; 0 keeps it constant after warm-up
+    lr_decay_steps: int = 0
+    lr_min_ratio: float = 0.0
     ema_decay: float = 0.999
     batch_size: int = 8
     image_batch_size: int = 16
@@ -140,7 +144,9 @@ class MagvitConfig:
         for name in ("batch_size", "image_batch_size", "log_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("steps", "image_steps", "warmup_steps", "entropy_anneal_steps", "gan_start_step"):
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio}")
+        for name in ("steps", "image_steps", "warmup_steps", "entropy_anneal_steps", "gan_start_step", "lr_decay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 

@@ -75,9 +75,32 @@ def entropy_weight_at(cfg: MagvitConfig, step) -> jax.Array:
     return cfg.entropy_weight_start + (cfg.entropy_weight - cfg.entropy_weight_start) * frac
 
 
-def make_optimizer(cfg: MagvitConfig, lr: float) -> optax.GradientTransformation:
+def lr_schedule(cfg: MagvitConfig, lr: float, phase_steps: int = 0) -> optax.Schedule:
+    """Linear warm-up, constant, then (``lr_decay_steps`` > 0) a cosine decay over the phase's last
+    ``lr_decay_steps`` steps to ``lr_min_ratio * lr``. ``phase_steps``: the phase's length (the
+    optimizer count restarts at the image-to-video inflation and at ``--init-from``)."""
     warm = max(cfg.warmup_steps, 1)
-    sched = optax.join_schedules([optax.linear_schedule(lr / warm, lr, warm), optax.constant_schedule(lr)], [warm])
+    parts, bounds = [optax.linear_schedule(lr / warm, lr, warm)], [warm]
+    decay = min(cfg.lr_decay_steps, phase_steps) if phase_steps > 0 else 0
+    start = max(phase_steps - decay, warm)
+    if decay > 0 and start < phase_steps:
+        parts += [optax.constant_schedule(lr),
+                  optax.cosine_decay_schedule(lr, phase_steps - start, alpha=cfg.lr_min_ratio)]
+        bounds += [start]
+    else:
+        parts.append(optax.constant_schedule(lr))
+    return optax.join_schedules(parts, bounds)
+
+
+def phase_length(cfg: MagvitConfig, phase: str) -> int:
+    """Steps of a phase as the schedule sees them (0 when the schedule does not depend on it)."""
+    if cfg.lr_decay_steps <= 0:
+        return 0
+    return cfg.image_steps if phase == "image" else cfg.steps
+
+
+def make_optimizer(cfg: MagvitConfig, lr: float, phase_steps: int = 0) -> optax.GradientTransformation:
+    sched = lr_schedule(cfg, lr, phase_steps)
     adam = (optax.adamw(sched, b1=cfg.adam_b1, b2=cfg.adam_b2, weight_decay=cfg.weight_decay)
             if cfg.weight_decay > 0 else optax.adam(sched, b1=cfg.adam_b1, b2=cfg.adam_b2))
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
@@ -131,20 +154,21 @@ def _step_key(cfg: MagvitConfig) -> MagvitConfig:
     return dataclasses.replace(cfg, **{f: getattr(base, f) for f in _STEP_FREE_FIELDS})
 
 
-def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig):
-    """A jitted ``(state, batch_uint8) -> (state, metrics)`` for this config and phase."""
-    return _make_train_step(_step_key(cfg), _step_key(phase_cfg))
+def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0):
+    """A jitted ``(state, batch_uint8) -> (state, metrics)`` for this config and phase
+    (``phase_steps``: :func:`phase_length`, which the learning-rate schedule needs)."""
+    return _make_train_step(_step_key(cfg), _step_key(phase_cfg), phase_steps)
 
 
 @functools.lru_cache(maxsize=8)
-def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig):
+def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0):
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet "
                               "(set perceptual_weight=0)")
     model = MagvitVQ(arch_config(phase_cfg))
     disc = Discriminator(cfg.disc_channels)
-    opt = make_optimizer(cfg, cfg.learning_rate)
-    dopt = make_optimizer(cfg, cfg.disc_learning_rate)
+    opt = make_optimizer(cfg, cfg.learning_rate, phase_steps)
+    dopt = make_optimizer(cfg, cfg.disc_learning_rate, phase_steps)
     use_gan = cfg.gan_weight > 0
 
     def gen_loss(params, dparams, x, step):
@@ -252,8 +276,9 @@ def restore_latest_params(run_dir: str, cfg: MagvitConfig):
 
 
 # ---------------------------------------------------------------------------------- loop
-# fields a resumed run may change (it just trains longer or logs differently)
-RUN_LENGTH_FIELDS = ("steps", "log_every", "checkpoint_every")
+# fields a resumed run may change: it trains longer, logs differently, or ends in a learning-rate decay
+# (a warm-up / stable / decay schedule: the decay tail can be decided once the stable part has run)
+RUN_LENGTH_FIELDS = ("steps", "log_every", "checkpoint_every", "lr_decay_steps", "lr_min_ratio")
 
 
 def write_config(run_dir: str, cfg: MagvitConfig) -> None:
@@ -374,7 +399,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     while step < total:
         phase = phase_of(cfg, step)
         pcfg = image_config(cfg) if phase == "image" else cfg
-        fn = make_train_step(cfg, pcfg)
+        fn = make_train_step(cfg, pcfg, phase_length(cfg, phase))
         if phase == "image":
             batch = ipool.batch(step, cfg.image_batch_size)
         else:
@@ -385,7 +410,10 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
             bar.update(1)
         if step % cfg.log_every == 0 or step == total:
             rec = {k: float(v) for k, v in m.items()}
+            phase_step = step - 1 - (cfg.image_steps if phase == "video" else 0)  # the optimizer's count
+            lr_now = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, phase))(phase_step)
             rec.update(step=step, phase=phase, entropy_weight=float(entropy_weight_at(cfg, step - 1)),
+                       lr=float(lr_now),
                        time=round(time.time() - t0, 2))
             history.append(rec)
             if metrics_path:
