@@ -381,7 +381,20 @@ def test_default_is_the_shipped_small_checkpoint():
 
     trained = psnr(clip, vt.decode(codes))
     untrained = magvit2.load("small")  # same architecture: the compiled functions are shared
-    assert trained > 17.0 and trained > psnr(clip, untrained.decode(untrained.encode(clip))) + 5.0
+    assert trained > 24.0 and trained > psnr(clip, untrained.decode(untrained.encode(clip))) + 5.0  # 26.0 / 8.3 dB
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_meets_what_its_readme_claims():
+    """assets/small/README.md on 32 held-out clips: 25.2 dB PSNR, 92.7% of the codes used, 0.046 bpp.
+    The usage target (>= 50%) is met; the 30 dB PSNR target is not (issue #3), so this pins the claim."""
+    from videopoet.tokenizers.magvit2.evaluate import evaluate
+
+    if not os.path.exists(os.path.join(os.path.dirname(magvit2.__file__), "assets", "small", "model.safetensors")):
+        pytest.skip("no shipped checkpoint")
+    m = evaluate(magvit2.default(), take(synth_clips("heldout", 0, 17, 64, 64), 32), h264=False)
+    assert m["clips"] == 32 and m["latent_shape"] == [5, 8, 8] and m["bpp"] == pytest.approx(0.046, abs=1e-3)
+    assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 25.0, (m["codebook_usage"], m["psnr"])
 
 
 # ------------------------------------------------------------------------------------ training
