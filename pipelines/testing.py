@@ -21,9 +21,17 @@ import tempfile
 
 import numpy as np
 
-__all__ = ["faststart_mp4", "make_video", "write_hostile_shards", "write_tar"]
+__all__ = ["done_markers", "faststart_mp4", "make_video", "write_hostile_shards", "write_tar"]
 
 TAR_MTIME = 946684800
+
+
+def done_markers(stats_dir: str) -> set[str]:
+    """The committed per-shard done markers in a job's ``stats`` folder, as the store counts them
+    (``WorkDir.done_shards``): a ``.tmp-*`` file is a marker write that a kill cut short."""
+    if not os.path.isdir(stats_dir):
+        return set()
+    return {f for f in os.listdir(stats_dir) if f.endswith(".json") and not f.startswith(".tmp-")}
 
 
 def make_video(frames: int = 41, width: int = 64, height: int = 64, fps: int = 8, audio: bool = True,

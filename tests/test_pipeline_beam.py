@@ -198,16 +198,14 @@ def test_sigkill_then_resume_gives_same_fingerprint(tmp_path):
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            done = [f for f in os.listdir(stats_dir) if f.endswith(".json") and not f.startswith(".tmp")] \
-                if os.path.isdir(stats_dir) else []
-            if len(done) >= 2 or p.poll() is not None:
+            if len(testing.done_markers(stats_dir)) >= 2 or p.poll() is not None:
                 break
             time.sleep(0.05)
         os.killpg(p.pid, signal.SIGKILL)  # the whole process group, as a crashed machine would
     finally:
         p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
-    n_done = len([f for f in os.listdir(stats_dir) if f.endswith(".json") and not f.startswith(".tmp")])
+    n_done = len(testing.done_markers(stats_dir))
     assert 1 <= n_done < 6, "the kill should land part-way"
     assert not os.path.exists(os.path.join(root, "k", "v1", "manifest.json"))  # nothing half-published
 

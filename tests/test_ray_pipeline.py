@@ -21,6 +21,7 @@ import time
 import pytest
 
 from videopoet.pipelines.config import load_pipeline_config
+from videopoet.pipelines.testing import done_markers
 from videopoet.schemas import store
 
 pytestmark = pytest.mark.slow
@@ -112,16 +113,11 @@ def test_ray_matches_beam_byte_for_byte_and_loses_nothing(corpus, beam_reference
     assert again["no_op"] and again["fingerprint"] == ds.fingerprint
 
 
-def _done_markers(d: str) -> set[str]:
-    """A shard's committed stats marker; a ``.tmp-*`` one is a write that a kill cut short."""
-    return {f for f in os.listdir(d) if f.endswith(".json") and not f.startswith(".tmp")} if os.path.isdir(d) else set()
-
-
 def _stable_listing(d: str, quiet_s: float = 5.0, limit_s: float = 60.0) -> set[str]:
     """The committed markers of ``d`` once the set has not changed for ``quiet_s`` seconds."""
     last, since, t_end = None, time.time(), time.time() + limit_s
     while time.time() < t_end:
-        now = _done_markers(d)
+        now = done_markers(d)
         if now != last:
             last, since = now, time.time()
         elif time.time() - since >= quiet_s:
@@ -143,7 +139,7 @@ def test_ray_driver_killed_midway_resumes_to_the_same_fingerprint(corpus, beam_r
     killed = False
     try:
         while time.time() < deadline and p.poll() is None:
-            if _done_markers(stats_dir):
+            if done_markers(stats_dir):
                 p.kill()
                 killed = True
                 break
