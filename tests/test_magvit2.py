@@ -530,6 +530,26 @@ def test_resume_across_inflation_is_bit_for_bit(tmp_path):
     assert resumed["step"] == 3 and resumed["fingerprint"] == straight["fingerprint"]
 
 
+@pytest.mark.slow
+def test_image_phase_can_be_lengthened_on_resume_but_not_after_inflation(tmp_path):
+    """A run stopped in its image phase may resume with more image steps (bit for bit what a run that
+    asked for them at the start gives); once inflated, image_steps is fixed."""
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+
+    straight = train_run(_run_cfg("image_steps=3", "steps=1"), str(tmp_path / "a"), _tiny_source(), pool_size=4,
+                         progress=False)
+    out = str(tmp_path / "b")
+    cut = train_run(_run_cfg("image_steps=2", "steps=1"), out, _tiny_source(), pool_size=4, progress=False,
+                    max_seconds=0)  # stops after its first step, in the image phase
+    assert cut["stopped_early"] and cut["step"] == 1
+    longer = train_run(_run_cfg("image_steps=3", "steps=1"), out, _tiny_source(), pool_size=4, progress=False)
+    assert longer["step"] == 4 and longer["fingerprint"] == straight["fingerprint"]
+    rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["phase"] for r in rows] == ["image", "image", "image", "video"]
+    with pytest.raises(TrainConfigMismatch, match="only during the image phase"):
+        train_run(_run_cfg("image_steps=2", "steps=2"), out, _tiny_source(), pool_size=4, progress=False)
+
+
 def test_perceptual_loss_is_refused_clearly(tmp_path):
     from videopoet.tokenizers.magvit2.train import UnsupportedLoss, train_run
 

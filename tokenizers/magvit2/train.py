@@ -277,11 +277,17 @@ def restore_latest_params(run_dir: str, cfg: MagvitConfig):
 
 # ---------------------------------------------------------------------------------- loop
 # fields a resumed run may change: it trains longer, logs differently, or ends in a learning-rate decay
-# (a warm-up / stable / decay schedule: the decay tail can be decided once the stable part has run)
+# (a warm-up / stable / decay schedule: the decay tail can be decided once the stable part has run).
+# ``image_steps`` may change too while the run is still in its image phase (see ``write_config``).
 RUN_LENGTH_FIELDS = ("steps", "log_every", "checkpoint_every", "lr_decay_steps", "lr_min_ratio")
 
 
-def write_config(run_dir: str, cfg: MagvitConfig) -> None:
+def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None) -> None:
+    """Write ``cfg`` beside a run, or check it against the config already there (a resume).
+
+    A resume may change the RUN_LENGTH_FIELDS, and ``image_steps`` as long as the latest checkpoint
+    (``latest_step``; None: no checkpoint yet) is still in the image phase under both the old and the
+    new value: the image phase can be made longer or shorter before the inflation, never after it."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(run_dir)
@@ -290,7 +296,14 @@ def write_config(run_dir: str, cfg: MagvitConfig) -> None:
     if fs.exists(path):
         old = load_magvit_config(path if "://" not in run_dir else fs.unstrip_protocol(path))
         diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
-        if set(diff) - set(RUN_LENGTH_FIELDS) or (cfg.image_steps != old.image_steps):
+        changeable = set(RUN_LENGTH_FIELDS)
+        if (latest_step or 0) < min(cfg.image_steps, old.image_steps):
+            changeable.add("image_steps")
+        elif cfg.image_steps != old.image_steps:
+            raise TrainConfigMismatch(f"{run_dir}: image_steps can change only during the image phase; the run "
+                                      f"is at step {latest_step} with image_steps={old.image_steps} "
+                                      f"(asked: {cfg.image_steps})")
+        if set(diff) - changeable:
             raise TrainConfigMismatch(f"{run_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
                                       "use a new --out or the same config")
         if not diff:
@@ -367,13 +380,13 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
     init_params_from = init_weights_from(cfg, init_from) if init_from else None
-    write_config(out_dir, cfg)
+    mngr = _manager(out_dir)
+    latest = mngr.latest_step()
+    write_config(out_dir, cfg, latest)
     if source is None:
         source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
     vpool, ipool = build_pools(cfg, source, pool_size)
-    mngr = _manager(out_dir)
     total = cfg.image_steps + cfg.steps
-    latest = mngr.latest_step()
     if latest is not None:
         state = restore_checkpoint(mngr, latest, state_template(cfg, latest))
         start = int(latest)
@@ -437,7 +450,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         elif step % cfg.checkpoint_every == 0 or step == total:
             save_checkpoint(mngr, state)
         if max_seconds is not None and time.time() - t0 > max_seconds and step < total:
-            save_checkpoint(mngr, state)
+            if mngr.latest_step() != step:  # not just saved above (orbax refuses a step twice)
+                save_checkpoint(mngr, state)
             stopped_early = True
             break
     if bar is not None:
