@@ -444,6 +444,21 @@ def test_clip_pool_batches_are_a_function_of_seed_and_step(clips):
     assert pool.batch(0, 3, frames=5).shape == (3, 5, 32, 32, 3)
 
 
+def test_pools_take_the_configured_clips_and_evenly_spaced_frames():
+    from videopoet.tokenizers.magvit2.train import build_pools, image_frame_indices
+
+    assert image_frame_indices(17, 3).tolist() == [0, 8, 16]  # the default: first, middle, last
+    assert image_frame_indices(17, 5).tolist() == [0, 4, 8, 12, 16]
+    assert image_frame_indices(5, 99).tolist() == [0, 1, 2, 3, 4] and image_frame_indices(1, 3).tolist() == [0]
+    cfg = load_magvit_config("tiny", ["pool_clips=3", "image_frames_per_clip=5"])
+    vpool, ipool = build_pools(cfg, synth_clips("train", 0, cfg.frames, cfg.height, cfg.width))
+    assert vpool.clips.shape == (3, cfg.frames, cfg.height, cfg.width, 3)
+    assert ipool.clips.shape == (3 * min(5, cfg.frames), 1, cfg.height, cfg.width, 3)
+    np.testing.assert_array_equal(ipool.clips[cfg.frames - 1, 0], vpool.clips[0, -1])  # clip 0's last frame
+    with pytest.raises(ValueError, match="pool_clips"):
+        load_magvit_config("tiny", ["pool_clips=0"])
+
+
 def test_synth_clips_deterministic_and_split():
     a = take(synth_clips("train", 0, 5, 32, 32), 2)
     b = take(synth_clips("train", 0, 5, 32, 32), 2)
@@ -468,6 +483,7 @@ def test_train_run_checkpoints_and_resume(tmp_path):
     out = str(tmp_path / "b")
     first = train_run(_run_cfg("steps=2"), out, _tiny_source(), pool_size=4, progress=False)
     assert first["step"] == 2 and not first["stopped_early"]
+    assert magvit2.load(out).config.pool_clips == 4  # the run records the pool it trained from
     assert os.path.exists(tmp_path / "b" / "loss_curve.png")
     assert magvit2.load(out).fingerprint == first["fingerprint"]  # the exported EMA weights
     # resumed longer, ending in a learning-rate decay (a schedule tail may be chosen at resume time)

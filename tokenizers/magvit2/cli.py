@@ -24,7 +24,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-steps", type=int, default=None, help="image-first steps (overrides 'image_steps')")
     p.add_argument("--init-from", default=None,
                    help="fine-tune: start a new run from this trained video model (run/export dir or URI; image_steps=0)")
-    p.add_argument("--pool", type=int, default=256, help="clips held in memory and sampled into batches")
+    p.add_argument("--pool", type=int, default=None,
+                   help="clips held in memory and sampled into batches (overrides 'pool_clips', default 256)")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
     p.add_argument("--perceptual-weights", default=None, help="perceptual-loss network weights (not supported yet)")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")

@@ -81,6 +81,9 @@ class MagvitConfig:
     image_steps: int = 0  # image-only pre-training steps (temporal_kernel=1), then inflation
     steps: int = 1000  # video steps
     train_frames: int = 0  # video steps train on crops of this many frames (1 + 4k; 0 or >= frames: all)
+    # ---- data: batches are drawn (a pure function of seed and step) from a pool held in memory
+    pool_clips: int = 256  # clips read from the data into the pool
+    image_frames_per_clip: int = 3  # evenly spaced frames of each pooled clip that form the image pool
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 200
@@ -141,7 +144,8 @@ class MagvitConfig:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.disc_learning_rate <= 0:
             raise ValueError("learning rates must be > 0")
-        for name in ("batch_size", "image_batch_size", "log_every", "checkpoint_every"):
+        for name in ("batch_size", "image_batch_size", "log_every", "checkpoint_every", "pool_clips",
+                     "image_frames_per_clip"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0.0 <= self.lr_min_ratio <= 1.0:

@@ -342,15 +342,21 @@ def plot_losses(history: list[dict], path: str) -> None:
     plt.close(fig)
 
 
-def build_pools(cfg: MagvitConfig, source, pool_size: int) -> tuple[ClipPool, ClipPool]:
-    """(video pool [N, frames, H, W, 3], image pool [M, 1, H, W, 3] from frames of the video clips)."""
-    clips = take(source, pool_size)
+def image_frame_indices(frames: int, per_clip: int) -> np.ndarray:
+    """``per_clip`` evenly spaced frame indices of a ``frames``-frame clip, first and last included
+    (all frames when ``per_clip >= frames``)."""
+    return np.unique(np.round(np.linspace(0, frames - 1, min(per_clip, frames))).astype(int))
+
+
+def build_pools(cfg: MagvitConfig, source) -> tuple[ClipPool, ClipPool]:
+    """(video pool [pool_clips, frames, H, W, 3], image pool [pool_clips * image_frames_per_clip, 1, H, W, 3]
+    made of evenly spaced frames of the pooled clips)."""
+    clips = take(source, cfg.pool_clips)
     if clips.shape[1:] != (cfg.frames, cfg.height, cfg.width, 3):
         raise VideoPoetError(f"data clips have shape {clips.shape[1:]}, the config wants "
                              f"{(cfg.frames, cfg.height, cfg.width, 3)}")
-    stride = max(1, (cfg.frames - 1) // 2) if cfg.frames > 1 else 1
-    images = clips[:, ::stride].reshape(-1, 1, cfg.height, cfg.width, 3)
-    return ClipPool(clips, cfg.seed), ClipPool(images, cfg.seed + 7)
+    images = clips[:, image_frame_indices(cfg.frames, cfg.image_frames_per_clip)]
+    return ClipPool(clips, cfg.seed), ClipPool(images.reshape(-1, 1, cfg.height, cfg.width, 3), cfg.seed + 7)
 
 
 def init_weights_from(cfg: MagvitConfig, init_from: str):
@@ -368,7 +374,7 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
     return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
 
 
-def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int = 128,
+def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int | None = None,
               progress: bool = True, max_seconds: float | None = None, log: Callable[[str], None] | None = None,
               init_from: str | None = None) -> dict:
     """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable.
@@ -379,13 +385,15 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     """
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
+    if pool_size is not None:  # the run's config records the pool it trained from
+        cfg = dataclasses.replace(cfg, pool_clips=pool_size)
     init_params_from = init_weights_from(cfg, init_from) if init_from else None
     mngr = _manager(out_dir)
     latest = mngr.latest_step()
     write_config(out_dir, cfg, latest)
     if source is None:
         source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
-    vpool, ipool = build_pools(cfg, source, pool_size)
+    vpool, ipool = build_pools(cfg, source)
     total = cfg.image_steps + cfg.steps
     if latest is not None:
         state = restore_checkpoint(mngr, latest, state_template(cfg, latest))
