@@ -386,7 +386,7 @@ def test_default_is_the_shipped_small_checkpoint():
 
 @pytest.mark.slow
 def test_shipped_checkpoint_meets_what_its_readme_claims():
-    """assets/small/README.md on 32 held-out clips: 25.2 dB PSNR, 92.7% of the codes used, 0.046 bpp.
+    """assets/small/README.md on 32 held-out clips: 26.05 dB PSNR, 93.4% of the codes used, 0.046 bpp.
     The usage target (>= 50%) is met; the 30 dB PSNR target is not (issue #3), so this pins the claim."""
     from videopoet.tokenizers.magvit2.evaluate import evaluate
 
@@ -394,7 +394,7 @@ def test_shipped_checkpoint_meets_what_its_readme_claims():
         pytest.skip("no shipped checkpoint")
     m = evaluate(magvit2.default(), take(synth_clips("heldout", 0, 17, 64, 64), 32), h264=False)
     assert m["clips"] == 32 and m["latent_shape"] == [5, 8, 8] and m["bpp"] == pytest.approx(0.046, abs=1e-3)
-    assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 25.0, (m["codebook_usage"], m["psnr"])
+    assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 26.0, (m["codebook_usage"], m["psnr"])
 
 
 # ------------------------------------------------------------------------------------ training
