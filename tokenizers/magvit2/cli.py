@@ -44,10 +44,12 @@ def train(args: argparse.Namespace) -> int:
         overrides.append(f"steps={args.steps}")
     if args.image_steps is not None:
         overrides.append(f"image_steps={args.image_steps}")
+    if args.pool is not None:
+        overrides.append(f"pool_clips={args.pool}")
     cfg = load_magvit_config(args.config, overrides)
     source = resolve_source(args.data, cfg.frames, cfg.height, cfg.width, seed=cfg.seed, split="train")
     log = None if args.json else (lambda line: print(line, file=sys.stderr))
-    out = train_run(cfg, args.out, source, pool_size=args.pool, progress=not (args.no_progress or args.json),
+    out = train_run(cfg, args.out, source, progress=not (args.no_progress or args.json),
                     max_seconds=None if args.max_minutes is None else args.max_minutes * 60, log=log,
                     init_from=args.init_from)
     emit(args, out, f"trained {cfg.name} to step {out['step']}/{out['total_steps']} in {args.out} "

@@ -387,6 +387,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
     if pool_size is not None:  # the run's config records the pool it trained from
         cfg = dataclasses.replace(cfg, pool_clips=pool_size)
+        cfg.validate()
     init_params_from = init_weights_from(cfg, init_from) if init_from else None
     mngr = _manager(out_dir)
     latest = mngr.latest_step()
@@ -458,9 +459,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
         elif step % cfg.checkpoint_every == 0 or step == total:
             save_checkpoint(mngr, state)
         if max_seconds is not None and time.time() - t0 > max_seconds and step < total:
-            if mngr.latest_step() != step:  # not just saved above (orbax refuses a step twice)
-                save_checkpoint(mngr, state)
-            stopped_early = True
+            stopped_early = True  # the state is saved below unless this step was just saved
             break
     if bar is not None:
         bar.close()
