@@ -559,6 +559,21 @@ def test_image_phase_can_be_lengthened_on_resume_but_not_after_inflation(tmp_pat
     cut = train_run(_run_cfg("image_steps=2", "steps=1"), out, _tiny_source(), pool_size=4, progress=False,
                     max_seconds=0)  # stops after its first step, in the image phase
     assert cut["stopped_early"] and cut["step"] == 1
+    # an image-phase run loads (inflated): on 1-frame clips it is exactly its image model
+    from videopoet.tokenizers.magvit2.tokenizer import MagvitTokenizer
+    from videopoet.tokenizers.magvit2.train import _manager, image_config, restore_checkpoint, state_template
+
+    cfg = _run_cfg("image_steps=2", "steps=1")
+    image_ema = restore_checkpoint(_manager(out), 1, state_template(cfg, 1))["ema"]
+    image_tok = MagvitTokenizer(image_config(cfg), image_ema)
+    loaded = magvit2.load(out)
+    assert loaded.config.temporal_kernel == cfg.temporal_kernel > 1
+    frame = take(synth_clips("heldout", 0, 1, 32, 32), 2)
+    codes = loaded.encode(frame)
+    np.testing.assert_array_equal(codes, image_tok.encode(frame))
+    np.testing.assert_array_equal(loaded.decode(codes), image_tok.decode(codes))
+    fresh = jax.tree_util.tree_leaves(magvit2.load(cfg).params)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(loaded.params), fresh))
     longer = train_run(_run_cfg("image_steps=3", "steps=1"), out, _tiny_source(), pool_size=4, progress=False)
     assert longer["step"] == 4 and longer["fingerprint"] == straight["fingerprint"]
     rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]

@@ -51,6 +51,7 @@ from videopoet.tokenizers.magvit2.tokenizer import (
     MagvitTokenizer,
     arch_config,
     init_params,
+    param_spec,
     seeded_init,
 )
 
@@ -261,18 +262,22 @@ def state_template(cfg: MagvitConfig, step: int) -> dict:
 
 
 def restore_latest_params(run_dir: str, cfg: MagvitConfig):
-    """EMA params of the latest checkpoint of a run directory (a video-phase step)."""
+    """EMA params of the latest checkpoint of a run directory, as video-model params.
+
+    A checkpoint still in the image phase is inflated exactly as the run will inflate it
+    (``inflate_params``): on 1-frame clips the result *is* the image model, so a long image-first stage
+    can be evaluated on images (``tokenizer eval --frames 1``) before it reaches its video phase; on
+    longer clips it is the sample-and-hold video model the video phase starts from."""
     mngr = _manager(run_dir)
     step = mngr.latest_step()
     if step is None:
         from videopoet.tokenizers.magvit2.tokenizer import CheckpointNotFoundError
 
         raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no steps")
+    ema = restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
     if phase_of(cfg, step) == "image":
-        from videopoet.tokenizers.magvit2.tokenizer import CheckpointNotFoundError
-
-        raise CheckpointNotFoundError(f"{run_dir}: the latest checkpoint (step {step}) is still image-only")
-    return restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
+        ema = inflate_params(ema, param_spec(arch_config(cfg)), cfg)
+    return ema
 
 
 # ---------------------------------------------------------------------------------- loop
