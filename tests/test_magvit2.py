@@ -22,6 +22,7 @@ from videopoet.tokenizers.magvit2.data import ClipPool, synth_clips, take
 from videopoet.tokenizers.magvit2.model import MagvitVQ, inflate_params
 from videopoet.tokenizers.magvit2.tokenizer import (
     CheckpointNotFoundError,
+    MagvitTokenizer,
     VideoInputError,
     arch_config,
     param_spec,
@@ -342,7 +343,11 @@ def test_save_load_round_trip(tiny, clips, tmp_path):
 def test_fingerprint_follows_weights_and_config(tiny):
     assert magvit2.load("tiny").fingerprint == tiny.fingerprint
     assert magvit2.load("tiny", ["seed=1"]).fingerprint != tiny.fingerprint
-    assert magvit2.load("tiny", ["learning_rate=0.5"]).fingerprint != tiny.fingerprint  # the config is hashed
+    # training-only fields do not change what encode/decode compute, so not the fingerprint either ...
+    same = magvit2.load("tiny", ["learning_rate=0.5", "pool_clips=7", "name=renamed", "steps=99"])
+    assert same.fingerprint == tiny.fingerprint
+    # ... the network fields do, even with the very same weights
+    assert MagvitTokenizer(load_magvit_config("tiny", ["lfq_scale=2.0"]), tiny.params).fingerprint != tiny.fingerprint
 
 
 def test_load_errors(tmp_path, tiny):
@@ -374,6 +379,10 @@ def test_default_is_the_shipped_small_checkpoint():
 
     assert arch_config(vt.config) == arch_config(load_magvit_config("small"))
     assert (vt.config.height, vt.config.width, vt.config.frames) == (64, 64, 17)
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(d, "model.safetensors"), "np") as f:  # the recorded one is what loading gives
+        assert f.metadata()["fingerprint"] == vt.fingerprint
     clip = take(synth_clips("heldout", 0, 17, 64, 64), 2)
     codes = vt.encode(clip)
     assert codes.shape == (2, 5, 8, 8)
@@ -419,7 +428,7 @@ def test_tiny_training_reduces_loss(clips):
 
 def test_inflation_starts_as_the_image_model(clips):
     from videopoet.tokenizers.magvit2.train import image_config
-    from videopoet.tokenizers.magvit2.tokenizer import MagvitTokenizer, init_params
+    from videopoet.tokenizers.magvit2.tokenizer import init_params
 
     cfg = load_magvit_config("tiny")
     img_params = init_params(image_config(cfg), seed=3)
@@ -560,7 +569,6 @@ def test_image_phase_can_be_lengthened_on_resume_but_not_after_inflation(tmp_pat
                     max_seconds=0)  # stops after its first step, in the image phase
     assert cut["stopped_early"] and cut["step"] == 1
     # an image-phase run loads (inflated): on 1-frame clips it is exactly its image model
-    from videopoet.tokenizers.magvit2.tokenizer import MagvitTokenizer
     from videopoet.tokenizers.magvit2.train import _manager, image_config, restore_checkpoint, state_template
 
     cfg = _run_cfg("image_steps=2", "steps=1")

@@ -17,7 +17,7 @@ from videopoet.tokenizers.soundstream import data as ssdata
 from videopoet.tokenizers.soundstream.config import PRESETS, load_soundstream_config
 from videopoet.tokenizers.soundstream.evaluate import evaluate, si_snr
 from videopoet.tokenizers.soundstream.model import SoundStream, ema_update, sample_n_active
-from videopoet.tokenizers.soundstream.tokenizer import AudioInputError, CheckpointNotFoundError
+from videopoet.tokenizers.soundstream.tokenizer import AudioInputError, CheckpointNotFoundError, SoundStreamTokenizer
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,13 @@ def test_fingerprint_is_config_and_weights(tiny):
     assert soundstream.load("tiny").fingerprint == tiny.fingerprint
     other = soundstream.load("tiny", ["seed=1"])
     assert other.fingerprint != tiny.fingerprint
+    # training-only fields leave it alone; a network field changes it even with the same weights
+    def same_weights(*over):
+        return SoundStreamTokenizer(load_soundstream_config("tiny", list(over)), tiny.variables).fingerprint
+
+    assert same_weights() == tiny.fingerprint
+    assert same_weights("learning_rate=0.5", "name=renamed", "batch_size=3") == tiny.fingerprint
+    assert same_weights("levels_used=1") != tiny.fingerprint
 
 
 @pytest.mark.parametrize(
@@ -125,6 +132,10 @@ def test_default_checkpoint_or_clear_error():
     if os.path.exists(path):
         tok = soundstream.default()
         assert tok.config.name == "soundstream-small"
+        from safetensors import safe_open
+
+        with safe_open(path, "np") as f:  # the recorded fingerprint is what loading computes
+            assert f.metadata()["fingerprint"] == tok.fingerprint
     else:
         with pytest.raises(CheckpointNotFoundError, match="videopoet tokenizer train --kind soundstream"):
             soundstream.default()

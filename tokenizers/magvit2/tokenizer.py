@@ -67,9 +67,15 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 
 def fingerprint_of(cfg: MagvitConfig, params) -> str:
-    """sha256 over the canonical config JSON and every parameter (sorted name, dtype, shape, bytes)."""
+    """sha256 over what decides the tokens: the network fields (``ARCH_FIELDS``, canonical JSON) and
+    every parameter (sorted name, dtype, shape, bytes).
+
+    Training-only fields (learning rate, steps, data pool, seed, the run's name, ...) are left out, so
+    re-exporting the same weights with a different training record keeps the fingerprint a dataset
+    manifest recorded, while any change to what ``encode``/``decode`` compute changes it."""
     h = hashlib.sha256()
-    h.update(json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":")).encode())
+    arch = {k: v for k, v in to_dict(cfg).items() if k in ARCH_FIELDS}
+    h.update(json.dumps(arch, sort_keys=True, separators=(",", ":")).encode())
     for name, arr in flatten({"params": params}).items():
         a = np.ascontiguousarray(arr)
         h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())

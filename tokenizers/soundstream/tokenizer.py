@@ -64,13 +64,17 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 
 
 def fingerprint_of(cfg: SoundStreamConfig, variables: dict) -> str:
-    """sha256 over the canonical config JSON and the weights that define encode/decode.
+    """sha256 over what decides the tokens: the network fields (``ARCH_FIELDS``, canonical JSON) and
+    the weights that define encode/decode.
 
     Those are every ``params/...`` array and ``vq/codebook`` (sorted names, dtype, shape, bytes); the
-    EMA training statistics (``vq/cluster_size``, ``vq/embed_sum``) are left out.
+    EMA training statistics (``vq/cluster_size``, ``vq/embed_sum``) and the training-only config fields
+    (learning rate, losses, seed, the name, ...) are left out, so a re-export of the same weights keeps
+    the fingerprint a dataset manifest recorded.
     """
     h = hashlib.sha256()
-    h.update(json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":")).encode())
+    arch = {k: v for k, v in to_dict(cfg).items() if k in ARCH_FIELDS}
+    h.update(json.dumps(arch, sort_keys=True, separators=(",", ":")).encode())
     for name, arr in flatten(variables).items():
         if name in ("vq/cluster_size", "vq/embed_sum"):
             continue
@@ -166,12 +170,16 @@ class SoundStreamTokenizer:
         return directory
 
 
+ARCH_FIELDS = ("sample_rate", "strides", "codebook_size", "num_quantizers", "levels_used", "channels",
+               "max_channels", "code_dim", "res_dilations", "kernel_size")
+
+
 def arch_config(config: SoundStreamConfig) -> SoundStreamConfig:
     """The config with every field the network does not read reset (a cache key for compiled code)."""
-    keep = {"sample_rate", "strides", "codebook_size", "num_quantizers", "levels_used", "channels",
-            "max_channels", "code_dim", "res_dilations", "kernel_size"}
     base = SoundStreamConfig()
-    return dataclasses.replace(config, **{f.name: getattr(base, f.name) for f in dataclasses.fields(config) if f.name not in keep})
+    return dataclasses.replace(
+        config, **{f.name: getattr(base, f.name) for f in dataclasses.fields(config) if f.name not in ARCH_FIELDS}
+    )
 
 
 @functools.lru_cache(maxsize=16)
