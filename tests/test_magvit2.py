@@ -533,9 +533,60 @@ def test_init_from_fine_tunes_a_trained_model(tmp_path):
     with pytest.raises(TrainConfigMismatch, match="lfq_bits"):
         train_run(_run_cfg("steps=1", "lfq_bits=4"), str(tmp_path / "bad"), _tiny_source(), pool_size=4,
                   progress=False, init_from=str(tmp_path / "src"))
-    with pytest.raises(TrainConfigMismatch, match="image_steps=0"):
-        train_run(_run_cfg("steps=1", "image_steps=1"), str(tmp_path / "bad2"), _tiny_source(), pool_size=4,
-                  progress=False, init_from=str(tmp_path / "src"))
+
+
+def test_deflated_video_model_is_the_video_model_on_images():
+    """deflate_params: the image model (temporal kernel 1) computes what the video model computes on
+    1-frame clips; reinflate_params of unchanged image params gives the video params back exactly."""
+    from videopoet.tokenizers.magvit2.model import deflate_params, reinflate_params
+    from videopoet.tokenizers.magvit2.train import image_config
+
+    cfg = load_magvit_config("tiny")
+    video = MagvitTokenizer.init(cfg, seed=3)
+    image = MagvitTokenizer(image_config(cfg), deflate_params(video.params))
+    assert image.params["encoder"]["conv_in"]["conv"]["kernel"].shape[0] == 1
+    frames = take(synth_clips("heldout", 0, 1, 32, 32), 3)
+    np.testing.assert_array_equal(video.encode(frames), image.encode(frames))
+    codes = video.encode(frames)
+    diff = np.abs(video.decode(codes).astype(int) - image.decode(codes).astype(int))
+    assert diff.max() <= 1  # float summation order only
+    back = reinflate_params(image.params, video.params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, jax.tree_util.tree_map(np.asarray, video.params))
+
+
+@pytest.mark.slow
+def test_init_from_with_an_image_phase_continues_the_video_model(tmp_path):
+    """--init-from with image_steps > 0: the image phase starts from the deflated source, the video phase
+    keeps the source's temporal taps (plus what the image phase learnt, on the current-frame tap), the
+    source travels with the run (OUT/init_from), and a resume without the flag gives the same weights."""
+    from videopoet.tokenizers.magvit2.model import deflate_params
+    from videopoet.tokenizers.magvit2.train import image_config, train_run
+
+    src_dir = str(tmp_path / "src")
+    train_run(_run_cfg("steps=2", "learning_rate=0.01"), src_dir, _tiny_source(), pool_size=4, progress=False)
+    src = magvit2.load(src_dir).params
+    cfg = _run_cfg("image_steps=2", "steps=0")
+    out = str(tmp_path / "a")
+    straight = train_run(cfg, out, _tiny_source(), pool_size=4, progress=False, init_from=src_dir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, magvit2.load(str(tmp_path / "a" / "init_from")).params, src)
+    rows = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["phase"] for r in rows] == ["image", "image"]
+    # after the phase: earlier taps are the source's, the current-frame tap moved by the image phase's change
+    final = magvit2.load(out).params
+    k_src = np.asarray(src["encoder"]["down0_res0"]["conv1"]["conv"]["kernel"])
+    k_new = np.asarray(final["encoder"]["down0_res0"]["conv1"]["conv"]["kernel"])
+    np.testing.assert_array_equal(k_new[:-1], k_src[:-1])
+    assert np.any(k_new[-1] != k_src[-1])
+    # on 1-frame clips the final video model is the image model the phase ended with
+    image = MagvitTokenizer(image_config(cfg), deflate_params(final))
+    frames = take(synth_clips("heldout", 0, 1, 32, 32), 2)
+    np.testing.assert_array_equal(magvit2.load(out).encode(frames), image.encode(frames))
+    # stopped in the image phase and resumed without --init-from: bit for bit the same model
+    cut_dir = str(tmp_path / "b")
+    cut = train_run(cfg, cut_dir, _tiny_source(), pool_size=4, progress=False, init_from=src_dir, max_seconds=0)
+    assert cut["stopped_early"] and cut["step"] == 1
+    resumed = train_run(cfg, cut_dir, _tiny_source(), pool_size=4, progress=False)
+    assert resumed["fingerprint"] == straight["fingerprint"]
 
 
 @pytest.mark.slow

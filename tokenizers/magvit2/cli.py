@@ -23,7 +23,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="video steps (overrides the config's 'steps')")
     p.add_argument("--image-steps", type=int, default=None, help="image-first steps (overrides 'image_steps')")
     p.add_argument("--init-from", default=None,
-                   help="fine-tune: start a new run from this trained video model (run/export dir or URI; image_steps=0)")
+                   help="start a new run from this trained video model (run/export dir or URI): image_steps=0 fine-tunes "
+                        "it; image_steps>0 first continues it as an image model, then returns to video keeping "
+                        "its temporal taps")
     p.add_argument("--pool", type=int, default=None,
                    help="clips held in memory and sampled into batches (overrides 'pool_clips', default 256)")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")

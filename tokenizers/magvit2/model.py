@@ -312,3 +312,41 @@ def inflate_params(image_params, video_params, cfg: MagvitConfig | None = None):
             dec[name] = dict(dec[name], conv=dict(dec[name]["conv"], conv=conv))
         out = dict(out, decoder=dec)
     return jax.tree_util.tree_map(jnp.asarray, out)
+
+
+def deflate_params(video_params):
+    """Video params -> image-model params (``temporal_kernel=1``) that compute, on an image, exactly what
+    the video model computes on a 1-frame clip.
+
+    The causal padding repeats the first frame, so on a 1-frame clip every temporal tap of a kernel sees
+    that frame: the image kernel is the sum of the taps. The decoder's temporal depth-to-space keeps
+    both halves (the image model drops the earlier half just as the video model does), norms and
+    biases are shared as they are. This lets an image-first phase *continue* from a trained video
+    model (see :func:`reinflate_params`).
+    """
+
+    def squash(w):
+        w = np.array(w)
+        return w.sum(axis=0, keepdims=True) if w.ndim == 5 else w
+
+    return jax.tree_util.tree_map(lambda w: jnp.asarray(squash(w)), video_params)
+
+
+def reinflate_params(image_params, video_params):
+    """The video model ``video_params`` plus what an image phase started from ``deflate_params(video_params)``
+    learnt: ``video + (image - deflate(video))``, with the change of each kernel on the current-frame
+    (last) tap. On 1-frame clips the result computes exactly what ``image_params`` compute, and the
+    temporal taps the video model had learnt are kept (``inflate_params`` would zero them)."""
+    base = deflate_params(video_params)
+
+    def add(img, vid, b):
+        img, vid, b = np.asarray(img), np.array(vid), np.asarray(b)
+        if img.shape != b.shape:
+            raise ValueError(f"image params of shape {img.shape} do not match the deflated video params {b.shape}")
+        delta = img - b
+        if vid.ndim == 5:
+            vid[-1] += delta[0]
+            return vid
+        return vid + delta
+
+    return jax.tree_util.tree_map(lambda i, v, b: jnp.asarray(add(i, v, b)), image_params, video_params, base)

@@ -45,7 +45,7 @@ from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.magvit2 import lfq
 from videopoet.tokenizers.magvit2.config import MagvitConfig, load_magvit_config
 from videopoet.tokenizers.magvit2.data import ClipPool, resolve_source, take
-from videopoet.tokenizers.magvit2.model import Discriminator, MagvitVQ, inflate_params
+from videopoet.tokenizers.magvit2.model import Discriminator, MagvitVQ, deflate_params, inflate_params, reinflate_params
 from videopoet.tokenizers.magvit2.tokenizer import (
     CONFIG_FILE,
     MagvitTokenizer,
@@ -276,8 +276,36 @@ def restore_latest_params(run_dir: str, cfg: MagvitConfig):
         raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no steps")
     ema = restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
     if phase_of(cfg, step) == "image":
-        ema = inflate_params(ema, param_spec(arch_config(cfg)), cfg)
+        ema = to_video_params(run_dir, cfg, ema)
     return ema
+
+
+INIT_FROM_DIR = "init_from"  # OUT/init_from/: the export a run started from (--init-from), kept with the run
+
+
+def init_source_params(run_dir: str):
+    """The (float32) video params a run started from (``OUT/init_from/``), or None."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    if not fs.exists(f"{root}/{INIT_FROM_DIR}"):
+        return None
+    from videopoet.tokenizers.magvit2.tokenizer import load_dir
+
+    return load_dir(f"{run_dir.rstrip('/')}/{INIT_FROM_DIR}").params
+
+
+def to_video_params(run_dir: str, cfg: MagvitConfig, image_params):
+    """Image-phase params -> the causal video model the run's video phase starts from.
+
+    A run started from a video model (``--init-from`` with ``image_steps > 0``) keeps that model's temporal
+    taps and adds what the image phase learnt (:func:`~.model.reinflate_params`); a run from scratch
+    inflates (:func:`~.model.inflate_params`). Either way the result computes exactly what the image
+    model computes on 1-frame clips."""
+    src = init_source_params(run_dir)
+    if src is not None:
+        return reinflate_params(image_params, src)
+    return inflate_params(image_params, param_spec(arch_config(cfg)), cfg)
 
 
 # ---------------------------------------------------------------------------------- loop
@@ -365,12 +393,13 @@ def build_pools(cfg: MagvitConfig, source) -> tuple[ClipPool, ClipPool]:
 
 
 def init_weights_from(cfg: MagvitConfig, init_from: str):
-    """Weights of a trained video model (run / export dir / URI) to fine-tune from, checked against ``cfg``."""
+    """Weights of a trained video model (run / export dir / URI) to fine-tune from, checked against ``cfg``.
+
+    With ``image_steps > 0`` the run first continues the model as an image model
+    (:func:`~.model.deflate_params`: exactly the video model on 1-frame clips), then goes back to video
+    keeping the source's temporal taps (:func:`to_video_params`)."""
     from videopoet.tokenizers.magvit2.tokenizer import arch_config, load_dir
 
-    if cfg.image_steps:
-        raise TrainConfigMismatch(f"--init-from starts from a trained video model: set image_steps=0 "
-                                  f"(the config has {cfg.image_steps})")
     src = load_dir(init_from)
     have, want = arch_config(src.config), arch_config(cfg)
     if have != want:
@@ -385,8 +414,10 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable.
 
     ``init_from`` (a run / export directory or URI of a video model with the same architecture) starts a
-    *new* run from its (EMA) weights: fine-tuning with a fresh optimizer from step 0, no image phase
-    (``image_steps`` must be 0). A run directory that already holds checkpoints resumes instead.
+    *new* run from its (EMA) weights with a fresh optimizer from step 0. With ``image_steps > 0`` it first
+    trains them as an image model (deflated, exactly the video model on images) and then returns to the
+    video model with the source's temporal taps kept; the source is copied to ``OUT/init_from/`` so a
+    resume needs no flag. A run directory that already holds checkpoints resumes instead.
     """
     if cfg.perceptual_weight > 0:
         raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
@@ -397,6 +428,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     mngr = _manager(out_dir)
     latest = mngr.latest_step()
     write_config(out_dir, cfg, latest)
+    if init_params_from is not None and latest is None:
+        MagvitTokenizer(cfg, init_params_from).save(f"{out_dir.rstrip('/')}/{INIT_FROM_DIR}")
     if source is None:
         source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
     vpool, ipool = build_pools(cfg, source)
@@ -407,6 +440,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     else:
         start = 0
         phase = phase_of(cfg, 0)
+        if init_params_from is not None and phase == "image":
+            init_params_from = deflate_params(init_params_from)
         state = init_state(cfg, image_config(cfg) if phase == "image" else cfg, 1 if phase == "image" else cfg.frames,
                            params=init_params_from)
     metrics_path = os.path.join(out_dir, "metrics.jsonl") if "://" not in out_dir else None
@@ -452,9 +487,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
                 log(json.dumps(rec))
         if phase == "image" and step == cfg.image_steps:
             # inflate the image model into the causal video model; fresh optimizer moments
-            vparams = init_params(cfg, cfg.seed)
-            params = inflate_params(state["params"], vparams, cfg)
-            ema = inflate_params(state["ema"], vparams, cfg)
+            params = to_video_params(out_dir, cfg, state["params"])
+            ema = to_video_params(out_dir, cfg, state["ema"])
             disc = None
             if cfg.gan_weight > 0:
                 disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))
