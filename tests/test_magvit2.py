@@ -535,6 +535,27 @@ def test_init_from_fine_tunes_a_trained_model(tmp_path):
                   progress=False, init_from=str(tmp_path / "src"))
 
 
+def test_freeze_encoder_trains_the_decoder_only(tmp_path):
+    """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves;
+    without a trained model to start from it is refused."""
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+
+    src_dir = str(tmp_path / "src")
+    train_run(_run_cfg("steps=1"), src_dir, _tiny_source(), pool_size=4, progress=False)
+    ft_dir = str(tmp_path / "ft")
+    train_run(_run_cfg("steps=2", "freeze_encoder=true", "learning_rate=0.01"), ft_dir, _tiny_source(), pool_size=4,
+              progress=False, init_from=src_dir)
+    src, ft = magvit2.load(src_dir), magvit2.load(ft_dir)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, ft.params["encoder"], src.params["encoder"])
+    assert any(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), ft.params["decoder"], src.params["decoder"])))
+    clips = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    np.testing.assert_array_equal(ft.encode(clips), src.encode(clips))
+    with pytest.raises(TrainConfigMismatch, match="--init-from"):
+        train_run(_run_cfg("steps=1", "freeze_encoder=true"), str(tmp_path / "bad"), _tiny_source(), pool_size=4,
+                  progress=False)
+
+
 def test_deflated_video_model_is_the_video_model_on_images():
     """deflate_params: the image model (temporal kernel 1) computes what the video model computes on
     1-frame clips; reinflate_params of unchanged image params gives the video params back exactly."""

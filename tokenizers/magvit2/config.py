@@ -64,6 +64,9 @@ class MagvitConfig:
     perceptual_weight: float = 0.0  # needs user-supplied weights (not supported yet)
 
     # ---- optimisation
+    # train the decoder only: the encoder (and so every code it gives) stays bit-for-bit what the run
+    # started from (--init-from); a final decoder fine-tune on the reconstruction loss alone
+    freeze_encoder: bool = False
     learning_rate: float = 1e-4
     disc_learning_rate: float = 1e-4
     adam_b1: float = 0.0

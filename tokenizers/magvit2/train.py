@@ -172,7 +172,11 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
     dopt = make_optimizer(cfg, cfg.disc_learning_rate, phase_steps)
     use_gan = cfg.gan_weight > 0
 
+    freeze = cfg.freeze_encoder
+
     def gen_loss(params, dparams, x, step):
+        if freeze:  # no gradient reaches the encoder (XLA drops its backward pass)
+            params = dict(params, encoder=jax.lax.stop_gradient(params["encoder"]))
         recon, z, codes = model.apply({"params": params}, x)
         l1 = jnp.mean(jnp.abs(recon - x))
         l2 = jnp.mean(jnp.square(recon - x))
@@ -206,6 +210,9 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         updates, opt_state = opt.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema = jax.tree_util.tree_map(lambda e, p: cfg.ema_decay * e + (1 - cfg.ema_decay) * p, state["ema"], params)
+        if freeze:  # exactly unchanged (an EMA of a constant can still move by rounding)
+            params = dict(params, encoder=state["params"]["encoder"])
+            ema = dict(ema, encoder=state["ema"]["encoder"])
         new = dict(state, step=step + 1, params=params, ema=ema, opt=opt_state)
         metrics["grad_norm"] = optax.global_norm(grads)
         # batch codebook usage (fraction of codes seen in this batch)
@@ -427,6 +434,8 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     init_params_from = init_weights_from(cfg, init_from) if init_from else None
     mngr = _manager(out_dir)
     latest = mngr.latest_step()
+    if cfg.freeze_encoder and init_from is None and latest is None:
+        raise TrainConfigMismatch("freeze_encoder=true trains the decoder of a trained model: give --init-from")
     write_config(out_dir, cfg, latest)
     if init_params_from is not None and latest is None:
         MagvitTokenizer(cfg, init_params_from).save(f"{out_dir.rstrip('/')}/{INIT_FROM_DIR}")
