@@ -748,3 +748,42 @@ def test_lr_schedule_warmup_constant_then_cosine_decay():
                                                               flat, 0)
     with pytest.raises(ValueError, match="lr_min_ratio"):
         load_magvit_config("tiny", ["lr_min_ratio=1.5"])
+
+
+def test_breakdown_locates_the_error():
+    """psnr_per_frame / psnr_by_group / region on clips with a known error: exact values."""
+    from videopoet.tokenizers.magvit2.evaluate import breakdown
+
+    clips = np.full((2, 3, 8, 8, 3), 100, np.uint8)
+    recon = clips.copy()
+    recon[0, 1, :2] += 10  # clip 0, frame 1, rows 0-1 (a quarter of the frame) off by 10
+    region = np.zeros((2, 3, 8, 8), bool)
+    region[:, :, :2] = True
+    out = breakdown(clips, recon, groups=["plain", "stripes"], region=region)
+    mse_frame = 100.0 / 4
+    exact = 10 * np.log10(255**2 / 1e-10)  # an exact frame: the MSE floor of 1e-10
+    want_frame1 = np.mean([10 * np.log10(255**2 / mse_frame), exact])
+    assert out["psnr_per_frame"][0] == pytest.approx(exact) and out["psnr_per_frame"][1] == pytest.approx(want_frame1)
+    assert out["psnr_by_group"]["plain"]["psnr"] == pytest.approx(10 * np.log10(255**2 / (mse_frame / 3)))
+    assert out["psnr_by_group"]["stripes"] == {"clips": 1, "psnr": pytest.approx(exact)}
+    assert out["region"]["fraction"] == pytest.approx(0.25)
+    inside = 100.0 * (8 * 2) / (2 * 3 * 8 * 2)  # one frame's region of six is off by 10
+    assert out["region"]["psnr_inside"] == pytest.approx(10 * np.log10(255**2 / inside))
+    assert out["region"]["psnr_outside"] == pytest.approx(exact)
+    with pytest.raises(ValueError, match="region mask"):
+        breakdown(clips, recon, region=region[:, :1])
+
+
+def test_synth_breakdown_masks_cover_the_objects():
+    from videopoet.pipelines.synth import render_frames
+    from videopoet.tokenizers.magvit2.data import synth_attrs, synth_breakdown
+
+    patterns, masks = synth_breakdown("heldout", 0, 5, 32, 32, 3, margin=2)
+    attrs = list(synth_attrs("heldout", 0, 5, 32, 32, count=3))
+    assert patterns == [a["background"]["pattern"] for a in attrs] and masks.shape == (3, 5, 32, 32)
+    clips = take(synth_clips("heldout", 0, 5, 32, 32), 3)
+    for a, m, clip in zip(attrs, masks, clips):
+        np.testing.assert_array_equal(render_frames(a), clip)  # the attrs are those of synth_clips
+        touched = np.any(clip != render_frames(dict(a, objects=[])), axis=-1)
+        assert touched.any() and m[touched].all()  # every object pixel is inside
+        assert 1.0 < m.sum() / touched.sum() < 10.0  # grown by the margin, not the whole frame

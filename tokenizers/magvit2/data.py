@@ -60,23 +60,50 @@ def fit_clip(frames: np.ndarray, num_frames: int, height: int, width: int, start
 
 
 # ---------------------------------------------------------------------------------- sources
-def synth_clips(split: str = "train", seed: int = 0, frames: int = 17, height: int = 64, width: int = 64,
-                kind: str = "video", count: int | None = None) -> Iterator[np.ndarray]:
-    """Synthetic-world clips at exactly (frames, height, width), 8 fps; ``kind='image'`` gives stills."""
+def synth_attrs(split: str = "train", seed: int = 0, frames: int = 17, height: int = 64, width: int = 64,
+                kind: str = "video", count: int | None = None) -> Iterator[dict]:
+    """The scene attributes behind :func:`synth_clips` (same arguments, same order)."""
     try:
-        from videopoet.pipelines.synth import load_synth_config, render_frames, sample_attrs, sample_key
+        from videopoet.pipelines.synth import load_synth_config, sample_attrs, sample_key
     except ImportError:
         raise VideoDataError("videopoet.pipelines.synth is not available; give --data GLOB of shards") from None
     scfg = load_synth_config("small", [f"sizes=[[{width},{height}]]", "portrait_fraction=0.0", "fps=8",
                                        f"frames={max(frames, 1)}"])
     i = 0
     while count is None or i < count:
-        attrs = sample_attrs(scfg, seed, split, kind, i, sample_key(split, kind, i))
+        yield sample_attrs(scfg, seed, split, kind, i, sample_key(split, kind, i))
+        i += 1
+
+
+def synth_clips(split: str = "train", seed: int = 0, frames: int = 17, height: int = 64, width: int = 64,
+                kind: str = "video", count: int | None = None) -> Iterator[np.ndarray]:
+    """Synthetic-world clips at exactly (frames, height, width), 8 fps; ``kind='image'`` gives stills."""
+    from videopoet.pipelines.synth import render_frames
+
+    for attrs in synth_attrs(split, seed, frames, height, width, kind, count):
         clip = render_frames(attrs)
         if kind == "image":
             clip = np.repeat(clip[:1], frames, axis=0) if frames > 1 else clip[:1]
         yield clip
-        i += 1
+
+
+def synth_breakdown(split: str, seed: int, frames: int, height: int, width: int, count: int,
+                    margin: int = 3) -> tuple[list[str], np.ndarray]:
+    """For the first ``count`` clips of :func:`synth_clips`: each clip's background pattern, and a bool mask
+    [count, frames, H, W] of the pixels within ``margin`` px of an object (where a tokenizer's error sits)."""
+    from scipy.ndimage import binary_dilation
+
+    from videopoet.pipelines.synth import render_frames
+
+    patterns, masks = [], []
+    for attrs in synth_attrs(split, seed, frames, height, width, count=count):
+        with_objects = render_frames(attrs).astype(np.int16)
+        without = render_frames(dict(attrs, objects=[])).astype(np.int16)
+        touched = np.any(with_objects != without, axis=-1)
+        grow = np.ones((1, 2 * margin + 1, 2 * margin + 1), bool)
+        masks.append(binary_dilation(touched, structure=grow) if margin > 0 else touched)
+        patterns.append(attrs["background"]["pattern"])
+    return patterns, np.stack(masks)
 
 
 def _expand(pattern: str | list[str]) -> list[str]:
