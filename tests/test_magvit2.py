@@ -606,6 +606,9 @@ def test_init_from_with_an_image_phase_continues_the_video_model(tmp_path):
     cut_dir = str(tmp_path / "b")
     cut = train_run(cfg, cut_dir, _tiny_source(), pool_size=4, progress=False, init_from=src_dir, max_seconds=0)
     assert cut["stopped_early"] and cut["step"] == 1
+    # loading it mid-image-phase re-inflates onto the source as the run will: the past taps are the source's
+    mid = magvit2.load(cut_dir).params["encoder"]["down0_res0"]["conv1"]["conv"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(mid)[:-1], k_src[:-1])
     resumed = train_run(cfg, cut_dir, _tiny_source(), pool_size=4, progress=False)
     assert resumed["fingerprint"] == straight["fingerprint"]
 
