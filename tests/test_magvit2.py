@@ -403,7 +403,7 @@ def test_shipped_checkpoint_meets_what_its_readme_claims():
         pytest.skip("no shipped checkpoint")
     m = evaluate(magvit2.default(), take(synth_clips("heldout", 0, 17, 64, 64), 32), h264=False)
     assert m["clips"] == 32 and m["latent_shape"] == [5, 8, 8] and m["bpp"] == pytest.approx(0.046, abs=1e-3)
-    assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 26.0, (m["codebook_usage"], m["psnr"])
+    assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 27.0, (m["codebook_usage"], m["psnr"])
 
 
 # ------------------------------------------------------------------------------------ training
