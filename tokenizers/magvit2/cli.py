@@ -80,10 +80,9 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
     clips = take(resolve_source(args.data, frames, cfg.height, cfg.width, seed=args.seed, split="heldout"), args.clips)
     groups = region = None
     if args.data.startswith("synth"):  # the scenes are known: error by background pattern and near objects
-        from videopoet.tokenizers.magvit2.data import synth_breakdown
+        from videopoet.tokenizers.magvit2.data import synth_breakdown, synth_split
 
-        split = args.data.split(":", 1)[1] if ":" in args.data else "heldout"
-        groups, region = synth_breakdown(split, args.seed, frames, cfg.height, cfg.width, len(clips))
+        groups, region = synth_breakdown(synth_split(args.data, "heldout"), args.seed, frames, cfg.height, cfg.width, len(clips))
     m = evaluate(tok, clips, out_dir=args.out, h264=not args.no_h264, groups=groups, region=region)
     text = (f"{cfg.name} on {m['clips']} clips {m['shape']} -> {m['latent_shape']}: PSNR {m['psnr']:.2f} dB, "
             f"SSIM {m['ssim']:.3f}, codebook usage {m['codebook_usage']:.3f} (perplexity {m['codebook_perplexity']:.1f}), "

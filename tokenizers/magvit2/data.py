@@ -95,12 +95,12 @@ def synth_breakdown(split: str, seed: int, frames: int, height: int, width: int,
 
     from videopoet.pipelines.synth import render_frames
 
+    grow = np.ones((1, 2 * margin + 1, 2 * margin + 1), bool)
     patterns, masks = [], []
     for attrs in synth_attrs(split, seed, frames, height, width, count=count):
         with_objects = render_frames(attrs).astype(np.int16)
         without = render_frames(dict(attrs, objects=[])).astype(np.int16)
         touched = np.any(with_objects != without, axis=-1)
-        grow = np.ones((1, 2 * margin + 1, 2 * margin + 1), bool)
         masks.append(binary_dilation(touched, structure=grow) if margin > 0 else touched)
         patterns.append(attrs["background"]["pattern"])
     return patterns, np.stack(masks)
@@ -205,12 +205,16 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def synth_split(data: str, default: str) -> str:
+    """The split a ``synth[:SPLIT]`` data spec names (``default`` when it names none)."""
+    return data.split(":", 1)[1] if ":" in data else default
+
+
 def resolve_source(data: str, frames: int, height: int, width: int, seed: int = 0, split: str | None = None,
                    kind: str = "video") -> Iterator[np.ndarray]:
     """``synth``, ``synth:train``, ``synth:heldout``, or a glob / dir / URI of shards and media."""
     if data.startswith("synth"):
-        sp = data.split(":", 1)[1] if ":" in data else (split or "train")
-        return synth_clips(sp, seed, frames, height, width, kind=kind)
+        return synth_clips(synth_split(data, split or "train"), seed, frames, height, width, kind=kind)
     return shard_clips(data, frames, height, width)
 
 

@@ -23,9 +23,13 @@ import numpy as np
 from videopoet.tokenizers.magvit2.lfq import codebook_stats
 
 
+def psnr_of_mse(mse) -> float:
+    """PSNR (peak 255) of a mean squared error, floored at 1e-10."""
+    return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+    return psnr_of_mse(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
 
 
 def _luma(x: np.ndarray) -> np.ndarray:
@@ -141,20 +145,16 @@ def save_side_by_side_mp4(orig: np.ndarray, recon: np.ndarray, path: str, fps: i
 
 
 # ------------------------------------------------------------------------------------- driver
-def _psnr_of_mse(mse) -> float:
-    return float(10 * np.log10(255.0**2 / max(float(mse), 1e-10)))
-
-
 def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = None,
               region: np.ndarray | None = None) -> dict:
     """Where the error sits. ``psnr_per_frame``: mean over clips of each frame position's PSNR (a causal
     tokenizer codes frame 0 alone); with ``groups`` (a label per clip) the mean clip PSNR per label; with
     ``region`` (bool [N,T,H,W]) the PSNR of the pooled squared error inside and outside it."""
     se = np.square(clips.astype(np.float64) - recon.astype(np.float64)).mean(axis=-1)  # [N,T,H,W]
-    frame_psnr = np.vectorize(_psnr_of_mse)(se.mean(axis=(2, 3)))  # [N,T]
+    frame_psnr = np.vectorize(psnr_of_mse)(se.mean(axis=(2, 3)))  # [N,T]
     out: dict = {"psnr_per_frame": [float(x) for x in frame_psnr.mean(axis=0)]}
     if groups is not None:
-        clip_psnr = [psnr(c, r) for c, r in zip(clips, recon)]
+        clip_psnr = [psnr_of_mse(m) for m in se.mean(axis=(1, 2, 3))]  # = psnr(clip, recon) per clip
         out["psnr_by_group"] = {g: {"clips": int(sum(1 for x in groups if x == g)),
                                     "psnr": float(np.mean([p for p, x in zip(clip_psnr, groups) if x == g]))}
                                 for g in sorted(set(groups))}
@@ -164,8 +164,8 @@ def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = N
             raise ValueError(f"region mask {region.shape} does not match the clips {se.shape}")
         out["region"] = {
             "fraction": float(region.mean()),
-            "psnr_inside": _psnr_of_mse(se[region].mean()) if region.any() else None,
-            "psnr_outside": _psnr_of_mse(se[~region].mean()) if (~region).any() else None,
+            "psnr_inside": psnr_of_mse(se[region].mean()) if region.any() else None,
+            "psnr_outside": psnr_of_mse(se[~region].mean()) if (~region).any() else None,
         }
     return out
 

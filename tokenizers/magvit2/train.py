@@ -283,7 +283,7 @@ def restore_latest_params(run_dir: str, cfg: MagvitConfig):
         raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no steps")
     ema = restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
     if phase_of(cfg, step) == "image":
-        ema = to_video_params(run_dir, cfg, ema)
+        ema = to_video_params(cfg, ema, init_source_params(run_dir))
     return ema
 
 
@@ -302,14 +302,14 @@ def init_source_params(run_dir: str):
     return load_dir(f"{run_dir.rstrip('/')}/{INIT_FROM_DIR}").params
 
 
-def to_video_params(run_dir: str, cfg: MagvitConfig, image_params):
+def to_video_params(cfg: MagvitConfig, image_params, src=None):
     """Image-phase params -> the causal video model the run's video phase starts from.
 
-    A run started from a video model (``--init-from`` with ``image_steps > 0``) keeps that model's temporal
-    taps and adds what the image phase learnt (:func:`~.model.reinflate_params`); a run from scratch
-    inflates (:func:`~.model.inflate_params`). Either way the result computes exactly what the image
-    model computes on 1-frame clips."""
-    src = init_source_params(run_dir)
+    A run started from a video model ``src`` (``--init-from`` with ``image_steps > 0``: its
+    :func:`init_source_params`) keeps that model's temporal taps and adds what the image phase learnt
+    (:func:`~.model.reinflate_params`); a run from scratch (``src`` None) inflates
+    (:func:`~.model.inflate_params`). Either way the result computes exactly what the image model
+    computes on 1-frame clips."""
     if src is not None:
         return reinflate_params(image_params, src)
     return inflate_params(image_params, param_spec(arch_config(cfg)), cfg)
@@ -496,8 +496,9 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
                 log(json.dumps(rec))
         if phase == "image" and step == cfg.image_steps:
             # inflate the image model into the causal video model; fresh optimizer moments
-            params = to_video_params(out_dir, cfg, state["params"])
-            ema = to_video_params(out_dir, cfg, state["ema"])
+            src = init_source_params(out_dir)
+            params = to_video_params(cfg, state["params"], src)
+            ema = to_video_params(cfg, state["ema"], src)
             disc = None
             if cfg.gan_weight > 0:
                 disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))
