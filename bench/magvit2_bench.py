@@ -1,6 +1,11 @@
 """MAGVIT-v2 benchmark: encode / decode clips/s per preset, achieved FLOP/s against a plain matmul.
 
     python bench/magvit2_bench.py [--presets tiny,small,paper] [--reps N] [--json] [--dtype float32|bfloat16]
+                                  [--batch N] [--matmul-n N] [--peak-tflops T]
+
+On a GPU (``bench/magvit2_gpu.py`` runs it so): ``--dtype bfloat16 --batch 8 --matmul-n 8192
+--peak-tflops 989`` adds ``encode_vs_peak`` (achieved FLOP/s over the chip's dense bf16 peak) and
+``matmul_vs_peak`` (what a plain bf16 matmul reaches of it, the ceiling in practice).
 
 For each preset (in its own child process, so each reports its own peak RSS):
 
@@ -64,19 +69,20 @@ def _flops(compiled) -> float:
     return float(ca.get("flops", 0.0)) if ca else 0.0
 
 
-def matmul_flops(n: int = 2048, reps: int = 5) -> dict:
+def matmul_flops(n: int = 2048, reps: int = 5, dtype: str = "float32") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32)).astype(dtype)
     f = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
     sec = _time(lambda: f(a, a), reps)
     return {"n": n, "seconds": sec, "flops": 2.0 * n**3, "flop_per_s": 2.0 * n**3 / sec,
             "xla_flops": _flops(f)}
 
 
-def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
+def child(preset: str, reps: int, dtype: str, flops_only: bool = False, batch: int | None = None,
+          matmul_n: int = 2048, peak_tflops: float | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -86,7 +92,7 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
     from videopoet.tokenizers.magvit2.tokenizer import arch_config, param_spec
 
     t0 = time.perf_counter()
-    b = BATCH[preset]
+    b = batch or BATCH[preset]
     cast = jnp.dtype(dtype)
     if flops_only:  # shapes only: nothing is materialised
         cfg = magvit2.load_magvit_config(preset)
@@ -127,7 +133,7 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
             row[f"{name}_gflop_per_clip"] = _flops(fn) / b / 1e9
         row["peak_rss_mb"] = _rss_mb()
         return row
-    mm = matmul_flops()
+    mm = matmul_flops(matmul_n, dtype=dtype)
     for name, fn, args in (("encode", enc_c, (params, video)), ("decode", dec_c, (params, codes))):
         sec = _time(lambda fn=fn, args=args: fn(*args), reps)
         fl = _flops(fn)
@@ -136,7 +142,13 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False) -> dict:
         row[f"{name}_gflop_per_clip"] = fl / b / 1e9
         row[f"{name}_flop_per_s"] = fl / sec
         row[f"{name}_vs_matmul"] = (fl / sec) / mm["flop_per_s"]
-    mm2 = matmul_flops()  # again after the model: the machine's load may have changed meanwhile
+        if peak_tflops:
+            row[f"{name}_vs_peak"] = (fl / sec) / (peak_tflops * 1e12)
+    mm2 = matmul_flops(matmul_n, dtype=dtype)  # again after the model: the machine's load may have changed
+    row["matmul"] = {"n": matmul_n, "dtype": dtype}
+    if peak_tflops:
+        row["peak_tflops"] = peak_tflops
+        row["matmul_vs_peak"] = max(mm["flop_per_s"], mm2["flop_per_s"]) / (peak_tflops * 1e12)
     row["matmul_gflop_per_s"] = [mm["flop_per_s"] / 1e9, mm2["flop_per_s"] / 1e9]
     row["peak_rss_mb"] = _rss_mb()
     row["devices"] = [str(d) for d in jax.devices()][:1]
@@ -186,6 +198,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed calls per function (default per preset)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--batch", type=int, default=None, help="clips per call (default per preset: tiny 8, small 4, "
+                    "paper 1; a GPU wants more)")
+    ap.add_argument("--matmul-n", type=int, default=2048, help="side of the baseline matmul, in --dtype (a GPU wants 8192)")
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the accelerator's dense peak in --dtype (H200/H100 SXM bf16: 989): adds *_vs_peak")
     ap.add_argument("--flops-only", action="store_true", help="compile and count FLOPs, do not time")
     ap.add_argument("--conv", action="store_true", help="per-tap 2D vs lax 3D causal conv, layer by layer")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -203,7 +220,8 @@ def main(argv=None) -> int:
                   f"{r['fwd_ratio']:.1f} | {r['lax3d_fwdbwd_ms']:.1f} | {r['taps_fwdbwd_ms']:.1f} | {r['fwdbwd_ratio']:.1f} |")
         return 0
     if args.child:
-        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype, args.flops_only)))
+        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype, args.flops_only, args.batch,
+                               args.matmul_n, args.peak_tflops)))
         return 0
     rows = []
     for preset in args.presets.split(","):
@@ -212,6 +230,11 @@ def main(argv=None) -> int:
             cmd += ["--reps", str(args.reps)]
         if args.flops_only:
             cmd += ["--flops-only"]
+        if args.batch:
+            cmd += ["--batch", str(args.batch)]
+        cmd += ["--matmul-n", str(args.matmul_n)]
+        if args.peak_tflops:
+            cmd += ["--peak-tflops", str(args.peak_tflops)]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:

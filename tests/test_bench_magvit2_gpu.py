@@ -1,0 +1,69 @@
+"""The device scripts of bench/: the MAGVIT-v2 bench's GPU flags and the one-call GPU train/eval driver,
+run here on the CPU with tiny budgets (a lent GPU runs them for real)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from videopoet.tokenizers import magvit2
+from videopoet.tokenizers.magvit2.tokenizer import arch_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def test_bench_batch_matmul_and_peak_flags():
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "magvit2_bench.py"), "--child", "tiny", "--reps", "1",
+         "--batch", "3", "--matmul-n", "256", "--peak-tflops", "0.5"],
+        capture_output=True, text=True, env=ENV, timeout=300, check=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    assert row["batch"] == 3 and row["matmul"] == {"n": 256, "dtype": "float32"}
+    for name in ("encode", "decode"):
+        assert row[f"{name}_vs_peak"] == pytest.approx(row[f"{name}_flop_per_s"] / 0.5e12)
+        assert row[f"{name}_clips_per_s"] == pytest.approx(3 / row[f"{name}_s_per_batch"])
+    assert row["matmul_vs_peak"] == pytest.approx(max(row["matmul_gflop_per_s"]) * 1e9 / 0.5e12)
+
+
+@pytest.mark.slow
+def test_gpu_driver_trains_evaluates_and_exports_on_cpu(tmp_path):
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out), "--minutes", "0.25",
+         "--first-leg-seconds", "10", "--skip-bench", "--eval-clips", "4",
+         "batch_size=1", "train_frames=5", "pool_clips=4", "log_every=1", "warmup_steps=1"],
+        capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["eval.json", "loss_curve.png", "metrics.jsonl", "recon_grid.png", "small/config.yaml",
+                     "small/model.safetensors", "summary.json"]  # <= 8 files: what the device tool returns
+    summary = json.loads((out / "summary.json").read_text())
+    train = summary["train"]
+    assert train["step"] == train["total_steps"] > train["leg1_steps"] >= 4 and not train["stopped_early"]
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == list(range(1, train["step"] + 1))  # one log per step, none lost on resume
+    assert recs[-1]["lr"] < 0.5 * 2e-4 < recs[train["leg1_steps"] - 1]["lr"] * 1.01  # the tail set at resume ran
+    # the export is the shipped network, continued: same architecture, loads, and its eval is what eval.json says
+    shipped, tok = magvit2.default(), magvit2.load(str(out / "small"))
+    assert arch_config(tok.config) == arch_config(shipped.config) and tok.fingerprint != shipped.fingerprint
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["clips"] == 4 and summary["eval"]["psnr"] == ev["psnr"] > 20.0
+
+
+def test_seconds_per_step_ignores_compilation_and_leg_clocks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("magvit2_gpu", os.path.join(REPO, "bench", "magvit2_gpu.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # leg 1: compile 30 s, then 2 s/step; leg 2 (clock from 0, compile again 25 s) at 2 s/step; one 9 s hiccup
+    recs = [{"step": 1, "time": 32.0}, {"step": 2, "time": 34.0}, {"step": 3, "time": 36.0},
+            {"step": 4, "time": 27.0}, {"step": 5, "time": 29.0}, {"step": 7, "time": 33.0}, {"step": 8, "time": 42.0}]
+    assert mod.seconds_per_step(recs, [0, 3]) == 2.0
+    with pytest.raises(RuntimeError, match="too few"):
+        mod.seconds_per_step(recs[:1], [0])
