@@ -1,6 +1,6 @@
 """MAGVIT-v2 on a lent GPU in one bounded call: the bf16 ``paper`` figure, then a GPU training run.
 
-    python3 bench/magvit2_gpu.py --out "$OUT" [--minutes 5] [--skip-bench] [key=value ...]
+    python3 bench/magvit2_gpu.py [--out DIR (default $OUT)] [--minutes 4] [--skip-bench] [key=value ...]
 
 Made for the device tool (one H100/H200, 10 minutes a command, nothing installable there): it runs
 from the checkout without installing the package (``videopoet.<folder>`` is mapped onto the repo's
@@ -183,8 +183,8 @@ def evaluate_run(out: str, run_dir: str, clips: int = 32) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT"), help="where the results go (default $OUT)")
-    ap.add_argument("--minutes", type=float, default=4.5,
-                    help="training budget in minutes (default 4.5: with the bench and the eval the call stays "
+    ap.add_argument("--minutes", type=float, default=4.0,
+                    help="training budget in minutes (default 4: with the bench, the pool and the eval the call stays "
                          "inside the device tool's 10-minute command limit)")
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--first-leg-seconds", type=float, default=60.0,

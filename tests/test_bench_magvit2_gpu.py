@@ -20,10 +20,10 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 def test_bench_batch_matmul_and_peak_flags():
     out = subprocess.run(
         [sys.executable, os.path.join(REPO, "bench", "magvit2_bench.py"), "--child", "tiny", "--reps", "1",
-         "--batch", "3", "--matmul-n", "256", "--peak-tflops", "0.5"],
+         "--batch", "3", "--matmul-n", "256", "--peak-tflops", "0.5", "--dtype", "bfloat16"],
         capture_output=True, text=True, env=ENV, timeout=300, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    assert row["batch"] == 3 and row["matmul"] == {"n": 256, "dtype": "float32"}
+    assert row["batch"] == 3 and row["matmul"] == {"n": 256, "dtype": "bfloat16"} and row["dtype"] == "bfloat16"
     for name in ("encode", "decode"):
         assert row[f"{name}_vs_peak"] == pytest.approx(row[f"{name}_flop_per_s"] / 0.5e12)
         assert row[f"{name}_clips_per_s"] == pytest.approx(3 / row[f"{name}_s_per_batch"])

@@ -109,6 +109,20 @@ def test_encode_decode_dtypes_and_shapes(tiny, clips):
     assert tiny.encode(np.zeros((1, 13, 32, 48, 3), np.uint8)).shape == (1, 4, 4, 6)
 
 
+def test_bfloat16_weights_run_the_model_in_bfloat16(tiny, clips):
+    """bf16 weights (the GPU bench's model): every conv computes in bf16, the codes mostly agree with fp32."""
+    model = MagvitVQ(arch_config(tiny.config))
+    p16 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.bfloat16), tiny.params)
+    x = jnp.asarray(clips, jnp.float32) / 127.5 - 1.0
+    z = model.apply({"params": p16}, x.astype(jnp.bfloat16), method=MagvitVQ.encode_latent)
+    codes = model.apply({"params": p16}, x.astype(jnp.bfloat16), method=MagvitVQ.encode)
+    y = model.apply({"params": p16}, codes, method=MagvitVQ.decode)
+    assert z.dtype == jnp.bfloat16 and y.dtype == jnp.bfloat16 and y.shape == clips.shape
+    assert float(jnp.mean(codes == tiny.encode(clips))) > 0.8
+    y32 = model.apply({"params": tiny.params}, codes, method=MagvitVQ.decode)
+    assert y32.dtype == jnp.float32 and float(jnp.max(jnp.abs(y32 - y.astype(jnp.float32)))) < 0.1
+
+
 def test_causal_first_frame_and_image_is_one_frame_video(tiny, clips):
     v = clips[:2]
     codes = tiny.encode(v)

@@ -72,6 +72,7 @@ class TapConv3d(nn.Module):
         c = x.shape[-1]
         w = self.param("kernel", self.kernel_init, (kt, kh, kw, c, self.features))
         b = self.param("bias", nn.initializers.zeros, (self.features,))
+        x = x.astype(w.dtype)  # computes in the weights' dtype (bf16 weights: a bf16 model; float32: a no-op)
         bsz, t = x.shape[0], x.shape[1]
         t_out = (t - kt) // st + 1
         if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
