@@ -19,7 +19,7 @@ numpy, Pillow, PyYAML, msgpack, fsspec, safetensors, tqdm and matplotlib.
 3. **eval** of the EMA weights on the 32 held-out clips the CPU README uses (no H.264 there: PyAV is
    not on that machine; rerun ``videopoet tokenizer eval`` here on the returned model for it) ->
    ``eval.json``, ``recon_grid.png``.
-4. **export**: ``small/config.yaml`` + ``small/model.safetensors`` (float16, ~8 MB: ship it with
+4. **export**: ``model/config.yaml`` + ``model/model.safetensors`` (float16, ~8 MB: ship it with
    ``cp`` into ``tokenizers/magvit2/assets/small`` once the CPU eval confirms it), ``metrics.jsonl``,
    ``loss_curve.png``.
 
@@ -115,7 +115,8 @@ def seconds_per_step(recs: list[dict], leg_starts: list[int]) -> float:
     return gaps[len(gaps) // 2]
 
 
-def train(out: str, minutes: float, overrides: list[str], init_from: str, first_leg_s: float = 60.0) -> dict:
+def train(out: str, minutes: float, overrides: list[str], init_from: str, first_leg_s: float = 60.0,
+          config: str = "small") -> dict:
     from videopoet.tokenizers.magvit2.config import load_magvit_config
     from videopoet.tokenizers.magvit2.data import resolve_source, take
     from videopoet.tokenizers.magvit2.train import train_run
@@ -125,7 +126,7 @@ def train(out: str, minutes: float, overrides: list[str], init_from: str, first_
     budget = minutes * 60.0
     first = max(budget / 4.0, first_leg_s)
     big = ["steps=1000000", "lr_decay_steps=0"]
-    cfg = load_magvit_config("small", list(RECIPE) + list(overrides) + big)
+    cfg = load_magvit_config(config, list(RECIPE) + list(overrides) + big)
     t0 = time.time()
     pool = take(resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed), cfg.pool_clips)
     log(f"pool of {len(pool)} synthetic train clips rendered in {time.time() - t0:.0f} s (once for every leg)")
@@ -151,7 +152,7 @@ def train(out: str, minutes: float, overrides: list[str], init_from: str, first_
     tail = max(int(0.4 * total), 1)
     tail = min(tail, more)  # the tail starts after the steps already taken
     log(f"leg 1: {done} steps, {sec:.3f} s/step; leg 2: to step {total} with the lr tail over the last {tail}")
-    cfg2 = load_magvit_config("small", list(RECIPE) + list(overrides) + [f"steps={total}", f"lr_decay_steps={tail}"])
+    cfg2 = load_magvit_config(config, list(RECIPE) + list(overrides) + [f"steps={total}", f"lr_decay_steps={tail}"])
     summary = train_run(cfg2, run_dir, source, progress=False, max_seconds=left + 120)
     summary.update(seconds_per_step=sec, leg1_steps=done, wall_s=round(time.time() - t0, 1))
     for name in ("metrics.jsonl", "loss_curve.png"):
@@ -174,7 +175,7 @@ def evaluate_run(out: str, run_dir: str, clips: int = 32) -> dict:
     save_grid(data, tok.decode(tok.encode(data[:4])), os.path.join(out, "recon_grid.png"))
     with open(os.path.join(out, "eval.json"), "w") as f:
         json.dump(m, f, indent=2)
-    tok.save(os.path.join(out, "small"), dtype="float16")
+    tok.save(os.path.join(out, "model"), dtype="float16")
     log(f"eval on {m['clips']} held-out clips: PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, "
         f"codes used {m['codebook_usage']:.3f}; fingerprint {tok.fingerprint[:16]}")
     return {k: m[k] for k in ("psnr", "psnr_median", "ssim", "codebook_usage", "codebook_perplexity", "bpp")}
@@ -192,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init-from", default=os.path.join(REPO, "tokenizers", "magvit2", "assets", "small"),
                     help="model to continue (default: the shipped small checkpoint)")
     ap.add_argument("--eval-clips", type=int, default=32, help="held-out clips to evaluate (default 32, as the README)")
+    ap.add_argument("--config", default="small",
+                    help="preset or YAML of the run (default small; --init-from must have its architecture)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     args = ap.parse_args(argv)
     if not args.out:
@@ -202,11 +205,12 @@ def main(argv=None) -> int:
 
     devices = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     log(f"jax {jax.__version__} on {devices}")
-    summary: dict = {"devices": devices, "jax": jax.__version__, "recipe": list(RECIPE) + args.overrides}
+    summary: dict = {"devices": devices, "jax": jax.__version__, "config": args.config,
+                     "recipe": list(RECIPE) + args.overrides}
     if not args.skip_bench:
         summary["bench"] = run_bench(args.out)
     if args.minutes > 0:
-        t = train(args.out, args.minutes, args.overrides, args.init_from, args.first_leg_seconds)
+        t = train(args.out, args.minutes, args.overrides, args.init_from, args.first_leg_seconds, args.config)
         summary["train"] = {k: v for k, v in t.items() if k != "run_dir"}
         summary["eval"] = evaluate_run(args.out, t["run_dir"], args.eval_clips)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
