@@ -13,7 +13,7 @@ numpy, Pillow, PyYAML, msgpack, fsspec, safetensors, tqdm and matplotlib.
    same process).
 2. **train**: continues the shipped ``small`` checkpoint (``--init-from``) on the synthetic world
    with GPU-sized batches for ``--minutes`` of training: a first leg (a quarter of the budget, at least ``--first-leg-seconds``) measures
-   the step rate (compile included), then the run is resumed with a total step count that fills the
+   the step rate (compilation left out), then the run is resumed with a total step count that fills the
    budget and a cosine learning-rate tail over its last 40% (resume may set both: ``steps``,
    ``lr_decay_steps``). ``key=value`` overrides change the recipe (``RECIPE`` below).
 3. **eval** of the EMA weights on the 32 held-out clips the CPU README uses (no H.264 there: PyAV is
@@ -24,8 +24,8 @@ numpy, Pillow, PyYAML, msgpack, fsspec, safetensors, tqdm and matplotlib.
    ``loss_curve.png``.
 
 At most 8 files come back from the device's ``$OUT``; this writes exactly those 7 plus ``summary.json``.
-The same script runs on a CPU with a tiny budget and batch (``tests/test_magvit2.py`` runs it so, in an
-environment with only the packages above).
+The same script runs on a CPU with a tiny budget and batch (``tests/test_bench_magvit2_gpu.py`` runs it so;
+it was also run so in an environment with only the packages above).
 """
 
 from __future__ import annotations
@@ -90,16 +90,12 @@ def run_bench(out: str) -> dict:
     return {"rows": rows, "seconds": round(time.time() - t0, 1)}
 
 
-def logged_steps(run_dir: str) -> int:
+def read_metrics(run_dir: str) -> list[dict]:
+    """The run's logged records (none yet: empty)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
-        return 0
+        return []
     with open(path) as f:
-        return sum(1 for line in f if line.strip())
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -140,9 +136,10 @@ def train(out: str, minutes: float, overrides: list[str], init_from: str, first_
     train_run(cfg, run_dir, source, progress=False, max_seconds=first, init_from=init_from)
     leg_starts = [0]
     for _ in range(3):  # compilation can eat the first leg: time a few more steps (the run resumes)
-        if logged_steps(run_dir) >= 4:
+        logged = len(read_metrics(run_dir))
+        if logged >= 4:
             break
-        leg_starts.append(logged_steps(run_dir))
+        leg_starts.append(logged)
         train_run(cfg, run_dir, source, progress=False, max_seconds=first_leg_s / 2)
     recs = read_metrics(run_dir)
     done, sec = int(recs[-1]["step"]), seconds_per_step(recs, leg_starts)
@@ -190,8 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--first-leg-seconds", type=float, default=60.0,
                     help="least length of the first (step-timing) leg: it must outlast compilation (default 60)")
-    ap.add_argument("--init-from", default=os.path.join(REPO, "tokenizers", "magvit2", "assets", "small"),
-                    help="model to continue (default: the shipped small checkpoint)")
+    ap.add_argument("--init-from", default=None, help="model to continue (default: the shipped small checkpoint)")
     ap.add_argument("--eval-clips", type=int, default=32, help="held-out clips to evaluate (default 32, as the README)")
     ap.add_argument("--config", default="small",
                     help="preset or YAML of the run (default small; --init-from must have its architecture)")
@@ -203,6 +199,10 @@ def main(argv=None) -> int:
     ensure_importable()
     import jax
 
+    from videopoet.tokenizers.magvit2.tokenizer import ASSETS
+
+    init_from = args.init_from or os.path.join(ASSETS, "small")
+
     devices = [f"{d.platform}:{d.device_kind}" for d in jax.devices()]
     log(f"jax {jax.__version__} on {devices}")
     summary: dict = {"devices": devices, "jax": jax.__version__, "config": args.config,
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     if not args.skip_bench:
         summary["bench"] = run_bench(args.out)
     if args.minutes > 0:
-        t = train(args.out, args.minutes, args.overrides, args.init_from, args.first_leg_seconds, args.config)
+        t = train(args.out, args.minutes, args.overrides, init_from, args.first_leg_seconds, args.config)
         summary["train"] = {k: v for k, v in t.items() if k != "run_dir"}
         summary["eval"] = evaluate_run(args.out, t["run_dir"], args.eval_clips)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
