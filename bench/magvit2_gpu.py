@@ -24,8 +24,12 @@ numpy, Pillow, PyYAML, msgpack, fsspec, safetensors, tqdm and matplotlib.
    ``loss_curve.png``.
 
 At most 8 files come back from the device's ``$OUT``; this writes exactly those 7 plus ``summary.json``.
-The same script runs on a CPU with a tiny budget and batch (``tests/test_bench_magvit2_gpu.py`` runs it so;
-it was also run so in an environment with only the packages above).
+The same script runs on a CPU with a tiny budget and batch and ``--allow-cpu``
+(``tests/test_bench_magvit2_gpu.py`` runs it so). It was also run so, bench included, in a Python 3.12
+environment with only the packages above at the device image's versions (jax 0.11.2, flax 0.12.12,
+orbax-checkpoint 0.12.8, numpy 2.5; 2026-12-02). Without ``--allow-cpu`` a jax that finds no GPU stops
+at once (exit 3, ``summary.json`` says why) instead of spending device minutes on its CPU; a bench
+that overruns its 5 minutes is recorded as an error and the training still runs.
 """
 
 from __future__ import annotations
@@ -76,7 +80,11 @@ def run_bench(out: str) -> dict:
            "--dtype", "bfloat16", "--batch", "8", "--matmul-n", "8192", "--peak-tflops", str(PEAK_BF16_TFLOPS),
            "--json"]
     t0 = time.time()
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    try:  # a bench that overruns costs its 5 minutes, never the training leg that follows
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        log("bench timed out after 300 s")
+        return {"error": "timeout after 300 s"}
     if res.returncode:
         log(f"bench failed (rc {res.returncode}): {res.stderr[-1500:]}")
         return {"error": res.stderr[-1500:]}
@@ -191,6 +199,8 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-clips", type=int, default=32, help="held-out clips to evaluate (default 32, as the README)")
     ap.add_argument("--config", default="small",
                     help="preset or YAML of the run (default small; --init-from must have its architecture)")
+    ap.add_argument("--allow-cpu", action="store_true",
+                    help="run without a GPU (the CPU test); otherwise a jax without its GPU plugin stops at once")
     ap.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     args = ap.parse_args(argv)
     if not args.out:
@@ -207,6 +217,12 @@ def main(argv=None) -> int:
     log(f"jax {jax.__version__} on {devices}")
     summary: dict = {"devices": devices, "jax": jax.__version__, "config": args.config,
                      "recipe": list(RECIPE) + args.overrides}
+    if jax.default_backend() != "gpu" and not args.allow_cpu:  # minutes of device time on a CPU are wasted
+        summary["error"] = f"no GPU: jax runs on {jax.default_backend()} (pass --allow-cpu to run anyway)"
+        log(summary["error"])
+        with open(os.path.join(args.out, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        return 3
     if not args.skip_bench:
         summary["bench"] = run_bench(args.out)
     if args.minutes > 0:

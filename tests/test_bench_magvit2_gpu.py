@@ -37,7 +37,7 @@ def test_gpu_driver_trains_evaluates_and_exports_on_cpu(tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(
         [sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out), "--minutes", "0.2",
-         "--first-leg-seconds", "8", "--skip-bench", "--eval-clips", "4", "--config", "tiny", "--init-from", str(src),
+         "--first-leg-seconds", "8", "--skip-bench", "--allow-cpu", "--eval-clips", "4", "--config", "tiny", "--init-from", str(src),
          "batch_size=2", "pool_clips=8", "log_every=1", "warmup_steps=1"],
         capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
@@ -70,3 +70,13 @@ def test_seconds_per_step_ignores_compilation_and_leg_clocks():
     assert mod.seconds_per_step(recs, [0, 3]) == 2.0
     with pytest.raises(RuntimeError, match="too few"):
         mod.seconds_per_step(recs[:1], [0])
+
+
+def test_gpu_driver_stops_at_once_without_a_gpu(tmp_path):
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out)],
+                         capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path)
+    assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["error"].startswith("no GPU: jax runs on cpu") and "train" not in summary
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # nothing trained, nothing benched

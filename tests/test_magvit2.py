@@ -679,13 +679,6 @@ def test_image_phase_can_be_lengthened_on_resume_but_not_after_inflation(tmp_pat
         train_run(_run_cfg("image_steps=2", "steps=2"), out, _tiny_source(), pool_size=4, progress=False)
 
 
-def test_perceptual_loss_is_refused_clearly(tmp_path):
-    from videopoet.tokenizers.magvit2.train import UnsupportedLoss, train_run
-
-    with pytest.raises(UnsupportedLoss, match="perceptual"):
-        train_run(load_magvit_config("tiny", ["perceptual_weight=0.1"]), str(tmp_path / "p"), progress=False)
-
-
 @pytest.mark.slow
 def test_training_with_gan_and_lecam_runs(clips):
     from videopoet.tokenizers.magvit2.train import init_state, make_train_step

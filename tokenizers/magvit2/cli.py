@@ -29,7 +29,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", type=int, default=None,
                    help="clips held in memory and sampled into batches (overrides 'pool_clips', default 256)")
     p.add_argument("--max-minutes", type=float, default=None, help="checkpoint and stop after this long")
-    p.add_argument("--perceptual-weights", default=None, help="perceptual-loss network weights (not supported yet)")
+    p.add_argument("--perceptual-weights", default=None, metavar="SAFETENSORS[,SAFETENSORS]",
+                   help="turn on the perceptual loss with these VGG-16 weights (torchvision names; LPIPS heads "
+                        "optional): sets perceptual_checkpoint, and perceptual_weight=0.1 unless the config sets one")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     p.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. batch_size=8 gan_weight=0.1)")
 
@@ -37,11 +39,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     from videopoet.tokenizers.magvit2.config import load_magvit_config
     from videopoet.tokenizers.magvit2.data import resolve_source
-    from videopoet.tokenizers.magvit2.train import UnsupportedLoss, train_run
+    from videopoet.tokenizers.magvit2.train import train_run
 
-    if args.perceptual_weights:
-        raise UnsupportedLoss("--perceptual-weights: the perceptual loss is not supported yet")
     overrides = list(args.overrides)
+    if args.perceptual_weights:
+        overrides.insert(0, f"perceptual_checkpoint={args.perceptual_weights}")
+        if load_magvit_config(args.config, overrides).perceptual_weight <= 0:
+            overrides.insert(0, "perceptual_weight=0.1")
     if args.steps is not None:
         overrides.append(f"steps={args.steps}")
     if args.image_steps is not None:

@@ -61,7 +61,10 @@ class MagvitConfig:
     lecam_weight: float = 0.05
     lecam_ema: float = 0.999
     disc_channels: int = 32
-    perceptual_weight: float = 0.0  # needs user-supplied weights (not supported yet)
+    perceptual_weight: float = 0.0  # LPIPS-style VGG-16 distance (see .perceptual); needs perceptual_checkpoint
+    # the user's VGG-16 weights: safetensors path(s) / URI(s), comma-separated (trunk [+ LPIPS heads])
+    perceptual_checkpoint: str = ""
+    perceptual_frames: int = 0  # frames per clip the perceptual term scores (random each step); 0 = all
 
     # ---- optimisation
     # train the decoder only: the encoder (and so every code it gives) stays bit-for-bit what the run
@@ -140,6 +143,11 @@ class MagvitConfig:
                      "codebook_entropy_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.perceptual_weight > 0 and not self.perceptual_checkpoint.strip():
+            raise ValueError("perceptual_weight > 0 needs perceptual_checkpoint (a safetensors file of VGG-16 "
+                             "weights, torchvision names; see tokenizers/magvit2/perceptual.py)")
+        if self.perceptual_frames < 0:
+            raise ValueError(f"perceptual_frames must be >= 0, got {self.perceptual_frames}")
         if self.entropy_temperature <= 0:
             raise ValueError("entropy_temperature must be > 0")
         for name in ("adam_b1", "adam_b2", "ema_decay", "lecam_ema"):

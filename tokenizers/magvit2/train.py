@@ -4,9 +4,11 @@ Generator loss: ``l1 * |x - x'| + l2 * (x - x')^2 + w_ent(step) * (H_sample - ga
 + commitment * ||z - sg(q)||^2`` and, with ``gan_weight > 0`` (from ``gan_start_step``), a
 non-saturating adversarial term from a small 3D discriminator trained with LeCam regularization
 (``||D(x) - ema(D(fake))||^2 + ||D(fake) - ema(D(real))||^2``). The entropy weight anneals linearly
-from ``entropy_weight_start`` to ``entropy_weight`` over ``entropy_anneal_steps``. A perceptual
-loss needs user-supplied network weights and is not supported yet (``perceptual_weight > 0`` is
-refused with a clear error). Optimizer: Adam b=(adam_b1, adam_b2) (paper (0, 0.99)), linear
+from ``entropy_weight_start`` to ``entropy_weight`` over ``entropy_anneal_steps``. With
+``perceptual_weight > 0`` an LPIPS-style distance over the user's VGG-16 weights
+(``perceptual_checkpoint``, see :mod:`.perceptual`) is added, on every frame or on
+``perceptual_frames`` random frames per clip; the VGG weights are a frozen input of the step, recorded
+by sha256 in ``OUT/perceptual.json``. Optimizer: Adam b=(adam_b1, adam_b2) (paper (0, 0.99)), linear
 warm-up, global-norm clipping; an EMA copy of the weights (``ema_decay``) is what gets exported.
 
 Image-first: the first ``image_steps`` train an image model (``temporal_kernel=1``: every kernel
@@ -21,6 +23,7 @@ Run directory layout::
     OUT/model.safetensors      EMA weights of the last step (what ``magvit2.load(OUT)`` prefers)
     OUT/metrics.jsonl          one JSON line per logged step
     OUT/loss_curve.png         the loss curves
+    OUT/perceptual.json        (perceptual loss only) the VGG weights' sha256: a resume must use the same
 
 Resume: a run directory with checkpoints continues from the latest step (same config required);
 batches are a pure function of ``(seed, step)``, so the resumed run sees the same data.
@@ -42,7 +45,7 @@ import optax
 
 from videopoet.schemas.config import dump_yaml, to_dict
 from videopoet.schemas.errors import VideoPoetError
-from videopoet.tokenizers.magvit2 import lfq
+from videopoet.tokenizers.magvit2 import lfq, perceptual
 from videopoet.tokenizers.magvit2.config import MagvitConfig, load_magvit_config
 from videopoet.tokenizers.magvit2.data import ClipPool, resolve_source, take
 from videopoet.tokenizers.magvit2.model import Discriminator, MagvitVQ, deflate_params, inflate_params, reinflate_params
@@ -58,10 +61,6 @@ from videopoet.tokenizers.magvit2.tokenizer import (
 
 class TrainConfigMismatch(VideoPoetError, ValueError):
     """Resuming a run directory with a different config."""
-
-
-class UnsupportedLoss(VideoPoetError, ValueError):
-    """A loss that needs something this build does not have."""
 
 
 def image_config(cfg: MagvitConfig) -> MagvitConfig:
@@ -147,7 +146,8 @@ def _opt_init(cfg: MagvitConfig, which: str):
 # fields the step function never reads (run length, logging, data shapes, init seed): reset in the
 # cache key so runs that differ only in them share one compiled step
 _STEP_FREE_FIELDS = ("name", "height", "width", "frames", "train_frames", "batch_size", "image_batch_size",
-                     "image_steps", "steps", "seed", "log_every", "checkpoint_every")
+                     "image_steps", "steps", "seed", "log_every", "checkpoint_every", "pool_clips",
+                     "image_frames_per_clip", "perceptual_checkpoint")  # the VGG weights are an input of the step
 
 
 def _step_key(cfg: MagvitConfig) -> MagvitConfig:
@@ -155,17 +155,22 @@ def _step_key(cfg: MagvitConfig) -> MagvitConfig:
     return dataclasses.replace(cfg, **{f: getattr(base, f) for f in _STEP_FREE_FIELDS})
 
 
-def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0):
+def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0, perceptual_weights=None):
     """A jitted ``(state, batch_uint8) -> (state, metrics)`` for this config and phase
-    (``phase_steps``: :func:`phase_length`, which the learning-rate schedule needs)."""
-    return _make_train_step(_step_key(cfg), _step_key(phase_cfg), phase_steps)
+    (``phase_steps``: :func:`phase_length`, which the learning-rate schedule needs).
+
+    With ``perceptual_weight > 0``, ``perceptual_weights`` (from :func:`.perceptual.load_weights`) are
+    bound to the step as a frozen input (loaded from ``perceptual_checkpoint`` when not given)."""
+    fn = _make_train_step(_step_key(cfg), _step_key(phase_cfg), phase_steps)
+    if cfg.perceptual_weight <= 0:
+        return fn
+    if perceptual_weights is None:
+        perceptual_weights = perceptual.load_weights(cfg.perceptual_checkpoint)[0]
+    return functools.partial(fn, pweights=perceptual_weights)
 
 
 @functools.lru_cache(maxsize=8)
 def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0):
-    if cfg.perceptual_weight > 0:
-        raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet "
-                              "(set perceptual_weight=0)")
     model = MagvitVQ(arch_config(phase_cfg))
     disc = Discriminator(cfg.disc_channels)
     opt = make_optimizer(cfg, cfg.learning_rate, phase_steps)
@@ -173,8 +178,9 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
     use_gan = cfg.gan_weight > 0
 
     freeze = cfg.freeze_encoder
+    use_perceptual = cfg.perceptual_weight > 0
 
-    def gen_loss(params, dparams, x, step):
+    def gen_loss(params, dparams, x, step, pweights):
         if freeze:  # no gradient reaches the encoder (XLA drops its backward pass)
             params = dict(params, encoder=jax.lax.stop_gradient(params["encoder"]))
         recon, z, codes = model.apply({"params": params}, x)
@@ -186,6 +192,11 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         total = cfg.l1_weight * l1 + cfg.l2_weight * l2 + entropy_weight_at(cfg, step) * ent \
             + cfg.commitment_weight * commit
         metrics = {"l1": l1, "l2": l2, "entropy": ent, "commit": commit, **aux}
+        if use_perceptual:  # frames drawn as a pure function of the step
+            key = jax.random.fold_in(jax.random.PRNGKey(0), step)
+            p_loss = perceptual.video_loss(pweights, x, recon, cfg.perceptual_frames, key)
+            total = total + cfg.perceptual_weight * p_loss
+            metrics["perceptual"] = p_loss
         if use_gan:
             on = (step >= cfg.gan_start_step).astype(jnp.float32)
             g_adv = jnp.mean(jax.nn.softplus(-disc.apply({"params": dparams}, recon)))
@@ -202,11 +213,11 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         reg = jnp.mean(jnp.square(lr_ - lecam[1])) + jnp.mean(jnp.square(lf_ - lecam[0]))
         return adv + cfg.lecam_weight * reg, (jnp.mean(lr_), jnp.mean(lf_), adv)
 
-    def step_fn(state, batch):
+    def step_fn(state, batch, pweights=None):
         x = batch.astype(jnp.float32) / 127.5 - 1.0
         step = state["step"]
         (_, (metrics, recon, codes)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
-            state["params"], state.get("disc"), x, step)
+            state["params"], state.get("disc"), x, step, pweights)
         updates, opt_state = opt.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema = jax.tree_util.tree_map(lambda e, p: cfg.ema_decay * e + (1 - cfg.ema_decay) * p, state["ema"], params)
@@ -322,7 +333,7 @@ def to_video_params(cfg: MagvitConfig, image_params, src=None):
 RUN_LENGTH_FIELDS = ("steps", "log_every", "checkpoint_every", "lr_decay_steps", "lr_min_ratio")
 
 
-def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None) -> None:
+def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None, also_changeable=()) -> None:
     """Write ``cfg`` beside a run, or check it against the config already there (a resume).
 
     A resume may change the RUN_LENGTH_FIELDS, and ``image_steps`` as long as the latest checkpoint
@@ -336,7 +347,7 @@ def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None
     if fs.exists(path):
         old = load_magvit_config(path if "://" not in run_dir else fs.unstrip_protocol(path))
         diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
-        changeable = set(RUN_LENGTH_FIELDS)
+        changeable = set(RUN_LENGTH_FIELDS) | set(also_changeable)
         if (latest_step or 0) < min(cfg.image_steps, old.image_steps):
             changeable.add("image_steps")
         elif cfg.image_steps != old.image_steps:
@@ -352,6 +363,34 @@ def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None
         f.write(dump_yaml(cfg))
 
 
+PERCEPTUAL_FILE = "perceptual.json"
+
+
+def check_perceptual_record(run_dir: str, sha256: str, latest_step: int | None) -> bool:
+    """On a resume, the perceptual network must be the one the run trained with (``OUT/perceptual.json``).
+    Returns True when a record exists and matches: the weights may then have moved (a new path)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    path = f"{root}/{PERCEPTUAL_FILE}"
+    if not fs.exists(path):
+        return False
+    with fs.open(path, "r") as f:
+        rec = json.load(f)
+    if rec.get("sha256") != sha256 and latest_step is not None:
+        raise TrainConfigMismatch(f"{run_dir} trained with other perceptual weights (sha256 {rec.get('sha256', '?')[:16]}..., "
+                                  f"{rec.get('checkpoint')}); perceptual_checkpoint now has sha256 {sha256[:16]}...")
+    return rec.get("sha256") == sha256
+
+
+def write_perceptual_record(run_dir: str, checkpoint: str, sha256: str) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    with fs.open(f"{root}/{PERCEPTUAL_FILE}", "w") as f:
+        json.dump({"checkpoint": checkpoint, "sha256": sha256}, f, indent=1)
+
+
 def plot_losses(history: list[dict], path: str) -> None:
     import matplotlib
 
@@ -362,8 +401,9 @@ def plot_losses(history: list[dict], path: str) -> None:
         return
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key in ("loss", "l1", "l2"):
-        axes[0].plot(steps, [h[key] for h in history], label=key)
+    for key in ("loss", "l1", "l2", "perceptual"):
+        if key in history[-1]:
+            axes[0].plot(steps, [h.get(key, np.nan) for h in history], label=key)
     axes[0].set_yscale("log")
     axes[0].set_title("reconstruction / total")
     axes[1].plot(steps, [h["psnr"] for h in history], label="psnr (train batch)")
@@ -426,8 +466,6 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     video model with the source's temporal taps kept; the source is copied to ``OUT/init_from/`` so a
     resume needs no flag. A run directory that already holds checkpoints resumes instead.
     """
-    if cfg.perceptual_weight > 0:
-        raise UnsupportedLoss("perceptual loss needs user-supplied network weights; not supported yet")
     if pool_size is not None:  # the run's config records the pool it trained from
         cfg = dataclasses.replace(cfg, pool_clips=pool_size)
         cfg.validate()
@@ -436,7 +474,13 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     latest = mngr.latest_step()
     if cfg.freeze_encoder and init_from is None and latest is None:
         raise TrainConfigMismatch("freeze_encoder=true trains the decoder of a trained model: give --init-from")
-    write_config(out_dir, cfg, latest)
+    pweights, same_perceptual = None, False
+    if cfg.perceptual_weight > 0:
+        pweights, psha = perceptual.load_weights(cfg.perceptual_checkpoint)
+        same_perceptual = check_perceptual_record(out_dir, psha, latest)
+    write_config(out_dir, cfg, latest, also_changeable=("perceptual_checkpoint",) if same_perceptual else ())
+    if cfg.perceptual_weight > 0:
+        write_perceptual_record(out_dir, cfg.perceptual_checkpoint, psha)
     if init_params_from is not None and latest is None:
         MagvitTokenizer(cfg, init_params_from).save(f"{out_dir.rstrip('/')}/{INIT_FROM_DIR}")
     if source is None:
@@ -470,7 +514,7 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     while step < total:
         phase = phase_of(cfg, step)
         pcfg = image_config(cfg) if phase == "image" else cfg
-        fn = make_train_step(cfg, pcfg, phase_length(cfg, phase))
+        fn = make_train_step(cfg, pcfg, phase_length(cfg, phase), pweights)
         if phase == "image":
             batch = ipool.batch(step, cfg.image_batch_size)
         else:
