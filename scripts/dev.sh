@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: creates .venv (if missing), installs videopoet with its test
 # extra, then runs what you asked for.
 #   bash scripts/dev.sh quickstart [ARGS]   set-up + `videopoet quickstart`
-#   bash scripts/dev.sh test [PYTEST ARGS]  set-up + the full test suite (what CI runs)
+#   bash scripts/dev.sh test [PYTEST ARGS]  set-up + the full test suite (what CI runs), on parallel workers
 #   bash scripts/dev.sh setup               set-up only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,11 @@ cmd="${1:-test}"; shift || true
 case "$cmd" in
   setup) echo "videopoet installed in .venv (activate with: . .venv/bin/activate)" ;;
   quickstart) exec videopoet quickstart "$@" ;;
-  test) exec pytest "$@" ;;
+  test)
+    # tests run on min(cores, 4) pytest-xdist workers (VIDEOPOET_TEST_WORKERS overrides; 0 = in-process),
+    # spread test by test, except groups that must share a worker (the Ray tests: --dist loadgroup); they
+    # share one XLA compilation cache (tests/conftest.py)
+    workers="${VIDEOPOET_TEST_WORKERS:-$(python -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(min(n or 1, 4))')}"
+    exec pytest -n "$workers" --dist loadgroup "$@" ;;
   *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
 esac

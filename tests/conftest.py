@@ -6,6 +6,24 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# A persistent XLA compilation cache for the whole test session, subprocesses included (the CLI,
+# quickstart, Beam and Ray workers, jax.distributed processes inherit the variables): the same tiny
+# tokenizers and steps are compiled in many processes, and a cache hit skips the compile. Compiled
+# executables are keyed by their HLO, flags and devices, so results are the same with or without it.
+# One fresh directory per run (xdist workers share their controller's); removed when the run ends.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache = tempfile.mkdtemp(prefix="videopoet-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["VIDEOPOET_TEST_CACHE_OWNER"] = str(os.getpid())
+    atexit.register(lambda: os.environ.get("VIDEOPOET_TEST_CACHE_OWNER") == str(os.getpid())
+                    and shutil.rmtree(_cache, ignore_errors=True))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 # The repository root must not be on sys.path: its folders (tokenizers/, schemas/, ...) install as
 # videopoet.<folder>, and a bare `tokenizers/` there would shadow Hugging Face's `tokenizers`
 # package (`python -m pytest` puts the working directory first on sys.path).

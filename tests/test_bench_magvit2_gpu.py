@@ -1,4 +1,4 @@
-"""The device scripts of bench/: the MAGVIT-v2 bench's GPU flags and the one-call GPU train/eval driver,
+"""bench/ scripts for MAGVIT-v2: the bench's GPU flags, the one-call GPU train/eval driver and the perceptual-loss bench,
 run here on the CPU with tiny budgets (a lent GPU runs them for real)."""
 
 from __future__ import annotations
@@ -80,3 +80,15 @@ def test_gpu_driver_stops_at_once_without_a_gpu(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["error"].startswith("no GPU: jax runs on cpu") and "train" not in summary
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # nothing trained, nothing benched
+
+
+def test_perceptual_bench_reports_ratios_to_the_step_without_it():
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "magvit2_perceptual_bench.py"), "--config", "tiny", "--frames", "2",
+         "--reps", "1", "--widths", "4,6,8,8,8", "--json"],
+        capture_output=True, text=True, env=ENV, timeout=600, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r["perceptual_frames"] for r in res["rows"]] == [None, 2] and res["rows"][0]["vs_without"] == 1.0
+    for r in res["rows"]:
+        assert r["step_s"] > 0 and r["vs_without"] == round(r["step_s"] / res["rows"][0]["step_s"], 3)
+    assert res["config"] == "tiny" and res["size"] == [32, 32]

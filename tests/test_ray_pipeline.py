@@ -24,7 +24,9 @@ from videopoet.pipelines.config import load_pipeline_config
 from videopoet.pipelines.testing import done_markers
 from videopoet.schemas import store
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs every Ray test in turn: two local Ray clusters at once confuse Ray's address
+# auto-detection (and two-node clusters on 2 cores time out starting)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 os.environ["RAY_AUTH_MODE"] = "token"  # Ray >= 2.60 clusters want a token (~/.ray/auth_token); read at import
 
 CFG = load_pipeline_config("tiny")
@@ -209,7 +211,8 @@ def test_tokenizer_actor_killed_on_a_two_node_cluster(corpus, beam_reference, cl
     try:
         deadline = time.time() + 240
         while time.time() < deadline and p.poll() is None and killed is None:
-            for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, raise_on_missing_output=False):
+            for a in list_actors(address=cluster["address"], filters=[("state", "=", "ALIVE")], detail=True,
+                                 raise_on_missing_output=False):
                 if "TokenizeWindows" in (a.class_name or "") and a.pid:
                     time.sleep(1.0)  # let it take work first
                     os.kill(a.pid, signal.SIGKILL)
