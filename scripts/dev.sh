@@ -24,9 +24,10 @@ case "$cmd" in
   quickstart) exec videopoet quickstart "$@" ;;
   test)
     # tests run on min(cores, 4) pytest-xdist workers (VIDEOPOET_TEST_WORKERS overrides; 0 = in-process),
-    # spread test by test, except groups that must share a worker (the Ray tests: --dist loadgroup); they
-    # share one XLA compilation cache (tests/conftest.py)
+    # spread file by file (--dist loadfile: a file's tests run in order on one worker, so module fixtures
+    # such as the Ray cluster are set up once and two local Ray clusters never run at once); they share one
+    # XLA compilation cache (tests/conftest.py)
     workers="${VIDEOPOET_TEST_WORKERS:-$(python -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(min(n or 1, 4))')}"
-    exec pytest -n "$workers" --dist loadgroup "$@" ;;
+    exec pytest -n "$workers" --dist loadfile "$@" ;;
   *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
 esac
