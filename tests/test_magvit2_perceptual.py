@@ -217,3 +217,24 @@ def test_cli_perceptual_weights_flag_turns_the_loss_on(vgg_files, tmp_path, caps
                  "--steps", "1", "--perceptual-weights", str(tmp_path / "absent.safetensors")]) == 2
     err = capsys.readouterr().err.strip()
     assert "absent.safetensors" in err and "no such file" in err and "\n" not in err
+
+
+def test_eval_reports_the_perceptual_distance(vgg_files, capsys):
+    from videopoet.cli.main import main
+    from videopoet.tokenizers import magvit2
+    from videopoet.tokenizers.magvit2.data import take
+    from videopoet.tokenizers.magvit2.evaluate import perceptual_distance
+
+    assert main(["tokenizer", "eval", "--kind", "magvit2", "--ckpt", "tiny", "--data", "synth:heldout", "--clips", "2",
+                 "--no-h264", "--perceptual-weights", vgg_files["full"], "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    tok = magvit2.load("tiny")
+    clips = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    recon = tok.decode(tok.encode(clips))
+    weights, sha = pc.load_weights(vgg_files["full"])
+    frames = lambda v: jnp.asarray(v.reshape(-1, 32, 32, 3).astype(np.float32) / 127.5 - 1.0)  # noqa: E731
+    want = float(np.mean(np.asarray(pc.distance(weights, frames(clips), frames(recon)))))
+    assert m["perceptual"]["frames"] == 10 and m["perceptual"]["heads"] and m["perceptual"]["weights_sha256"] == sha
+    assert m["perceptual"]["distance"] == pytest.approx(want, rel=1e-5) and want > 0
+    same = perceptual_distance(vgg_files["trunk"], clips, clips, batch=3)  # batching across clip boundaries
+    assert same["distance"] == pytest.approx(0.0, abs=1e-6) and not same["heads"] and same["frames"] == 10

@@ -71,6 +71,8 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write recon_grid.png, recon.mp4 and metrics.json here")
     p.add_argument("--no-h264", action="store_true", help="skip the H.264 rate-distortion comparison")
+    p.add_argument("--perceptual-weights", default=None, metavar="SAFETENSORS[,SAFETENSORS]",
+                   help="also report the LPIPS-style distance with these VGG-16 weights (as for train)")
 
 
 def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
@@ -87,7 +89,8 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
         from videopoet.tokenizers.magvit2.data import synth_breakdown, synth_split
 
         groups, region = synth_breakdown(synth_split(args.data, "heldout"), args.seed, frames, cfg.height, cfg.width, len(clips))
-    m = evaluate(tok, clips, out_dir=args.out, h264=not args.no_h264, groups=groups, region=region)
+    m = evaluate(tok, clips, out_dir=args.out, h264=not args.no_h264, groups=groups, region=region,
+                 perceptual_weights=args.perceptual_weights)
     text = (f"{cfg.name} on {m['clips']} clips {m['shape']} -> {m['latent_shape']}: PSNR {m['psnr']:.2f} dB, "
             f"SSIM {m['ssim']:.3f}, codebook usage {m['codebook_usage']:.3f} (perplexity {m['codebook_perplexity']:.1f}), "
             f"{m['bpp']:.4f} bpp")
@@ -95,6 +98,9 @@ def eval(args: argparse.Namespace) -> int:  # noqa: A001 - the dispatcher's name
         h = m["h264"]
         text += (f"; H.264 on {h['clips']} clips at {h['bpp']:.4f} bpp (CRF~{h['crf']:.0f}): PSNR {h['psnr']:.2f} dB "
                  f"vs the tokenizer's {h['tokenizer_psnr_same_clips']:.2f} dB at {h['target_bpp']:.4f} bpp")
+    if "perceptual" in m:
+        pm = m["perceptual"]
+        text += f"; {'LPIPS' if pm['heads'] else 'perceptual distance (VGG, no LPIPS heads)'} {pm['distance']:.4f}"
     pf = m["psnr_per_frame"]
     if len(pf) > 1:
         text += f"\n  per frame: first {pf[0]:.2f} dB, the others {min(pf[1:]):.2f}-{max(pf[1:]):.2f} dB"

@@ -8,6 +8,9 @@
 * Rate-distortion vs H.264: each clip is encoded with libx264 (PyAV, yuv420p) at the CRF whose
   elementary-stream size (sum of packet sizes, no container) comes closest to the tokenizer's bits
   per pixel, and the PSNR of both is reported at their own bpp.
+* Perceptual distance (with ``perceptual_weights``: the user's VGG-16 safetensors, see
+  :mod:`.perceptual`): the LPIPS-style distance of every reconstructed frame to its original, averaged
+  (lower is better; with the LPIPS heads it is LPIPS).
 * Artifacts: a side-by-side grid PNG (original row / reconstruction row per clip, a few frames)
   and an mp4 of original | reconstruction.
 """
@@ -170,12 +173,35 @@ def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = N
     return out
 
 
+def perceptual_distance(weights_spec: str | tuple, a: np.ndarray, b: np.ndarray, batch: int = 32) -> dict:
+    """Mean LPIPS-style distance between the frames of uint8 ``a`` and ``b`` [..., H, W, 3].
+    ``weights_spec``: a ``perceptual_checkpoint`` string or what ``perceptual.load_weights`` returned."""
+    import jax
+    import jax.numpy as jnp
+
+    from videopoet.tokenizers.magvit2 import perceptual
+
+    weights, sha = perceptual.load_weights(weights_spec) if isinstance(weights_spec, str) else weights_spec
+    fa = a.reshape(-1, *a.shape[-3:])
+    fb = b.reshape(-1, *b.shape[-3:])
+    fn = jax.jit(lambda x, y: perceptual.distance(weights, x.astype(jnp.float32) / 127.5 - 1.0,
+                                                  y.astype(jnp.float32) / 127.5 - 1.0))
+    d = np.concatenate([np.asarray(fn(fa[i:i + batch], fb[i:i + batch])) for i in range(0, len(fa), batch)])
+    return {"distance": float(d.mean()), "frames": int(len(d)), "heads": weights["lins"] is not None,
+            "weights_sha256": sha}
+
+
 def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: bool = True, h264_clips: int = 8,
-             fps: int = 8, groups: list[str] | None = None, region: np.ndarray | None = None) -> dict:
+             fps: int = 8, groups: list[str] | None = None, region: np.ndarray | None = None,
+             perceptual_weights: str | None = None) -> dict:
     """Metrics of ``tokenizer`` on uint8 clips [N,T,H,W,3]; artifacts under ``out_dir`` if given.
     ``groups`` / ``region``: see :func:`breakdown` (the CLI passes background patterns and object
-    neighbourhoods for the synthetic world)."""
+    neighbourhoods for the synthetic world); ``perceptual_weights``: adds :func:`perceptual_distance`."""
     clips = np.asarray(clips, np.uint8)
+    if perceptual_weights:  # a bad weights file fails before any work
+        from videopoet.tokenizers.magvit2.perceptual import load_weights
+
+        perceptual_weights = load_weights(perceptual_weights)
     codes = tokenizer.encode(clips)
     recon = tokenizer.decode(codes)
     cfg = tokenizer.config
@@ -195,6 +221,8 @@ def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: boo
         **{f"codebook_{k}": v for k, v in codebook_stats(codes, cfg.codebook_size).items()},
         "fingerprint": tokenizer.fingerprint,
     }
+    if perceptual_weights:
+        res["perceptual"] = perceptual_distance(perceptual_weights, clips, recon)
     if h264 and T > 1:
         rows = [h264_at_bpp(clips[i], bpp, fps) for i in range(min(h264_clips, n))]
         res["h264"] = {
