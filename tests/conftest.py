@@ -18,9 +18,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
     _cache = tempfile.mkdtemp(prefix="videopoet-test-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
-    os.environ["VIDEOPOET_TEST_CACHE_OWNER"] = str(os.getpid())
-    atexit.register(lambda: os.environ.get("VIDEOPOET_TEST_CACHE_OWNER") == str(os.getpid())
-                    and shutil.rmtree(_cache, ignore_errors=True))
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # only this process: workers see the variable set
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

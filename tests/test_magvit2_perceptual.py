@@ -236,5 +236,5 @@ def test_eval_reports_the_perceptual_distance(vgg_files, capsys):
     want = float(np.mean(np.asarray(pc.distance(weights, frames(clips), frames(recon)))))
     assert m["perceptual"]["frames"] == 10 and m["perceptual"]["heads"] and m["perceptual"]["weights_sha256"] == sha
     assert m["perceptual"]["distance"] == pytest.approx(want, rel=1e-5) and want > 0
-    same = perceptual_distance(vgg_files["trunk"], clips, clips, batch=3)  # batching across clip boundaries
+    same = perceptual_distance(pc.load_weights(vgg_files["trunk"]), clips, clips, batch=3)  # batching across clip boundaries
     assert same["distance"] == pytest.approx(0.0, abs=1e-6) and not same["heads"] and same["frames"] == 10

@@ -173,20 +173,21 @@ def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = N
     return out
 
 
-def perceptual_distance(weights_spec: str | tuple, a: np.ndarray, b: np.ndarray, batch: int = 32) -> dict:
+def perceptual_distance(loaded: tuple, a: np.ndarray, b: np.ndarray, batch: int = 32) -> dict:
     """Mean LPIPS-style distance between the frames of uint8 ``a`` and ``b`` [..., H, W, 3].
-    ``weights_spec``: a ``perceptual_checkpoint`` string or what ``perceptual.load_weights`` returned."""
+    ``loaded``: what ``perceptual.load_weights`` returned (weights, sha256)."""
     import jax
     import jax.numpy as jnp
 
     from videopoet.tokenizers.magvit2 import perceptual
 
-    weights, sha = perceptual.load_weights(weights_spec) if isinstance(weights_spec, str) else weights_spec
+    weights, sha = loaded
     fa = a.reshape(-1, *a.shape[-3:])
     fb = b.reshape(-1, *b.shape[-3:])
-    fn = jax.jit(lambda x, y: perceptual.distance(weights, x.astype(jnp.float32) / 127.5 - 1.0,
-                                                  y.astype(jnp.float32) / 127.5 - 1.0))
-    d = np.concatenate([np.asarray(fn(fa[i:i + batch], fb[i:i + batch])) for i in range(0, len(fa), batch)])
+    # the weights are an argument, not constants baked into the compiled program
+    fn = jax.jit(lambda w, x, y: perceptual.distance(w, x.astype(jnp.float32) / 127.5 - 1.0,
+                                                     y.astype(jnp.float32) / 127.5 - 1.0))
+    d = np.concatenate([np.asarray(fn(weights, fa[i:i + batch], fb[i:i + batch])) for i in range(0, len(fa), batch)])
     return {"distance": float(d.mean()), "frames": int(len(d)), "heads": weights["lins"] is not None,
             "weights_sha256": sha}
 
@@ -198,10 +199,11 @@ def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: boo
     ``groups`` / ``region``: see :func:`breakdown` (the CLI passes background patterns and object
     neighbourhoods for the synthetic world); ``perceptual_weights``: adds :func:`perceptual_distance`."""
     clips = np.asarray(clips, np.uint8)
+    loaded = None
     if perceptual_weights:  # a bad weights file fails before any work
         from videopoet.tokenizers.magvit2.perceptual import load_weights
 
-        perceptual_weights = load_weights(perceptual_weights)
+        loaded = load_weights(perceptual_weights)
     codes = tokenizer.encode(clips)
     recon = tokenizer.decode(codes)
     cfg = tokenizer.config
@@ -221,8 +223,8 @@ def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: boo
         **{f"codebook_{k}": v for k, v in codebook_stats(codes, cfg.codebook_size).items()},
         "fingerprint": tokenizer.fingerprint,
     }
-    if perceptual_weights:
-        res["perceptual"] = perceptual_distance(perceptual_weights, clips, recon)
+    if loaded is not None:
+        res["perceptual"] = perceptual_distance(loaded, clips, recon)
     if h264 and T > 1:
         rows = [h264_at_bpp(clips[i], bpp, fps) for i in range(min(h264_clips, n))]
         res["h264"] = {
