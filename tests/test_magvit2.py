@@ -549,6 +549,61 @@ def test_init_from_fine_tunes_a_trained_model(tmp_path):
                   progress=False, init_from=str(tmp_path / "src"))
 
 
+def test_grow_params_adds_identity_residual_blocks():
+    """grow_params: a model grown to more residual blocks (level_res_blocks) encodes and decodes exactly
+    what it computed before; each new block's last conv is zero (an identity block), the rest of it keeps
+    its init; a parameter with no place or another shape is refused."""
+    from videopoet.tokenizers.magvit2.model import grow_params
+    from videopoet.tokenizers.magvit2.tokenizer import init_params
+
+    cfg = load_magvit_config("tiny")
+    big = load_magvit_config("tiny", ["level_res_blocks=[1,1,2,3]"])
+    assert [big.res_blocks(i) for i in range(4)] == [1, 1, 2, 3] and cfg.res_blocks(3) == 1
+    src = init_params(cfg, 3)
+    grown = grow_params(src, init_params(big, 0))
+    for part in ("encoder", "decoder"):
+        assert set(grown[part]) - set(src[part]) == {"down2_res1", "down3_res1", "down3_res2"} if part == "encoder" \
+            else {"up2_res1", "up3_res1", "up3_res2"}
+    new = grown["decoder"]["up3_res2"]
+    assert not np.any(np.asarray(new["conv2"]["conv"]["kernel"])) and np.any(np.asarray(new["conv1"]["conv"]["kernel"]))
+    a, b = MagvitTokenizer(cfg, src), MagvitTokenizer(big, grown)
+    video = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    codes = a.encode(video)
+    np.testing.assert_array_equal(b.encode(video), codes)
+    np.testing.assert_array_equal(b.decode(codes), a.decode(codes))
+    assert b.fingerprint != a.fingerprint
+    with pytest.raises(ValueError, match="no place"):  # shrinking
+        grow_params(grown, init_params(cfg, 0))
+    with pytest.raises(ValueError, match="shape"):
+        grow_params(src, init_params(load_magvit_config("tiny", ["channels=16"]), 0))
+    with pytest.raises(ValueError, match="level_res_blocks"):
+        load_magvit_config("tiny", ["level_res_blocks=[1,2]"])
+
+
+def test_init_from_grows_a_smaller_model(tmp_path):
+    """--init-from a model with fewer residual blocks: the run starts from it grown (identical codes and
+    reconstructions), records the grown source in OUT/init_from, and trains the new blocks."""
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+
+    src_dir = str(tmp_path / "src")
+    train_run(_run_cfg("steps=1"), src_dir, _tiny_source(), pool_size=4, progress=False)
+    src = magvit2.load(src_dir)
+    out = str(tmp_path / "grown")
+    train_run(_run_cfg("steps=1", "level_res_blocks=[1,1,1,2]", "learning_rate=0.01"), out, _tiny_source(),
+              pool_size=4, progress=False, init_from=src_dir)
+    start = magvit2.load(str(tmp_path / "grown" / "init_from"))
+    assert start.config.level_res_blocks == (1, 1, 1, 2)
+    video = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    codes = src.encode(video)
+    np.testing.assert_array_equal(start.encode(video), codes)
+    np.testing.assert_array_equal(start.decode(codes), src.decode(codes))
+    trained = magvit2.load(out).params["decoder"]["up3_res1"]["conv2"]["conv"]["kernel"]
+    assert np.any(np.asarray(trained))  # the zero-initialised conv of the new block moved
+    with pytest.raises(TrainConfigMismatch, match="no place"):  # fewer blocks than the source: refused
+        train_run(_run_cfg("steps=1"), str(tmp_path / "shrink"), _tiny_source(), pool_size=4, progress=False,
+                  init_from=out)
+
+
 def test_freeze_encoder_trains_the_decoder_only(tmp_path):
     """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves;
     without a trained model to start from it is refused."""

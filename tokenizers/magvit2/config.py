@@ -38,7 +38,12 @@ class MagvitConfig:
     # ---- architecture
     channels: int = 32  # base width
     channel_mults: tuple[int, ...] = (1, 2, 2, 4)
-    num_res_blocks: int = 1  # per level, encoder and decoder
+    num_res_blocks: int = 1  # per level, encoder and decoder (and the middle blocks at the lowest resolution)
+    # residual blocks of each level (encoder level i and decoder level i; len == len(channel_mults)),
+    # overriding num_res_blocks there; () = num_res_blocks everywhere. Depth at the low-resolution levels
+    # is cheap (a 64-channel block at 8x8 costs 1/64 of one at 64x64) and is where a trained model can be
+    # grown without changing what it computes (see model.grow_params)
+    level_res_blocks: tuple[int, ...] = ()
     temporal_kernel: int = 3  # causal temporal kernel size (1 = the image-only "2D" model)
     norm_groups: int = 8  # GroupNorm groups (reduced to a divisor of the width where needed)
     adaptive_norm: bool = True  # decoder GroupNorms conditioned on the quantized latent
@@ -102,6 +107,10 @@ class MagvitConfig:
     def num_levels(self) -> int:
         return len(self.channel_mults)
 
+    def res_blocks(self, level: int) -> int:
+        """Residual blocks at ``level`` (encoder and decoder)."""
+        return self.level_res_blocks[level] if self.level_res_blocks else self.num_res_blocks
+
     @property
     def temporal_levels(self) -> int:
         return int(round(math.log2(self.temporal_downsample)))
@@ -136,6 +145,9 @@ class MagvitConfig:
             raise ValueError(f"temporal_downsample {self.temporal_downsample} needs more levels than channel_mults gives")
         if self.channels < 1 or self.num_res_blocks < 0 or self.norm_groups < 1:
             raise ValueError("channels, norm_groups must be >= 1 and num_res_blocks >= 0")
+        if self.level_res_blocks and (len(self.level_res_blocks) != self.num_levels or min(self.level_res_blocks) < 0):
+            raise ValueError(f"level_res_blocks must be () or {self.num_levels} counts >= 0 (one per level of "
+                             f"channel_mults), got {list(self.level_res_blocks)}")
         if self.temporal_kernel < 1:
             raise ValueError(f"temporal_kernel must be >= 1, got {self.temporal_kernel}")
         for name in ("entropy_weight", "entropy_weight_start", "commitment_weight", "l1_weight", "l2_weight",

@@ -192,7 +192,7 @@ class Encoder(nn.Module):
         tdown = temporal_down_levels(cfg)
         x = CausalConv3d(cfg.channels * cfg.channel_mults[0], (tk, 3, 3), name="conv_in")(x)
         for i, m in enumerate(cfg.channel_mults):
-            for j in range(cfg.num_res_blocks):
+            for j in range(cfg.res_blocks(i)):
                 x = ResBlock(cfg.channels * m, tk, g, name=f"down{i}_res{j}")(x)
             if i < cfg.num_levels - 1:
                 st = 2 if i in tdown else 1
@@ -215,7 +215,7 @@ class Decoder(nn.Module):
         for j in range(cfg.num_res_blocks):
             x = DecResBlock(x.shape[-1], tk, g, ada, name=f"mid_res{j}")(x, zq)
         for i in reversed(range(cfg.num_levels)):
-            for j in range(cfg.num_res_blocks):
+            for j in range(cfg.res_blocks(i)):
                 x = DecResBlock(cfg.channels * cfg.channel_mults[i], tk, g, ada, name=f"up{i}_res{j}")(x, zq)
             if i > 0:
                 x = DepthToSpaceUp(cfg.channels * cfg.channel_mults[i - 1], tk, (i - 1) in tdown, name=f"up{i}")(x)
@@ -351,3 +351,41 @@ def reinflate_params(image_params, video_params):
         return vid + delta
 
     return jax.tree_util.tree_map(lambda i, v, b: jnp.asarray(add(i, v, b)), image_params, video_params, base)
+
+
+def grow_params(params, fresh):
+    """A trained model's ``params`` placed into ``fresh`` (an init of a network with *more* residual blocks,
+    ``level_res_blocks`` / ``num_res_blocks``, and otherwise the same architecture), computing exactly what
+    ``params`` computes.
+
+    Every parameter of ``params`` must exist in ``fresh`` with its shape. The residual blocks only
+    ``fresh`` has keep their init except the last convolution (``conv2``: kernel and bias), which is
+    zeroed, so each new block starts as the identity (``x + 0``) and its gradients still flow: the
+    zeroed conv's own gradient is non-zero, and the rest of the block trains once it has moved.
+    """
+    from videopoet.tokenizers.magvit2.tokenizer import flatten  # the tokenizer module imports this one
+
+    src = flatten(params)
+    used = set()
+
+    def place(path, leaf):
+        key = "/".join(str(getattr(k, "key", k)) for k in path)
+        if key in src:
+            if src[key].shape != tuple(leaf.shape):
+                raise ValueError(f"cannot grow {key}: shape {src[key].shape} vs {tuple(leaf.shape)} in the larger network")
+            used.add(key)
+            return jnp.asarray(src[key], leaf.dtype)
+        parts = key.split("/")
+        if len(parts) < 3 or "_res" not in parts[1]:
+            raise ValueError(f"cannot grow into {key}: only residual blocks may be added")
+        if parts[2] == "conv2":
+            return jnp.zeros(leaf.shape, leaf.dtype)
+        return jnp.asarray(leaf)
+
+    out = jax.tree_util.tree_map_with_path(place, fresh)
+    missing = sorted(set(src) - used)
+    if missing:
+        raise ValueError(f"cannot grow: the larger network has no {missing[0]} ({len(missing)} parameters of the "
+                         f"trained model have no place)")
+    return out
+

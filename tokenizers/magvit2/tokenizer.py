@@ -75,6 +75,8 @@ def fingerprint_of(cfg: MagvitConfig, params) -> str:
     manifest recorded, while any change to what ``encode``/``decode`` compute changes it."""
     h = hashlib.sha256()
     arch = {k: v for k, v in to_dict(cfg).items() if k in ARCH_FIELDS}
+    if not arch.get("level_res_blocks"):  # the default (num_res_blocks everywhere): fingerprints made before
+        arch.pop("level_res_blocks", None)  # the field existed stay valid
     h.update(json.dumps(arch, sort_keys=True, separators=(",", ":")).encode())
     for name, arr in flatten({"params": params}).items():
         a = np.ascontiguousarray(arr)
@@ -84,7 +86,7 @@ def fingerprint_of(cfg: MagvitConfig, params) -> str:
 
 
 ARCH_FIELDS = ("lfq_bits", "temporal_downsample", "spatial_downsample", "channels", "channel_mults",
-               "num_res_blocks", "temporal_kernel", "norm_groups", "adaptive_norm", "lfq_scale")
+               "num_res_blocks", "level_res_blocks", "temporal_kernel", "norm_groups", "adaptive_norm", "lfq_scale")
 
 
 def arch_config(config: MagvitConfig) -> MagvitConfig:

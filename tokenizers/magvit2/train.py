@@ -48,7 +48,14 @@ from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.magvit2 import lfq, perceptual
 from videopoet.tokenizers.magvit2.config import MagvitConfig, load_magvit_config
 from videopoet.tokenizers.magvit2.data import ClipPool, resolve_source, take
-from videopoet.tokenizers.magvit2.model import Discriminator, MagvitVQ, deflate_params, inflate_params, reinflate_params
+from videopoet.tokenizers.magvit2.model import (
+    Discriminator,
+    MagvitVQ,
+    deflate_params,
+    grow_params,
+    inflate_params,
+    reinflate_params,
+)
 from videopoet.tokenizers.magvit2.tokenizer import (
     CONFIG_FILE,
     MagvitTokenizer,
@@ -449,10 +456,22 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
 
     src = load_dir(init_from)
     have, want = arch_config(src.config), arch_config(cfg)
+    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
     if have != want:
         diff = sorted(f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name))
-        raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})")
-    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
+        if not set(diff) <= set(GROWABLE_FIELDS):
+            raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})")
+        # more residual blocks: the source grown into this config's network, computing what the source computes
+        try:
+            params = grow_params(params, init_params(cfg, cfg.seed))
+        except ValueError as e:
+            raise TrainConfigMismatch(f"--init-from {init_from}: {e}") from None
+        params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
+    return params
+
+
+# architecture fields an --init-from source may differ in: the run grows it (model.grow_params)
+GROWABLE_FIELDS = ("num_res_blocks", "level_res_blocks")
 
 
 def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int | None = None,
