@@ -561,9 +561,8 @@ def test_grow_params_adds_identity_residual_blocks():
     assert [big.res_blocks(i) for i in range(4)] == [1, 1, 2, 3] and cfg.res_blocks(3) == 1
     src = init_params(cfg, 3)
     grown = grow_params(src, init_params(big, 0))
-    for part in ("encoder", "decoder"):
-        assert set(grown[part]) - set(src[part]) == {"down2_res1", "down3_res1", "down3_res2"} if part == "encoder" \
-            else {"up2_res1", "up3_res1", "up3_res2"}
+    assert set(grown["encoder"]) - set(src["encoder"]) == {"down2_res1", "down3_res1", "down3_res2"}
+    assert set(grown["decoder"]) - set(src["decoder"]) == {"up2_res1", "up3_res1", "up3_res2"}
     new = grown["decoder"]["up3_res2"]
     assert not np.any(np.asarray(new["conv2"]["conv"]["kernel"])) and np.any(np.asarray(new["conv1"]["conv"]["kernel"]))
     a, b = MagvitTokenizer(cfg, src), MagvitTokenizer(big, grown)

@@ -388,4 +388,3 @@ def grow_params(params, fresh):
         raise ValueError(f"cannot grow: the larger network has no {missing[0]} ({len(missing)} parameters of the "
                          f"trained model have no place)")
     return out
-

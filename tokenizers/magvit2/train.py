@@ -456,7 +456,7 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
 
     src = load_dir(init_from)
     have, want = arch_config(src.config), arch_config(cfg)
-    params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), src.params)
+    params = src.params
     if have != want:
         diff = sorted(f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name))
         if not set(diff) <= set(GROWABLE_FIELDS):
@@ -466,8 +466,7 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
             params = grow_params(params, init_params(cfg, cfg.seed))
         except ValueError as e:
             raise TrainConfigMismatch(f"--init-from {init_from}: {e}") from None
-        params = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
-    return params
+    return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
 
 
 # architecture fields an --init-from source may differ in: the run grows it (model.grow_params)
