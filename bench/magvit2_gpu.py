@@ -120,7 +120,7 @@ def seconds_per_step(recs: list[dict], leg_starts: list[int]) -> float:
 
 
 def train(out: str, minutes: float, overrides: list[str], init_from: str, first_leg_s: float = 60.0,
-          config: str = "small") -> dict:
+          config: str = "small", grace_s: float = 120.0) -> dict:
     from videopoet.tokenizers.magvit2.config import load_magvit_config
     from videopoet.tokenizers.magvit2.data import resolve_source, take
     from videopoet.tokenizers.magvit2.train import train_run
@@ -158,7 +158,8 @@ def train(out: str, minutes: float, overrides: list[str], init_from: str, first_
     tail = min(tail, more)  # the tail starts after the steps already taken
     log(f"leg 1: {done} steps, {sec:.3f} s/step; leg 2: to step {total} with the lr tail over the last {tail}")
     cfg2 = load_magvit_config(config, list(RECIPE) + list(overrides) + [f"steps={total}", f"lr_decay_steps={tail}"])
-    summary = train_run(cfg2, run_dir, source, progress=False, max_seconds=left + 120)
+    # past the budget by at most grace_s (a slow step or a checkpoint); it stops early (saved) if it must
+    summary = train_run(cfg2, run_dir, source, progress=False, max_seconds=max(left, 0.0) + grace_s)
     summary.update(seconds_per_step=sec, leg1_steps=done, wall_s=round(time.time() - t0, 1))
     for name in ("metrics.jsonl", "loss_curve.png"):
         if os.path.exists(os.path.join(run_dir, name)):
@@ -195,6 +196,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--first-leg-seconds", type=float, default=60.0,
                     help="least length of the first (step-timing) leg: it must outlast compilation (default 60)")
+    ap.add_argument("--grace-seconds", type=float, default=120.0,
+                    help="how far the second leg may run past the budget before it stops early, saved (default 120)")
     ap.add_argument("--init-from", default=None, help="model to continue (default: the shipped small checkpoint)")
     ap.add_argument("--eval-clips", type=int, default=32, help="held-out clips to evaluate (default 32, as the README)")
     ap.add_argument("--config", default="small",
@@ -226,7 +229,8 @@ def main(argv=None) -> int:
     if not args.skip_bench:
         summary["bench"] = run_bench(args.out)
     if args.minutes > 0:
-        t = train(args.out, args.minutes, args.overrides, init_from, args.first_leg_seconds, args.config)
+        t = train(args.out, args.minutes, args.overrides, init_from, args.first_leg_seconds, args.config,
+                  args.grace_seconds)
         summary["train"] = {k: v for k, v in t.items() if k != "run_dir"}
         summary["eval"] = evaluate_run(args.out, t["run_dir"], args.eval_clips)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
