@@ -49,7 +49,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(root, tmp_path):
     cmd = [sys.executable, "-m", "videopoet.cli.main", "train", "--config", "tiny", "--data", "syn@1", "--root", root,
            "--out", out, "--json", "steps=100000", "checkpoint_every=100000", "mesh.data=1", "log_every=1",
            "data.mixture={t2v: 1.0}"]
-    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = os.path.join(out, "metrics.jsonl")
     deadline = time.time() + 240

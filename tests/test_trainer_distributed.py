@@ -33,14 +33,15 @@ def test_two_processes_match_one_process(tmp_path):
     store.write_dataset(root, "syn", "1", {"a.tar": synthetic.make_records(16, load_train_config("tiny").model.vocab)})
     base = {k: v for k, v in os.environ.items() if not k.startswith("VIDEOPOET_")}
     base["JAX_PLATFORMS"] = "cpu"
+    opt = os.environ.get("VIDEOPOET_TEST_XLA_OPT", "")  # conftest's compile-speed flag (VIDEOPOET_* is dropped above)
     # reference: one process, 2 local devices
     one = subprocess.run(_cmd(root, str(tmp_path / "one")), capture_output=True, text=True, timeout=500,
-                         env={**base, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+                         env={**base, "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {opt}"})
     assert one.returncode == 0, one.stderr[-3000:]
     port = _port()
     procs = []
     for pid in range(2):
-        env = {**base, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+        env = {**base, "XLA_FLAGS": f"--xla_force_host_platform_device_count=1 {opt}",
                "VIDEOPOET_COORDINATOR": f"127.0.0.1:{port}", "VIDEOPOET_NUM_PROCESSES": "2",
                "VIDEOPOET_PROCESS_ID": str(pid)}
         procs.append(subprocess.Popen(_cmd(root, str(tmp_path / "two")), stdout=subprocess.PIPE,
