@@ -56,7 +56,8 @@ def child(config: str, reps: int) -> dict:
         t0 = time.perf_counter()
         tok.decode(tok.encode(clips))
         runs.append(time.perf_counter() - t0)
-    return {"train_step_trace_s": round(trace_s, 3), "train_step_compile_s": round(compile_s, 3), "train_step_s": round(statistics.median(times), 4),
+    return {"train_step_trace_s": round(trace_s, 3), "train_step_compile_s": round(compile_s, 3),
+            "train_step_s": round(statistics.median(times), 4),
             "small_codec_4_clips_s": round(statistics.median(runs), 3)}
 
 
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"MAGVIT-v2 {args.config} train step and small encode+decode ({res['cpus']} CPUs), ratio to level {base['level']}")
+    print(f"MAGVIT-v2 {args.config} train step and small encode+decode ({res['cpus']} CPUs), "
+          f"ratio to level {base['level']}")
     print(f"{'level':>8} {'compile s':>10} {'x':>6} {'step s':>8} {'x':>6} {'small codec s':>14} {'x':>6}")
     for r in rows:
         b = base["level"]

@@ -3,8 +3,8 @@
 import os
 
 # The suite compiles hundreds of small programs and runs few big ones, so it asks LLVM for no optimisation:
-# the tiny models' compiles take ~30% less time, the suite ~14% less; the few compute-heavy tests run up to
-# ~25% slower (BENCHMARKS.md, "Test suite"). Results are the same programs' (the tests compare runs made
+# a tiny train step compiles in 0.61x the time, the two biggest test modules run in 0.86x; the few
+# compute-heavy tests run up to 1.3x slower (BENCHMARKS.md, "Test suite"). Results are the same programs' (the tests compare runs made
 # under the same flags). VIDEOPOET_TEST_XLA_OPT="" tests at XLA's default level; test helpers that set
 # XLA_FLAGS for a subprocess add this variable to it.
 os.environ.setdefault("VIDEOPOET_TEST_XLA_OPT", "--xla_backend_optimization_level=0")

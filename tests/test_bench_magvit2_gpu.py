@@ -37,7 +37,8 @@ def test_gpu_driver_trains_evaluates_and_exports_on_cpu(tmp_path):
     out = tmp_path / "out"
     res = subprocess.run(
         [sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out), "--minutes", "0.2",
-         "--first-leg-seconds", "8", "--grace-seconds", "600", "--skip-bench", "--allow-cpu", "--eval-clips", "4", "--config", "tiny", "--init-from", str(src),
+         "--first-leg-seconds", "8", "--grace-seconds", "600", "--skip-bench", "--allow-cpu", "--eval-clips", "4",
+         "--config", "tiny", "--init-from", str(src),
          "batch_size=2", "pool_clips=8", "log_every=1", "warmup_steps=1"],
         capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

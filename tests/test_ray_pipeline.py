@@ -41,8 +41,8 @@ def _free_port() -> int:
 def _env(**extra) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
-    env.update({"JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""), "TF_CPP_MIN_LOG_LEVEL": "3",
-                "RAY_AUTH_MODE": "token"})
+    env.update({"JAX_PLATFORMS": "cpu", "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
+                "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_AUTH_MODE": "token"})
     env.update(extra)
     return env
 
@@ -243,8 +243,8 @@ def test_jobs_api_submission(corpus, beam_reference, cluster, tmp_path):
     sub_id = f"videopoet-test-{os.getpid()}"  # fixed: a retry after a lost reply cannot start a second job
     while job_id is None:  # the head's job agent (and, on a loaded machine, its dashboard) needs a moment
         try:
-            job_id = client.submit_job(entrypoint=entry, submission_id=sub_id,
-                                       runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": cluster["env"]["XLA_FLAGS"]}})
+            job_env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": cluster["env"]["XLA_FLAGS"]}
+            job_id = client.submit_job(entrypoint=entry, submission_id=sub_id, runtime_env={"env_vars": job_env})
         except (RuntimeError, requests.exceptions.ConnectionError) as e:
             if "already exists" in str(e):  # the lost reply's submission went through
                 job_id = sub_id
