@@ -159,7 +159,7 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
             (_, metrics), grads = grad_fn(state["params"])
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
-            metrics["grad_norm"] = optax.global_norm(grads)
+            metrics["grad_norm"] = optax.tree.norm(grads)
             metrics["lr"] = lr_schedule(cfg)(state["step"])
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 

@@ -232,7 +232,7 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
             params = dict(params, encoder=state["params"]["encoder"])
             ema = dict(ema, encoder=state["ema"]["encoder"])
         new = dict(state, step=step + 1, params=params, ema=ema, opt=opt_state)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         # batch codebook usage (fraction of codes seen in this batch)
         counts = jnp.zeros((cfg.codebook_size,), jnp.int32).at[codes.ravel()].add(1)
         metrics["batch_usage"] = jnp.mean((counts > 0).astype(jnp.float32))

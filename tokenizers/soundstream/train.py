@@ -149,7 +149,7 @@ def make_train_step(cfg: SoundStreamConfig):
             new["disc_params"] = optax.apply_updates(state["disc_params"], dup)
             new["disc_opt"] = dopt
             metrics["disc"] = dl
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["reseeded"] = jnp.sum(reseeded)
         for q in range(cfg.num_quantizers):
             used = jnp.zeros(cfg.codebook_size).at[aux["codes"][:, q].reshape(-1)].max(aux["masks"][q][:, None].repeat(aux["codes"].shape[-1], 1).reshape(-1))
