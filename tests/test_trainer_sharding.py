@@ -52,6 +52,22 @@ def test_sharded_losses_match_one_device(reference, mesh):
     assert mu.addressable_shards[0].data.shape == shard
 
 
+def test_activation_constraints_reach_the_step():
+    """The model's nn.with_logical_constraint calls become sharding constraints in the compiled step
+    (flax drops them when the step is traced with no mesh set)."""
+    cfg = load_train_config("tiny", BASE + ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"])
+    mix = D.Mixture(synthetic.make_records(16, cfg.model.vocab), cfg)
+    tr = ST.make_trainer(cfg)
+    state, batch = tr.init(), mix.global_batch(0)
+    def constraints(lowered) -> int:  # Shardy's op, or GSPMD's custom call
+        text = lowered.as_text()
+        return text.count("sdy.sharding_constraint") + text.count("@Sharding")
+
+    with_mesh = constraints(tr.lower(state, batch))
+    without = constraints(tr.step_fn.lower(state, SH.global_batch(batch, tr.mesh, cfg.mesh), tr.text.params))
+    assert with_mesh >= 2 * cfg.model.layers and without == 0, (with_mesh, without)  # per block, forward and back
+
+
 def test_mesh_shape_errors():
     from videopoet.schemas.errors import ConfigError
     from videopoet.trainer.config import MeshConfig

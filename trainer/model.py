@@ -106,6 +106,24 @@ def attend(q: Array, k: Array, v: Array, mask: Array, implementation: str = "aut
     return jnp.einsum("bnts,bsnd->btnd", probs, v)
 
 
+class HeadDense(nn.Module):
+    """A multi-axis projection (``nn.DenseGeneral``'s kernel, init values and parameter path) whose
+    kernel is created at its full rank: DenseGeneral draws it flattened to 2-D and reshapes it, and
+    with a mesh set (``jax.set_mesh``: the model's sharding constraints apply) the flattened kernel
+    cannot carry its 3 logical axis names."""
+
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    equation: str  # einsum of (input, kernel)
+    std: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", P(nn.initializers.normal(self.std), self.axes), self.shape, jnp.float32)
+        return jnp.einsum(self.equation, x.astype(self.dtype), kernel.astype(self.dtype))
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
 
@@ -113,11 +131,9 @@ class Attention(nn.Module):
     def __call__(self, x, positions, mask, cache=None, cache_pos=None):
         cfg = self.cfg
         dt = _dtype(cfg.dtype)
-        init = nn.initializers.normal(cfg.init_std)
 
         def proj(heads, name, axes):
-            return nn.DenseGeneral((heads, cfg.head_dim), use_bias=False, dtype=dt, param_dtype=jnp.float32,
-                                   kernel_init=P(init, axes), name=name)(x)
+            return HeadDense((x.shape[-1], heads, cfg.head_dim), axes, "bte,ehd->bthd", cfg.init_std, dt, name=name)(x)
 
         q = proj(cfg.heads, "q", ("embed", "heads", "kv"))
         k = proj(cfg.num_kv_heads, "k", ("embed", "kv_heads", "kv"))
@@ -131,9 +147,8 @@ class Attention(nn.Module):
             new_cache = {"k": k, "v": v}
             k, v = k.astype(dt), v.astype(dt)
         out = attend(q, k, v, mask, cfg.attention)
-        out = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dt, param_dtype=jnp.float32,
-                              kernel_init=P(nn.initializers.normal(cfg.init_std / math.sqrt(2 * cfg.layers)),
-                                            ("heads", "kv", "embed")), name="o")(out)
+        out = HeadDense((cfg.heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "bthd,hde->bte",
+                        cfg.init_std / math.sqrt(2 * cfg.layers), dt, name="o")(out)
         return out, new_cache
 
 

@@ -108,7 +108,16 @@ class Trainer:
 
     def step(self, state, batch: dict):
         gb = SH.global_batch(batch, self.mesh, self.cfg.mesh)
-        return self.step_fn(state, gb, self.text.params)
+        # traced under the mesh: the model's activation constraints (nn.with_logical_constraint) are
+        # no-ops when no mesh is set
+        with jax.set_mesh(self.mesh):
+            return self.step_fn(state, gb, self.text.params)
+
+    def lower(self, state, batch: dict):
+        """The step lowered as :meth:`step` traces it (to inspect it or compile it ahead of time)."""
+        gb = SH.global_batch(batch, self.mesh, self.cfg.mesh)
+        with jax.set_mesh(self.mesh):
+            return self.step_fn.lower(state, gb, self.text.params)
 
 
 def fit_mesh(cfg: TrainConfig):
@@ -166,6 +175,5 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
     text_sh = jax.tree_util.tree_map(lambda _: repl, text.params)
     step_fn = jax.jit(train_step, in_shardings=(state_sh, None, text_sh), out_shardings=(state_sh, repl),
                       donate_argnums=(0,))
-    with mesh:
-        text.params = jax.device_put(text.params, text_sh)
+    text.params = jax.device_put(text.params, text_sh)
     return Trainer(cfg, mesh, model, tx, state_sh, init_fn, step_fn, text)
