@@ -3,8 +3,10 @@
 Parameters carry logical axis names (``nn.with_logical_partitioning`` in :mod:`.model`); the rules in
 ``MeshConfig.rules`` map them to mesh axes: by default the batch splits over (data, fsdp), weights'
 ``embed`` dimension over fsdp (ZeRO-3 style: each device holds a slice, gathered per layer), and
-heads / mlp / vocab over tensor (Megatron style). The same code runs on one CPU, 8 fake CPU devices
-or a pod; only the config changes.
+heads / mlp / vocab over tensor (Megatron style). Activations between blocks are constrained to
+(batch, length, embed) by the same rules (``nn.with_logical_constraint``; they take effect because
+``Trainer.step`` traces the step under ``jax.set_mesh``). The same code runs on one CPU, 8 fake CPU
+devices or a pod; only the config changes.
 """
 
 from __future__ import annotations
