@@ -59,6 +59,7 @@ def test_activation_constraints_reach_the_step():
     mix = D.Mixture(synthetic.make_records(16, cfg.model.vocab), cfg)
     tr = ST.make_trainer(cfg)
     state, batch = tr.init(), mix.global_batch(0)
+
     def constraints(lowered) -> int:  # Shardy's op, or GSPMD's custom call
         text = lowered.as_text()
         return text.count("sdy.sharding_constraint") + text.count("@Sharding")
