@@ -20,7 +20,9 @@ import resource
 import sys
 import time
 
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+sys.path[:] = [
+    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -70,21 +72,26 @@ def bench_soundstream(preset: str, batch: int, reps: int, peak: float) -> dict:
     df = flops_of(tok._decode, tok.variables, jnp.asarray(codes))
     audio_s = batch * n / sr
     return {
-        "preset": preset, "checkpoint": "shipped default" if preset == "small" else "seeded init",
-        "batch": batch, "clip_seconds": 2.125, "codes_shape": list(codes.shape),
-        "encode_s": round(enc_s, 4), "decode_s": round(dec_s, 4),
-        "encode_audio_s_per_s": round(audio_s / enc_s, 1), "decode_audio_s_per_s": round(audio_s / dec_s, 1),
+        "preset": preset,
+        "checkpoint": "shipped default" if preset == "small" else "seeded init",
+        "batch": batch,
+        "clip_seconds": 2.125,
+        "codes_shape": list(codes.shape),
+        "encode_s": round(enc_s, 4),
+        "decode_s": round(dec_s, 4),
+        "encode_audio_s_per_s": round(audio_s / enc_s, 1),
+        "decode_audio_s_per_s": round(audio_s / dec_s, 1),
         "encode_flops_frac_of_matmul": round(ef / enc_s / peak, 3) if ef else None,
         "decode_flops_frac_of_matmul": round(df / dec_s / peak, 3) if df else None,
     }
 
 
 def bench_text(preset: str, batch: int, reps: int, peak: float) -> dict:
+    from videopoet.pipelines.synth import sources
     from videopoet.tokenizers import text
-    from videopoet.tokenizers.text.spm import synth_captions
 
     enc = text.default() if preset == "small" else text.load(preset)
-    caps = synth_captions(batch, seed=1)
+    caps = sources.captions(batch, seed=1)
 
     def run():
         ids, mask = enc.tokenize(caps)
@@ -94,8 +101,12 @@ def bench_text(preset: str, batch: int, reps: int, peak: float) -> dict:
     ids, mask = enc.tokenize(caps)
     fl = flops_of(enc._apply, enc.params, jnp.asarray(ids), jnp.asarray(mask))
     return {
-        "preset": preset, "config": enc.config.name, "batch": batch, "tokens_per_caption": int(ids.shape[1]),
-        "seconds": round(sec, 4), "captions_per_s": round(batch / sec, 1),
+        "preset": preset,
+        "config": enc.config.name,
+        "batch": batch,
+        "tokens_per_caption": int(ids.shape[1]),
+        "seconds": round(sec, 4),
+        "captions_per_s": round(batch / sec, 1),
         "flops_frac_of_matmul": round(fl / sec / peak, 3) if fl else None,
     }
 

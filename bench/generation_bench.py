@@ -23,12 +23,20 @@ import platform
 import sys
 import time
 
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+sys.path[:] = [
+    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+]
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-TOKENIZER = {"tiny": ("tiny", 32), "small": ("small", 64), "300m": ("small", 64), "1b": ("small", 64), "8b": ("small", 64)}
+TOKENIZER = {
+    "tiny": ("tiny", 32),
+    "small": ("small", 64),
+    "300m": ("small", 64),
+    "1b": ("small", 64),
+    "8b": ("small", 64),
+}
 
 
 def median_time(fn, reps: int) -> float:
@@ -44,10 +52,7 @@ def median_time(fn, reps: int) -> float:
 def bench_preset(name: str, batch: int, reps: int, guidance: float, skip_recompute: bool) -> dict:
     from videopoet.schemas.record import Lineage, TokenRecord
     from videopoet.tokenizers import magvit2
-    from videopoet.trainer import generation as G
-    from videopoet.trainer import model as M
-    from videopoet.trainer import sampling as SA
-    from videopoet.trainer import tasks as T
+    from videopoet.trainer import generation, model, sampling, tasks
     from videopoet.trainer.config import load_train_config
 
     cfg = load_train_config(name)
@@ -55,24 +60,35 @@ def bench_preset(name: str, batch: int, reps: int, guidance: float, skip_recompu
     vt = magvit2.load(tok_preset)
     latent = vt.latent_shape(17, res, res)
     vocab = cfg.model.vocab
-    opts = T.TaskOptions(vocab=vocab, text_len=cfg.data.text_len)
-    rec = TokenRecord(key="b", lineage=Lineage("b", "0" * 64, "b"), video=np.zeros(latent, np.int32),
-                      text_ids=np.arange(2, 2 + cfg.data.text_len, dtype=np.int32))
-    ex = T.build("t2v", rec, opts)
-    prompt = SA.Prompt.stack([ex] * batch)
-    plan = G.plan_from_example(ex, vocab)
-    params = M.init_params(cfg.model, jax.random.PRNGKey(0))
-    model = M.build(cfg.model)
+    opts = tasks.TaskOptions(vocab=vocab, text_len=cfg.data.text_len)
+    rec = TokenRecord(
+        key="b",
+        lineage=Lineage("b", "0" * 64, "b"),
+        video=np.zeros(latent, np.int32),
+        text_ids=np.arange(2, 2 + cfg.data.text_len, dtype=np.int32),
+    )
+    ex = tasks.build("t2v", rec, opts)
+    prompt = sampling.Prompt.stack([ex] * batch)
+    plan = generation.plan_from_example(ex, vocab)
+    params = model.init_params(cfg.model, jax.random.PRNGKey(0))
+    lm = model.build(cfg.model)
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(batch, cfg.data.text_len, cfg.model.text_dim)).astype(np.float32)
     n_tok = plan.length * batch
-    out = {"preset": name, "params": M.count_params(params), "prompt_len": int(ex.prefix_len),
-           "output_len": plan.length, "latent": list(latent), "batch": batch, "guidance": guidance}
+    out = {
+        "preset": name,
+        "params": model.count_params(params),
+        "prompt_len": int(ex.prefix_len),
+        "output_len": plan.length,
+        "latent": list(latent),
+        "batch": batch,
+        "guidance": guidance,
+    }
     base = dict(temperature=1.0, top_k=0, guidance=guidance)
 
     def run(use_cache):
-        o = SA.SamplingOptions(**base, use_cache=use_cache)
-        return lambda: SA.sample(model, params, prompt, plan, o, text_emb=emb, seeds=list(range(batch)))
+        o = sampling.SamplingOptions(**base, use_cache=use_cache)
+        return lambda: sampling.sample(lm, params, prompt, plan, o, text_emb=emb, seeds=list(range(batch)))
 
     t_cache = median_time(run(True), reps)
     out["cache_s"] = round(t_cache, 3)
@@ -84,7 +100,7 @@ def bench_preset(name: str, batch: int, reps: int, guidance: float, skip_recompu
         out["speedup"] = round(t_full / t_cache, 2)
     toks = run(True)()
     # paper sizes sample 2^18 codes; the small tokenizer decodes them modulo its codebook (timing only)
-    codes = vocab.visual_from_global(toks[:, :int(np.prod(latent))]).reshape(batch, *latent) % vt.codebook_size
+    codes = vocab.visual_from_global(toks[:, : int(np.prod(latent))]).reshape(batch, *latent) % vt.codebook_size
     t_dec = median_time(lambda: vt.decode(codes), reps)
     out["detokenize_s"] = round(t_dec, 3)
     out["seconds_per_clip"] = round((t_cache + t_dec) / batch, 3)
@@ -100,10 +116,23 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--skip-recompute", action="store_true", help="only the cached path (large presets)")
     args = ap.parse_args()
-    rows = [bench_preset(p.strip(), args.batch, args.reps, args.guidance, args.skip_recompute)
-            for p in args.presets.split(",") if p.strip()]
-    print(json.dumps({"machine": platform.machine(), "devices": [str(d) for d in jax.devices()],
-                      "jax": jax.__version__, "load_avg": os.getloadavg(), "results": rows}, indent=2))
+    rows = [
+        bench_preset(p.strip(), args.batch, args.reps, args.guidance, args.skip_recompute)
+        for p in args.presets.split(",")
+        if p.strip()
+    ]
+    print(
+        json.dumps(
+            {
+                "machine": platform.machine(),
+                "devices": [str(d) for d in jax.devices()],
+                "jax": jax.__version__,
+                "load_avg": os.getloadavg(),
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

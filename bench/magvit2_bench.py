@@ -77,12 +77,18 @@ def matmul_flops(n: int = 2048, reps: int = 5, dtype: str = "float32") -> dict:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32)).astype(dtype)
     f = jax.jit(lambda x, y: x @ y).lower(a, a).compile()
     sec = _time(lambda: f(a, a), reps)
-    return {"n": n, "seconds": sec, "flops": 2.0 * n**3, "flop_per_s": 2.0 * n**3 / sec,
-            "xla_flops": _flops(f)}
+    return {"n": n, "seconds": sec, "flops": 2.0 * n**3, "flop_per_s": 2.0 * n**3 / sec, "xla_flops": _flops(f)}
 
 
-def child(preset: str, reps: int, dtype: str, flops_only: bool = False, batch: int | None = None,
-          matmul_n: int = 2048, peak_tflops: float | None = None) -> dict:
+def child(
+    preset: str,
+    reps: int,
+    dtype: str,
+    flops_only: bool = False,
+    batch: int | None = None,
+    matmul_n: int = 2048,
+    peak_tflops: float | None = None,
+) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -96,8 +102,9 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False, batch: i
     cast = jnp.dtype(dtype)
     if flops_only:  # shapes only: nothing is materialised
         cfg = magvit2.load_magvit_config(preset)
-        params = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, cast),
-                                        param_spec(arch_config(cfg)))
+        params = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, cast), param_spec(arch_config(cfg))
+        )
     else:
         tok = magvit2.load(preset)
         cfg = tok.config
@@ -114,17 +121,25 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False, batch: i
         return jnp.clip(jnp.round((y + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
     shape = (b, cfg.frames, cfg.height, cfg.width, 3)
-    video = (jax.ShapeDtypeStruct(shape, jnp.uint8) if flops_only
-             else jnp.asarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)))
-    row = {"preset": preset, "dtype": dtype, "batch": b, "clip": [cfg.frames, cfg.height, cfg.width],
-           "latent": list(cfg.latent_shape()), "params_m": round(sum(int(np.prod(x.shape)) for x in
-                                                                      jax.tree_util.tree_leaves(params)) / 1e6, 3),
-           "init_s": round(init_s, 2), "reps": reps}
+    video = (
+        jax.ShapeDtypeStruct(shape, jnp.uint8)
+        if flops_only
+        else jnp.asarray(np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8))
+    )
+    row = {
+        "preset": preset,
+        "dtype": dtype,
+        "batch": b,
+        "clip": [cfg.frames, cfg.height, cfg.width],
+        "latent": list(cfg.latent_shape()),
+        "params_m": round(sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(params)) / 1e6, 3),
+        "init_s": round(init_s, 2),
+        "reps": reps,
+    }
     t0 = time.perf_counter()
     enc_c = jax.jit(enc).lower(params, video).compile()
     row["encode_compile_s"] = round(time.perf_counter() - t0, 2)
-    codes = (jax.ShapeDtypeStruct((b, *cfg.latent_shape()), jnp.int32) if flops_only
-             else enc_c(params, video))
+    codes = jax.ShapeDtypeStruct((b, *cfg.latent_shape()), jnp.int32) if flops_only else enc_c(params, video)
     t0 = time.perf_counter()
     dec_c = jax.jit(dec).lower(params, codes).compile()
     row["decode_compile_s"] = round(time.perf_counter() - t0, 2)
@@ -156,8 +171,13 @@ def child(preset: str, reps: int, dtype: str, flops_only: bool = False, batch: i
 
 
 CONV_SHAPES = [  # (B, T_padded, H, W, C_in, C_out, spatial stride): tiny/small encoder layers
-    (8, 7, 32, 32, 3, 8, 1), (8, 7, 32, 32, 8, 8, 1), (8, 7, 32, 32, 8, 16, 2),
-    (4, 19, 64, 64, 3, 32, 1), (4, 19, 64, 64, 32, 32, 1), (4, 19, 32, 32, 64, 64, 1), (4, 7, 8, 8, 64, 64, 1),
+    (8, 7, 32, 32, 3, 8, 1),
+    (8, 7, 32, 32, 8, 8, 1),
+    (8, 7, 32, 32, 8, 16, 2),
+    (4, 19, 64, 64, 3, 32, 1),
+    (4, 19, 64, 64, 32, 32, 1),
+    (4, 19, 32, 32, 64, 64, 1),
+    (4, 7, 8, 8, 64, 64, 1),
 ]
 
 
@@ -173,19 +193,24 @@ def conv_compare(reps: int = 5) -> list[dict]:
         mod = TapConv3d(o, (3, 3, 3), (1, s, s), jax.nn.initializers.lecun_normal())
         params = mod.init(jax.random.PRNGKey(0), x)
 
-        def lax3d(p, x):
+        def lax3d(p, x, s=s):
             k = p["params"]
-            return jax.lax.conv_general_dilated(x, k["kernel"], (1, s, s), [(0, 0), (1, 1), (1, 1)],
-                                                dimension_numbers=("NTHWC", "THWIO", "NTHWC")) + k["bias"]
+            return (
+                jax.lax.conv_general_dilated(
+                    x, k["kernel"], (1, s, s), [(0, 0), (1, 1), (1, 1)], dimension_numbers=("NTHWC", "THWIO", "NTHWC")
+                )
+                + k["bias"]
+            )
 
         row = {"shape": [b, t, h, w, c, o], "stride": s}
         for name, f in (("lax3d", lax3d), ("taps", mod.apply)):
             fwd = jax.jit(f)
             bwd = jax.jit(jax.grad(lambda p, x, f=f: f(p, x).sum(), argnums=(0, 1)))
-            np.testing.assert_allclose(np.asarray(fwd(params, x)), np.asarray(jax.jit(mod.apply)(params, x)),
-                                       rtol=1e-3, atol=1e-3)
-            row[f"{name}_fwd_ms"] = 1e3 * _time(lambda: fwd(params, x), reps)
-            row[f"{name}_fwdbwd_ms"] = 1e3 * _time(lambda: bwd(params, x), reps)
+            np.testing.assert_allclose(
+                np.asarray(fwd(params, x)), np.asarray(jax.jit(mod.apply)(params, x)), rtol=1e-3, atol=1e-3
+            )
+            row[f"{name}_fwd_ms"] = 1e3 * _time(lambda fwd=fwd, params=params, x=x: fwd(params, x), reps)
+            row[f"{name}_fwdbwd_ms"] = 1e3 * _time(lambda bwd=bwd, params=params, x=x: bwd(params, x), reps)
         row["fwd_ratio"] = row["lax3d_fwd_ms"] / row["taps_fwd_ms"]
         row["fwdbwd_ratio"] = row["lax3d_fwdbwd_ms"] / row["taps_fwdbwd_ms"]
         rows.append(row)
@@ -198,11 +223,21 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed calls per function (default per preset)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--batch", type=int, default=None, help="clips per call (default per preset: tiny 8, small 4, "
-                    "paper 1; a GPU wants more)")
-    ap.add_argument("--matmul-n", type=int, default=2048, help="side of the baseline matmul, in --dtype (a GPU wants 8192)")
-    ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="the accelerator's dense peak in --dtype (H200/H100 SXM bf16: 989): adds *_vs_peak")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="clips per call (default per preset: tiny 8, small 4, paper 1; a GPU wants more)",
+    )
+    ap.add_argument(
+        "--matmul-n", type=int, default=2048, help="side of the baseline matmul, in --dtype (a GPU wants 8192)"
+    )
+    ap.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the accelerator's dense peak in --dtype (H200/H100 SXM bf16: 989): adds *_vs_peak",
+    )
     ap.add_argument("--flops-only", action="store_true", help="compile and count FLOPs, do not time")
     ap.add_argument("--conv", action="store_true", help="per-tap 2D vs lax 3D causal conv, layer by layer")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -212,16 +247,32 @@ def main(argv=None) -> int:
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
-        print("| layer (B,T,H,W,Cin,Cout) | stride | lax 3D fwd ms | per-tap fwd ms | ratio | "
-              "lax 3D fwd+bwd ms | per-tap fwd+bwd ms | ratio |")
+        print(
+            "| layer (B,T,H,W,Cin,Cout) | stride | lax 3D fwd ms | per-tap fwd ms | ratio | "
+            "lax 3D fwd+bwd ms | per-tap fwd+bwd ms | ratio |"
+        )
         print("|" + "---|" * 8)
         for r in rows:
-            print(f"| {tuple(r['shape'])} | {r['stride']} | {r['lax3d_fwd_ms']:.1f} | {r['taps_fwd_ms']:.1f} | "
-                  f"{r['fwd_ratio']:.1f} | {r['lax3d_fwdbwd_ms']:.1f} | {r['taps_fwdbwd_ms']:.1f} | {r['fwdbwd_ratio']:.1f} |")
+            print(
+                f"| {tuple(r['shape'])} | {r['stride']} | {r['lax3d_fwd_ms']:.1f} | {r['taps_fwd_ms']:.1f} | "
+                f"{r['fwd_ratio']:.1f} | {r['lax3d_fwdbwd_ms']:.1f} | {r['taps_fwdbwd_ms']:.1f} | "
+                f"{r['fwdbwd_ratio']:.1f} |"
+            )
         return 0
     if args.child:
-        print(json.dumps(child(args.child, args.reps or REPS[args.child], args.dtype, args.flops_only, args.batch,
-                               args.matmul_n, args.peak_tflops)))
+        print(
+            json.dumps(
+                child(
+                    args.child,
+                    args.reps or REPS[args.child],
+                    args.dtype,
+                    args.flops_only,
+                    args.batch,
+                    args.matmul_n,
+                    args.peak_tflops,
+                )
+            )
+        )
         return 0
     rows = []
     for preset in args.presets.split(","):
@@ -246,16 +297,20 @@ def main(argv=None) -> int:
     if args.json or args.flops_only:
         print(json.dumps(rows, indent=2))
         return 0
-    print("| preset | clip (T,H,W) -> latent | batch | params | encode clips/s | decode clips/s | "
-          "encode GFLOP/clip | decode GFLOP/clip | encode / matmul FLOP/s | decode / matmul FLOP/s | "
-          "matmul GFLOP/s | compile enc/dec s | peak RSS MB |")
+    print(
+        "| preset | clip (T,H,W) -> latent | batch | params | encode clips/s | decode clips/s | "
+        "encode GFLOP/clip | decode GFLOP/clip | encode / matmul FLOP/s | decode / matmul FLOP/s | "
+        "matmul GFLOP/s | compile enc/dec s | peak RSS MB |"
+    )
     print("|" + "---|" * 13)
     for r in rows:
-        print(f"| {r['preset']} | {tuple(r['clip'])} -> {tuple(r['latent'])} | {r['batch']} | {r['params_m']}M | "
-              f"{r['encode_clips_per_s']:.3g} | {r['decode_clips_per_s']:.3g} | {r['encode_gflop_per_clip']:.3g} | "
-              f"{r['decode_gflop_per_clip']:.3g} | {r['encode_vs_matmul']:.2f} | {r['decode_vs_matmul']:.2f} | "
-              f"{r['matmul_gflop_per_s'][0]:.0f} / {r['matmul_gflop_per_s'][1]:.0f} | "
-              f"{r['encode_compile_s']:.0f} / {r['decode_compile_s']:.0f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['preset']} | {tuple(r['clip'])} -> {tuple(r['latent'])} | {r['batch']} | {r['params_m']}M | "
+            f"{r['encode_clips_per_s']:.3g} | {r['decode_clips_per_s']:.3g} | {r['encode_gflop_per_clip']:.3g} | "
+            f"{r['decode_gflop_per_clip']:.3g} | {r['encode_vs_matmul']:.2f} | {r['decode_vs_matmul']:.2f} | "
+            f"{r['matmul_gflop_per_s'][0]:.0f} / {r['matmul_gflop_per_s'][1]:.0f} | "
+            f"{r['encode_compile_s']:.0f} / {r['decode_compile_s']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
     return 0
 
 

@@ -28,8 +28,9 @@ def time_step(cfg, reps: int, pweights=None) -> dict:
     from videopoet.tokenizers.magvit2.train import init_state, make_train_step
 
     frames = cfg.train_frames or cfg.frames
-    batch = jnp.asarray(np.random.default_rng(0).integers(0, 256, (cfg.batch_size, frames, cfg.height, cfg.width, 3),
-                                                          dtype=np.uint8))
+    batch = jnp.asarray(
+        np.random.default_rng(0).integers(0, 256, (cfg.batch_size, frames, cfg.height, cfg.width, 3), dtype=np.uint8)
+    )
     state = init_state(cfg, cfg, cfg.frames)
     step = make_train_step(cfg, cfg, 0, pweights)
     t0 = time.perf_counter()
@@ -64,24 +65,35 @@ def main(argv=None) -> int:
         base = load_magvit_config(args.config, ["image_steps=0"])
         rows = [{"perceptual_frames": None, **time_step(base, args.reps)}]
         for k in [int(x) for x in args.frames.split(",") if x]:
-            cfg = load_magvit_config(args.config, ["image_steps=0", "perceptual_weight=0.1",
-                                                   f"perceptual_checkpoint={vgg}", f"perceptual_frames={k}"])
+            cfg = load_magvit_config(
+                args.config,
+                ["image_steps=0", "perceptual_weight=0.1", f"perceptual_checkpoint={vgg}", f"perceptual_frames={k}"],
+            )
             rows.append({"perceptual_frames": k, **time_step(cfg, args.reps, pweights)})
     for r in rows:
         r["vs_without"] = round(r["step_s"] / rows[0]["step_s"], 3)
     import jax
 
-    out = {"config": args.config, "batch": base.batch_size, "frames": base.train_frames or base.frames,
-           "size": [base.height, base.width], "devices": [d.device_kind for d in jax.devices()][:1],
-           "date": time.strftime("%Y-%m-%d"), "rows": rows}
+    out = {
+        "config": args.config,
+        "batch": base.batch_size,
+        "frames": base.train_frames or base.frames,
+        "size": [base.height, base.width],
+        "devices": [d.device_kind for d in jax.devices()][:1],
+        "date": time.strftime("%Y-%m-%d"),
+        "rows": rows,
+    }
     if args.json:
         print(json.dumps(out))
     else:
         print(f"{args.config}: batch {out['batch']} x {out['frames']} frames x {base.height}x{base.width}")
         print("| perceptual | step s | vs without | compile + first step s |\n|---|---|---|---|")
         for r in rows:
-            name = "off" if r["perceptual_frames"] is None else (f"{r['perceptual_frames']} frames / clip"
-                                                                if r["perceptual_frames"] else "every frame")
+            name = (
+                "off"
+                if r["perceptual_frames"] is None
+                else (f"{r['perceptual_frames']} frames / clip" if r["perceptual_frames"] else "every frame")
+            )
             print(f"| {name} | {r['step_s']:.3f} | {r['vs_without']:.2f} | {r['compile_plus_first_s']:.1f} |")
     return 0
 

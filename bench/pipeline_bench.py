@@ -7,8 +7,8 @@
    128x128 / 128x224 H.264 at 12 fps with AAC) unless ``--corpus DIR`` is given;
 2. **decode-only** (child process): for every video, probe + decord decode of exactly the frames the
    pipeline's clips use, resampled to 8 fps, resized + centre-cropped to the bucket
-   (:func:`videopoet.pipelines.media.decode_clips`, the pipeline's own decode call);
-3. **end-to-end** (child process): :func:`videopoet.pipelines.stages.process_shard` over every shard
+   (:func:`videopoet.media.decode_clips`, the pipeline's own decode call);
+3. **end-to-end** (child process): :func:`videopoet.pipelines.shard.process_shard` over every shard
    (read, validate, decode, audio, captions, conditions, batched tokenization, ArrayRecord write,
    done markers), after compiling every bucket shape once (one-off XLA compilation reported apart);
 4. **beam** (child process): the whole Beam job (DirectRunner, 1 worker) for its wall time.
@@ -31,7 +31,7 @@ import time
 
 def _pin(cores: int) -> list[int]:
     avail = sorted(os.sched_getaffinity(0))
-    use = avail[:max(1, cores)]
+    use = avail[: max(1, cores)]
     os.sched_setaffinity(0, set(use))
     return use
 
@@ -41,25 +41,34 @@ def _rss_mb() -> float:
 
 
 def child_decode(args) -> dict:
-    from videopoet.pipelines import media, stages
+    from videopoet import media
+    from videopoet.media.webdataset import Sample, iter_samples
+    from videopoet.pipelines import inputs, prepare
     from videopoet.pipelines.config import load_pipeline_config
-    from videopoet.pipelines.webdataset import Sample, iter_samples
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    uris = stages.list_input_shards(args.corpus)
+    uris = inputs.list_input_shards(args.corpus)
     clips = 0
     t0 = time.perf_counter()
     for uri in uris:
         for s in iter_samples(uri):
             if not isinstance(s, Sample):
                 continue
-            pick = stages._pick(s, stages.VIDEO_EXTS)
+            pick = prepare.pick_member(s, prepare.VIDEO_EXTS)
             if pick is None:
                 continue
             info = media.probe_video(pick[1])
-            _, h, w = stages._bucket(info.height, info.width, cfg)
-            d = media.decode_clips(pick[1], info, fps=cfg.fps, height=h, width=w, clip_frames=cfg.clip_frames,
-                                   stride=cfg.clip_stride, max_clips=cfg.max_clips_per_video)
+            _, h, w = prepare.bucket_of(info.height, info.width, cfg)
+            d = media.decode_clips(
+                pick[1],
+                info,
+                fps=cfg.fps,
+                height=h,
+                width=w,
+                clip_frames=cfg.clip_frames,
+                stride=cfg.clip_stride,
+                max_clips=cfg.max_clips_per_video,
+            )
             clips += len(d.clips)
     wall = time.perf_counter() - t0
     return {"mode": "decode", "clips": clips, "wall_s": wall, "clips_per_s": clips / wall, "peak_rss_mb": _rss_mb()}
@@ -68,37 +77,44 @@ def child_decode(args) -> dict:
 def child_e2e(args) -> dict:
     from collections import Counter
 
-    from videopoet.pipelines import stages
+    from videopoet.pipelines import inputs, shard, tokenize
     from videopoet.pipelines.config import load_pipeline_config
     from videopoet.schemas.store import DatasetStore
 
     cfg = load_pipeline_config(args.config, args.overrides)
-    uris = stages.list_input_shards(args.corpus)
+    uris = inputs.list_input_shards(args.corpus)
     t0 = time.perf_counter()
-    toks = stages.load_tokenizers(cfg)
+    toks = tokenize.load_tokenizers(cfg)
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         st = DatasetStore(d)
-        warm_s = stages.warmup_tokenizers(toks, cfg)  # compiles every shape once
+        warm_s = tokenize.warmup_tokenizers(toks, cfg)  # compiles every shape once
         work = st.begin("bench", "v1", cfg)
         timing: Counter = Counter()
         clips = records = 0
         tokens: Counter = Counter()
         t0 = time.perf_counter()
         for uri in uris:
-            s = stages.process_shard(uri, cfg, toks, work)
-            clips += s["clips"] + s["images"]
-            records += s["records"]
-            for k, v in s["timing"].items():
-                timing[k] += v
-            for k, v in s["outputs"][0]["tokens"].items():
-                tokens[k] += v
+            s = shard.process_shard(uri, cfg, toks, work)
+            clips += s.stats.clips + s.stats.images
+            records += s.stats.records
+            timing.update(s.timing)
+            tokens.update(s.stats.tokens)
         wall = time.perf_counter() - t0
     stages_s = {k: round(v, 3) for k, v in sorted(timing.items()) if k != "total"}
-    return {"mode": "e2e", "clips": clips, "records": records, "wall_s": wall, "clips_per_s": clips / wall,
-            "tokens_per_s": {k: round(v / wall, 1) for k, v in sorted(tokens.items())},
-            "stage_s": stages_s, "tokenizer_load_s": load_s, "warmup_shard_s": warm_s, "peak_rss_mb": _rss_mb(),
-            "tokenizers": {k: v["name"] for k, v in toks.lineage().items()}}
+    return {
+        "mode": "e2e",
+        "clips": clips,
+        "records": records,
+        "wall_s": wall,
+        "clips_per_s": clips / wall,
+        "tokens_per_s": {k: round(v / wall, 1) for k, v in sorted(tokens.items())},
+        "stage_s": stages_s,
+        "tokenizer_load_s": load_s,
+        "warmup_shard_s": warm_s,
+        "peak_rss_mb": _rss_mb(),
+        "tokenizers": {k: v["name"] for k, v in toks.lineage().items()},
+    }
 
 
 def child_beam(args) -> dict:
@@ -111,13 +127,23 @@ def child_beam(args) -> dict:
         s = run_beam(args.corpus, "bench", "v1", d, cfg, workers=1, progress=False)
         wall = time.perf_counter() - t0
     n = s["this_run"]["clips"] + s["this_run"]["images"]
-    return {"mode": "beam", "clips": n, "wall_s": wall, "clips_per_s_incl_startup": n / wall,
-            "peak_rss_mb": _rss_mb()}
+    return {"mode": "beam", "clips": n, "wall_s": wall, "clips_per_s_incl_startup": n / wall, "peak_rss_mb": _rss_mb()}
 
 
 def _run_child(mode: str, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", mode, "--corpus", args.corpus, "--config", args.config,
-           "--cores", str(args.cores), *args.overrides]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        mode,
+        "--corpus",
+        args.corpus,
+        "--config",
+        args.config,
+        "--cores",
+        str(args.cores),
+        *args.overrides,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"{mode} child failed:\n{out.stderr[-3000:]}")
@@ -148,8 +174,15 @@ def main() -> int:
         from videopoet.pipelines.synth import generate_corpus
 
         tmp = tempfile.TemporaryDirectory()
-        generate_corpus(tmp.name, clips=args.clips, images=args.images, shards=args.shards, seed=0,
-                        config=args.synth, progress=False)
+        generate_corpus(
+            tmp.name,
+            clips=args.clips,
+            images=args.images,
+            shards=args.shards,
+            seed=0,
+            config=args.synth,
+            progress=False,
+        )
         args.corpus = os.path.join(tmp.name, "*.tar")
     # decode-only is short and the machine noisy: measure it before and after the end-to-end run
     # (and after the Beam run) and use the median
@@ -162,32 +195,51 @@ def main() -> int:
     dec = {**dec, "all_clips_per_s": [round(d["clips_per_s"], 2) for d in decs]}
     tok_s = sum(v for k, v in e2e["stage_s"].items() if k.startswith("tokenize"))
     rest = max(e2e["wall_s"] - tok_s, 1e-9)
-    res = {"cores": args.cores, "config": args.config, "overrides": args.overrides, "synth": args.synth,
-           "decode_only": dec, "end_to_end": e2e, "beam": beam,
-           "ratio_e2e_vs_decode": e2e["clips_per_s"] / dec["clips_per_s"],
-           # the pipeline's own overhead: everything but the tokenizers' compute, vs decode-only
-           "ratio_e2e_without_tokenizer_compute_vs_decode": (e2e["clips"] / rest) / dec["clips_per_s"],
-           "tokenizer_share_of_e2e_wall": tok_s / e2e["wall_s"]}
+    res = {
+        "cores": args.cores,
+        "config": args.config,
+        "overrides": args.overrides,
+        "synth": args.synth,
+        "decode_only": dec,
+        "end_to_end": e2e,
+        "beam": beam,
+        "ratio_e2e_vs_decode": e2e["clips_per_s"] / dec["clips_per_s"],
+        # the pipeline's own overhead: everything but the tokenizers' compute, vs decode-only
+        "ratio_e2e_without_tokenizer_compute_vs_decode": (e2e["clips"] / rest) / dec["clips_per_s"],
+        "tokenizer_share_of_e2e_wall": tok_s / e2e["wall_s"],
+    }
     if args.json:
         print(json.dumps(res, indent=2))
     else:
         c = args.cores
-        print(f"pipeline benchmark: {dec['clips']} clips, config {args.config} {' '.join(args.overrides)}, "
-              f"synth {args.synth}, {c} core(s)")
-        print(f"  decode-only : {dec['clips_per_s'] / c:8.2f} clips/s/core   peak RSS {dec['peak_rss_mb']:.0f} MB   "
-              f"(median of {dec['all_clips_per_s']})")
-        print(f"  end-to-end  : {e2e['clips_per_s'] / c:8.2f} clips/s/core   peak RSS {e2e['peak_rss_mb']:.0f} MB   "
-              f"ratio {res['ratio_e2e_vs_decode']:.2f}")
-        print(f"    without the tokenizers' compute: {e2e['clips'] / rest / c:8.2f} clips/s/core, ratio "
-              f"{res['ratio_e2e_without_tokenizer_compute_vs_decode']:.2f} (tokenizers take "
-              f"{100 * res['tokenizer_share_of_e2e_wall']:.0f}% of the end-to-end wall time)")
-        print(f"    stages (s): " + ", ".join(f"{k} {v}" for k, v in e2e["stage_s"].items()))
-        print(f"    tokens/s  : " + ", ".join(f"{k} {v}" for k, v in e2e["tokens_per_s"].items()))
-        print(f"    one-off   : tokenizer load {e2e['tokenizer_load_s']:.1f} s, warm-up (XLA compile of every bucket shape) "
-              f"{e2e['warmup_shard_s']:.1f} s")
+        print(
+            f"pipeline benchmark: {dec['clips']} clips, config {args.config} {' '.join(args.overrides)}, "
+            f"synth {args.synth}, {c} core(s)"
+        )
+        print(
+            f"  decode-only : {dec['clips_per_s'] / c:8.2f} clips/s/core   peak RSS {dec['peak_rss_mb']:.0f} MB   "
+            f"(median of {dec['all_clips_per_s']})"
+        )
+        print(
+            f"  end-to-end  : {e2e['clips_per_s'] / c:8.2f} clips/s/core   peak RSS {e2e['peak_rss_mb']:.0f} MB   "
+            f"ratio {res['ratio_e2e_vs_decode']:.2f}"
+        )
+        print(
+            f"    without the tokenizers' compute: {e2e['clips'] / rest / c:8.2f} clips/s/core, ratio "
+            f"{res['ratio_e2e_without_tokenizer_compute_vs_decode']:.2f} (tokenizers take "
+            f"{100 * res['tokenizer_share_of_e2e_wall']:.0f}% of the end-to-end wall time)"
+        )
+        print("    stages (s): " + ", ".join(f"{k} {v}" for k, v in e2e["stage_s"].items()))
+        print("    tokens/s  : " + ", ".join(f"{k} {v}" for k, v in e2e["tokens_per_s"].items()))
+        print(
+            f"    one-off   : tokenizer load {e2e['tokenizer_load_s']:.1f} s, "
+            f"warm-up (XLA compile of every bucket shape) {e2e['warmup_shard_s']:.1f} s"
+        )
         if beam:
-            print(f"  beam job    : {beam['wall_s']:.1f} s wall incl. start-up and load "
-                  f"({beam['clips_per_s_incl_startup']:.2f} clips/s), peak RSS {beam['peak_rss_mb']:.0f} MB")
+            print(
+                f"  beam job    : {beam['wall_s']:.1f} s wall incl. start-up and load "
+                f"({beam['clips_per_s_incl_startup']:.2f} clips/s), peak RSS {beam['peak_rss_mb']:.0f} MB"
+            )
     if tmp is not None:
         tmp.cleanup()
     return 0

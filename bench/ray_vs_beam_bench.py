@@ -58,15 +58,36 @@ class TreeRSS:
         self._stop.set()
         self._t.join()
         mb = 1024 * 1024
-        return {"driver_peak_mb": round(self.driver / mb), "largest_worker_peak_mb": round(self.worker / mb),
-                "tree_peak_mb": round(self.total / mb)}
+        return {
+            "driver_peak_mb": round(self.driver / mb),
+            "largest_worker_peak_mb": round(self.worker / mb),
+            "tree_peak_mb": round(self.total / mb),
+        }
 
 
 def run_job(runner: str, workers: int, corpus: str, root: str, config: str) -> dict:
     version = f"{runner}-w{workers}"
-    argv = [BIN, "pipeline", "run", "--runner", runner, "--input", os.path.join(corpus, "train-*.tar"),
-            "--name", "bench", "--version", version, "--root", root, "--config", config, "--workers", str(workers),
-            "--no-progress", "--json"]
+    argv = [
+        BIN,
+        "pipeline",
+        "run",
+        "--runner",
+        runner,
+        "--input",
+        os.path.join(corpus, "train-*.tar"),
+        "--name",
+        "bench",
+        "--version",
+        version,
+        "--root",
+        root,
+        "--config",
+        config,
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--json",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu", RAY_AUTH_MODE="token")
     env.pop("RAY_ADDRESS", None)
     t0 = time.time()
@@ -77,10 +98,17 @@ def run_job(runner: str, workers: int, corpus: str, root: str, config: str) -> d
     m = mem.stop()
     if p.returncode != 0:
         raise SystemExit(f"{runner} w{workers} failed (exit {p.returncode})")
-    s = json.loads(out[out.index("{\n"):])
+    s = json.loads(out[out.index("{\n") :])
     records = s["totals"]["records"]
-    return {"runner": runner, "workers": workers, "wall_s": round(wall, 1), "records": records,
-            "clips_per_s": round(records / wall, 3), "fingerprint": s["fingerprint"], **m}
+    return {
+        "runner": runner,
+        "workers": workers,
+        "wall_s": round(wall, 1),
+        "records": records,
+        "clips_per_s": round(records / wall, 3),
+        "fingerprint": s["fingerprint"],
+        **m,
+    }
 
 
 def main(argv=None) -> int:
@@ -92,8 +120,24 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="vp-raybeam-")
     corpus = os.path.join(work, "corpus")
-    subprocess.run([BIN, "corpus", "synth", "--out", corpus, "--clips", str(args.clips), "--shards", str(args.shards),
-                    "--config", args.config, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            BIN,
+            "corpus",
+            "synth",
+            "--out",
+            corpus,
+            "--clips",
+            str(args.clips),
+            "--shards",
+            str(args.shards),
+            "--config",
+            args.config,
+            "--no-progress",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     rows = []
     for w in [int(x) for x in args.workers.split(",")]:
         for runner in ("beam", "ray"):
@@ -104,9 +148,14 @@ def main(argv=None) -> int:
         b = next(r for r in rows if r["runner"] == "beam" and r["workers"] == w)
         r_ = next(r for r in rows if r["runner"] == "ray" and r["workers"] == w)
         ratios[f"ray/beam clips_per_s, {w} worker(s)"] = round(r_["clips_per_s"] / b["clips_per_s"], 3)
-    out = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
-           "corpus": {"clips": args.clips, "shards": args.shards, "config": args.config},
-           "same_fingerprint": len({r["fingerprint"] for r in rows}) == 1, "runs": rows, "ratios": ratios}
+    out = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "corpus": {"clips": args.clips, "shards": args.shards, "config": args.config},
+        "same_fingerprint": len({r["fingerprint"] for r in rows}) == 1,
+        "runs": rows,
+        "ratios": ratios,
+    }
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

@@ -36,10 +36,7 @@ def main(argv=None) -> int:
     import jax
 
     from videopoet.schemas import store
-    from videopoet.trainer import data as D
-    from videopoet.trainer import metrics as MT
-    from videopoet.trainer import step as ST
-    from videopoet.trainer import synthetic
+    from videopoet.trainer import data, metrics, step, synthetic
     from videopoet.trainer.config import load_train_config
 
     # curriculum off: batches follow the mixture average (the curriculum only reorders image vs video steps)
@@ -50,7 +47,7 @@ def main(argv=None) -> int:
         recs = synthetic.make_records(96, cfg.model.vocab, latent=(5, 8, 8), audio_frames=106, images=24)
         store.write_dataset(tmp, "bench", "1", {"a.tar": recs[:60], "b.tar": recs[60:]})
         args.data, args.root = "bench@1", tmp
-    _, mix = D.open_mixture(args.data, cfg, args.root)
+    _, mix = data.open_mixture(args.data, cfg, args.root)
 
     # ---- loader alone
     it = iter(mix.dataset())
@@ -60,7 +57,7 @@ def main(argv=None) -> int:
     loader_s = (time.perf_counter() - t) / args.loader_batches
 
     # ---- train step alone (every group compiled first)
-    tr = ST.make_trainer(cfg)
+    tr = step.make_trainer(cfg)
     state = tr.init()
     seen = {}
     for b in batches:
@@ -75,19 +72,28 @@ def main(argv=None) -> int:
     for b in batches[:n]:
         state, m = tr.step(state, b)
         float(m["loss"])
-        flops += MT.step_flops(cfg.model, b["tokens"].shape[1], b["prefix_len"])
+        flops += metrics.step_flops(cfg.model, b["tokens"].shape[1], b["prefix_len"])
     step_s = (time.perf_counter() - t) / n
-    peak, src = MT.device_peak_flops()
+    peak, src = metrics.device_peak_flops()
     tokens = sum(b["tokens"].size for b in batches[:n])
     masked = sum(int((~b["valid"]).sum()) for b in batches[:n])
     padded = sum(b["tokens"].shape[0] * (mix.plan.max_length - b["tokens"].shape[1]) for b in batches[:n])
     res = {
-        "config": cfg.name, "device": str(jax.devices()[0].device_kind), "devices": jax.device_count(),
-        "cpu_cores": os.cpu_count(), "batch_size": cfg.batch_size, "groups": len(mix.plan.groups),
-        "loader_batches_per_s": 1.0 / loader_s, "train_steps_per_s": 1.0 / step_s,
-        "loader_to_step_ratio": step_s / loader_s, "step_time_s": step_s,
-        "tokens_per_s": tokens / (step_s * n), "mfu": flops / (step_s * n) / peak, "peak_flops": peak,
-        "peak_source": src, "pad_fraction": masked / tokens,
+        "config": cfg.name,
+        "device": str(jax.devices()[0].device_kind),
+        "devices": jax.device_count(),
+        "cpu_cores": os.cpu_count(),
+        "batch_size": cfg.batch_size,
+        "groups": len(mix.plan.groups),
+        "loader_batches_per_s": 1.0 / loader_s,
+        "train_steps_per_s": 1.0 / step_s,
+        "loader_to_step_ratio": step_s / loader_s,
+        "step_time_s": step_s,
+        "tokens_per_s": tokens / (step_s * n),
+        "mfu": flops / (step_s * n) / peak,
+        "peak_flops": peak,
+        "peak_source": src,
+        "pad_fraction": masked / tokens,
         "pad_fraction_without_agd": (masked + padded) / (tokens + padded),
         "mean_seq_len": float(np.mean([b["tokens"].shape[1] for b in batches[:n]])),
     }

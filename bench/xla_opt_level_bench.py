@@ -56,9 +56,12 @@ def child(config: str, reps: int) -> dict:
         t0 = time.perf_counter()
         tok.decode(tok.encode(clips))
         runs.append(time.perf_counter() - t0)
-    return {"train_step_trace_s": round(trace_s, 3), "train_step_compile_s": round(compile_s, 3),
-            "train_step_s": round(statistics.median(times), 4),
-            "small_codec_4_clips_s": round(statistics.median(runs), 3)}
+    return {
+        "train_step_trace_s": round(trace_s, 3),
+        "train_step_compile_s": round(compile_s, 3),
+        "train_step_s": round(statistics.median(times), 4),
+        "small_codec_4_clips_s": round(statistics.median(runs), 3),
+    }
 
 
 def main(argv=None) -> int:
@@ -77,8 +80,13 @@ def main(argv=None) -> int:
         flags = "" if level == "default" else f"--xla_backend_optimization_level={int(level)}"
         env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_COMPILATION_CACHE_DIR")}
         env.update(XLA_FLAGS=flags, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--config", args.config,
-                              "--reps", str(args.reps)], capture_output=True, text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", "--config", args.config, "--reps", str(args.reps)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         rows.append({"level": level, **json.loads(out.stdout.strip().splitlines()[-1])})
     base = rows[0]
     for r in rows:
@@ -88,14 +96,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"MAGVIT-v2 {args.config} train step and small encode+decode ({res['cpus']} CPUs), "
-          f"ratio to level {base['level']}")
+    print(
+        f"MAGVIT-v2 {args.config} train step and small encode+decode ({res['cpus']} CPUs), "
+        f"ratio to level {base['level']}"
+    )
     print(f"{'level':>8} {'compile s':>10} {'x':>6} {'step s':>8} {'x':>6} {'small codec s':>14} {'x':>6}")
     for r in rows:
         b = base["level"]
-        print(f"{r['level']:>8} {r['train_step_compile_s']:>10.2f} {r[f'train_step_compile_s_vs_{b}']:>6.2f} "
-              f"{r['train_step_s']:>8.4f} {r[f'train_step_s_vs_{b}']:>6.2f} {r['small_codec_4_clips_s']:>14.3f} "
-              f"{r[f'small_codec_4_clips_s_vs_{b}']:>6.2f}")
+        print(
+            f"{r['level']:>8} {r['train_step_compile_s']:>10.2f} {r[f'train_step_compile_s_vs_{b}']:>6.2f} "
+            f"{r['train_step_s']:>8.4f} {r[f'train_step_s_vs_{b}']:>6.2f} {r['small_codec_4_clips_s']:>14.3f} "
+            f"{r[f'small_codec_4_clips_s_vs_{b}']:>6.2f}"
+        )
     return 0
 
 

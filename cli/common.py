@@ -7,8 +7,6 @@ import json
 import sys
 from typing import Any
 
-from videopoet.schemas.errors import NotBuiltYet
-
 # The argv being parsed (set by videopoet.cli.main.build_parser).
 ARGV: list[str] = []
 
@@ -24,18 +22,3 @@ def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
         sys.stdout.write("\n")
     else:
         print(text if text is not None else json.dumps(obj, indent=2, sort_keys=True, default=str))
-
-
-def not_built(group: str, issue: int) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        raise NotBuiltYet(f"'videopoet {group}' is not built yet (tracked in issue #{issue})")
-
-    return handler
-
-
-def stub_group(sub: argparse._SubParsersAction, name: str, help_: str, issue: int) -> argparse.ArgumentParser:
-    """A command group that later issues fill: parses anything, exits 2 with 'not built yet'."""
-    p = sub.add_parser(name, help=f"{help_} [not built yet]", description=help_)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=not_built(name, issue))
-    return p

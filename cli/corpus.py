@@ -40,8 +40,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("corpus", help="synthetic corpora (videopoet corpus synth)",
-                       description="Synthetic corpora.")
+    p = sub.add_parser("corpus", help="synthetic corpora (videopoet corpus synth)", description="Synthetic corpora.")
     csub = p.add_subparsers(dest="action", metavar="ACTION")
     csub.required = True
     s = csub.add_parser(
@@ -56,13 +55,21 @@ def register(sub) -> None:
     s.add_argument("--images", type=int, default=0, metavar="M", help="still images to write (default 0)")
     s.add_argument("--shards", type=int, default=2, metavar="K", help="tar shards to spread them over (default 2)")
     s.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    s.add_argument("--split", choices=("train", "heldout"), default="train",
-                   help="train: never the held-out colour x shape combinations; heldout: only them")
-    s.add_argument("--with-corrupt", action="store_true",
-                   help="add bad samples (truncated/empty/non-video mp4, missing or non-UTF-8 caption), "
-                   "each named in its .json 'corrupt' field and in corpus.json")
-    s.add_argument("--config", default="small", metavar="PRESET|YAML",
-                   help="tiny | small | paper | a YAML file (default small)")
+    s.add_argument(
+        "--split",
+        choices=("train", "heldout"),
+        default="train",
+        help="train: never the held-out colour x shape combinations; heldout: only them",
+    )
+    s.add_argument(
+        "--with-corrupt",
+        action="store_true",
+        help="add bad samples (truncated/empty/non-video mp4, missing or non-UTF-8 caption), "
+        "each named in its .json 'corrupt' field and in corpus.json",
+    )
+    s.add_argument(
+        "--config", default="small", metavar="PRESET|YAML", help="tiny | small | paper | a YAML file (default small)"
+    )
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. fps=8 frames=41")
     add_json_flag(s)

@@ -5,6 +5,12 @@
     videopoet data verify  NAME@VERSION|PATH [--root DATASETS] [--deep] [--json]   exit 1 on any problem
     videopoet data diff    A B               [--root DATASETS] [--json]
     videopoet data show    NAME@VERSION|PATH [--limit N] [--decode OUT_DIR] [--rejects]
+    videopoet data tag     NAME@VERSION TAG  [--root DATASETS] [--json]   point NAME@TAG at a version (logged)
+    videopoet data rm      NAME@VERSION      [--force] [--root DATASETS]  refused while tagged, unless --force
+    videopoet data gc      [--older-than 24h] [--dry-run] [--root DATASETS] [--json]
+    videopoet data log     NAME              [--root DATASETS] [--json]   publishes, removals, tag moves; oldest first
+
+Wherever NAME@VERSION is taken, NAME@TAG and NAME@latest (the newest version) work too.
 
 ``--root`` defaults to ``$VIDEOPOET_ROOT``, else ``./datasets``.
 """
@@ -35,13 +41,16 @@ def _fmt_bytes(n: int) -> str:
 
 def _list(args) -> int:
     items = _store(args).list()
-    lines = [f"{'dataset':32s} {'records':>9s} {'size':>10s}  created               fingerprint"]
+    lines = [f"{'dataset':32s} {'records':>9s} {'size':>10s}  {'created':20s}  {'fingerprint':16s}  tags"]
     for it in items:
         if "error" in it:
             lines.append(f"{it['ref']:32s} unreadable: {it['error']}")
             continue
-        lines.append(f"{it['ref']:32s} {it['records']:>9d} {_fmt_bytes(it['bytes']):>10s}  {it['created']}  "
-                     f"{it['fingerprint'][:16]}")
+        tags = ", ".join([*it["tags"], *(["(latest)"] if it["latest"] else [])])
+        lines.append(
+            f"{it['ref']:32s} {it['records']:>9d} {_fmt_bytes(it['bytes']):>10s}  {it['created']:20s}  "
+            f"{it['fingerprint'][:16]}  {tags}"
+        )
     if not items:
         lines = [f"no datasets under {args.root or os.environ.get('VIDEOPOET_ROOT') or './datasets'}"]
     emit(args, items, "\n".join(lines))
@@ -60,8 +69,11 @@ def _info(args) -> int:
         f"  records      {t['records']} in {t['shards']} shard(s), {_fmt_bytes(t['bytes'])}",
         "  tokens       " + ", ".join(f"{k} {v:,}" for k, v in t["tokens"].items()),
         f"  rejects      {t['samples_rejected']}"
-        + (" (" + ", ".join(f"{k} {v}" for k, v in info["rejects_by_reason"].items()) + ")"
-           if info["rejects_by_reason"] else ""),
+        + (
+            " (" + ", ".join(f"{k} {v}" for k, v in info["rejects_by_reason"].items()) + ")"
+            if info["rejects_by_reason"]
+            else ""
+        ),
     ]
     for kind, tok in info["tokenizers"].items():
         lines.append(f"  tokenizer    {kind}: {tok.get('name')} {str(tok.get('fingerprint'))[:16]}")
@@ -92,16 +104,20 @@ def _diff(args) -> int:
 
     st = _store(args)
     d = diff_manifests(st.open(args.a).manifest, st.open(args.b).manifest)
-    lines = [f"{d['a']} -> {d['b']}: " + ("same content (fingerprints equal)" if d["same_fingerprint"]
-                                           else "content differs")]
+    lines = [
+        f"{d['a']} -> {d['b']}: "
+        + ("same content (fingerprints equal)" if d["same_fingerprint"] else "content differs")
+    ]
     lin = d.get("lineage", {})
     if "inputs" in lin:
         for k, v in lin["inputs"].items():
             if v:
                 lines.append(f"  inputs {k}: {', '.join(v)}")
     for kind, t in lin.get("tokenizers", {}).items():
-        lines.append(f"  tokenizer {kind}: {t['name'][0]} {str(t['fingerprint'][0])[:12]} -> "
-                     f"{t['name'][1]} {str(t['fingerprint'][1])[:12]}")
+        lines.append(
+            f"  tokenizer {kind}: {t['name'][0]} {str(t['fingerprint'][0])[:12]} -> "
+            f"{t['name'][1]} {str(t['fingerprint'][1])[:12]}"
+        )
         for key, (x, y) in t["config"].items():
             lines.append(f"      {key}: {x!r} -> {y!r}")
     for key, (x, y) in lin.get("pipeline_config", {}).items():
@@ -124,24 +140,19 @@ def _diff(args) -> int:
     return 0
 
 
-def _load_tokenizer(kind: str, entry: dict[str, Any], override: str | None):
-    """The tokenizer a manifest names, checked against its recorded fingerprint."""
-    from videopoet.schemas.errors import DatasetError
+def _load_tokenizer(modality: str, refs: dict[str, Any], override: str | None):
+    """The tokenizer the manifest names (or ``override``), checked against the recorded fingerprint."""
+    import dataclasses
 
-    source = override or entry.get("source") or "default"
-    if kind == "video":
-        from videopoet.tokenizers import magvit2 as mod
-    elif kind == "audio":
-        from videopoet.tokenizers import soundstream as mod
-    else:
-        raise DatasetError(f"cannot decode {kind} tokens")
-    tok = mod.default() if source == "default" else mod.load(source)
-    want = entry.get("fingerprint")
-    if want and tok.fingerprint != want:
-        raise DatasetError(
-            f"the {kind} tokenizer {source!r} has fingerprint {tok.fingerprint[:12]}, but the dataset was made "
-            f"with {want[:12]}; pass --{kind}-tokenizer PATH with the right checkpoint")
-    return tok
+    from videopoet.schemas.errors import DatasetError
+    from videopoet.tokenizers import registry
+
+    if modality not in refs:
+        if override is None:
+            raise DatasetError(f"the dataset records no {modality} tokenizer; pass --{modality}-tokenizer CKPT")
+        return registry.resolve(override, {"video": "visual", "audio": "audio"}[modality])[0]
+    ref = refs[modality] if override is None else dataclasses.replace(refs[modality], spec=override)
+    return registry.load(ref, hint=f"pass --{modality}-tokenizer CKPT with the checkpoint it was made with")
 
 
 def _show(args) -> int:
@@ -157,7 +168,9 @@ def _show(args) -> int:
         return 0
     vt = at = None
     if args.decode:
-        toks = ds.manifest["lineage"].get("tokenizers", {})
+        from videopoet.schemas.manifest import tokenizer_refs
+
+        refs = tokenizer_refs(ds.manifest)
         os.makedirs(args.decode, exist_ok=True)
     n = 0
     for path in ds.shard_paths():
@@ -168,54 +181,62 @@ def _show(args) -> int:
                 summ = record_summary(rec)
                 if args.decode:
                     if rec.video is not None and vt is None:
-                        vt = _load_tokenizer("video", toks.get("video", {}), args.video_tokenizer)
+                        vt = _load_tokenizer("video", refs, args.video_tokenizer)
                     if rec.audio is not None and at is None:
-                        at = _load_tokenizer("audio", toks.get("audio", {}), args.audio_tokenizer)
+                        at = _load_tokenizer("audio", refs, args.audio_tokenizer)
                     summ["decoded"] = _decode_record(rec, vt, at, args.decode)
                 sys.stdout.write(json.dumps(summ, sort_keys=True) + "\n")
                 n += 1
     return 0
 
 
-def _decode_record(rec, vt, at, out_dir: str) -> str:
+def _decode_record(rec, vt, at, out_dir: str) -> list[str]:
+    """Write a record's tokens back as media: an image as ``KEY.jpg``, a clip as ``KEY.mp4`` (with its
+    audio track), its audio also as ``KEY.wav``; returns the paths written."""
     import numpy as np
 
-    from videopoet.pipelines.synth.encode import encode_jpeg, encode_mp4
+    from videopoet.media.encode import encode_jpeg, encode_mp4, encode_wav
 
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in rec.key)
+    written = []
+
+    def put(ext: str, blob: bytes) -> None:
+        path = os.path.join(out_dir, f"{safe}.{ext}")
+        with open(path, "wb") as f:
+            f.write(blob)
+        written.append(path)
+
     wave = None
     if rec.audio is not None:
         wave = np.asarray(at.decode(rec.audio[None]))[0]
     if rec.video is not None:
         frames = np.asarray(vt.decode(rec.video[None]))[0]
         if frames.shape[0] == 1 and wave is None:
-            path = os.path.join(out_dir, f"{safe}.jpg")
-            with open(path, "wb") as f:
-                f.write(encode_jpeg(frames[0]))
-            return path
-        fps = int(round(rec.lineage.fps)) or 8
-        path = os.path.join(out_dir, f"{safe}.mp4")
-        with open(path, "wb") as f:
-            f.write(encode_mp4(frames, wave, fps=fps, audio_rate=at.config.sample_rate if at else 16000))
-        return path
+            put("jpg", encode_jpeg(frames[0]))
+        else:
+            fps = int(round(rec.lineage.fps)) or 8
+            put("mp4", encode_mp4(frames, wave, fps=fps, audio_rate=at.config.sample_rate if at else 16000))
     if wave is not None:
-        import soundfile as sf
-
-        path = os.path.join(out_dir, f"{safe}.wav")
-        sf.write(path, wave, at.config.sample_rate)
-        return path
-    return ""
+        put("wav", encode_wav(wave, at.config.sample_rate))
+    return written
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="list, inspect, verify, diff and show datasets",
-                       description="Versioned token datasets under a root (default $VIDEOPOET_ROOT or ./datasets).")
+    p = sub.add_parser(
+        "data",
+        help="list, inspect, verify, diff and show datasets",
+        description="Versioned token datasets under a root (default $VIDEOPOET_ROOT or ./datasets).",
+    )
     dsub = p.add_subparsers(dest="action", metavar="ACTION")
     dsub.required = True
 
     def common(q):
-        q.add_argument("--root", default=None, metavar="DATASETS",
-                       help="datasets root (default $VIDEOPOET_ROOT, else ./datasets); local or fsspec URI")
+        q.add_argument(
+            "--root",
+            default=None,
+            metavar="DATASETS",
+            help="datasets root (default $VIDEOPOET_ROOT, else ./datasets); local or fsspec URI",
+        )
         add_json_flag(q)
 
     q = dsub.add_parser("list", help="every published name@version under the root")
@@ -238,10 +259,103 @@ def register(sub) -> None:
     q = dsub.add_parser("show", help="records as JSON lines (key, lineage, token shapes)")
     q.add_argument("dataset", metavar="NAME@VERSION|PATH")
     q.add_argument("--limit", type=int, default=None, metavar="N", help="at most N records")
-    q.add_argument("--decode", default=None, metavar="OUT_DIR",
-                   help="detokenize each record to OUT_DIR (mp4 with audio, jpg, or wav) to look at")
+    q.add_argument(
+        "--decode",
+        default=None,
+        metavar="OUT_DIR",
+        help="detokenize each record to OUT_DIR (mp4 with audio, jpg, or wav) to look at",
+    )
     q.add_argument("--video-tokenizer", default=None, metavar="CKPT", help="override the manifest's video tokenizer")
     q.add_argument("--audio-tokenizer", default=None, metavar="CKPT", help="override the manifest's audio tokenizer")
     q.add_argument("--rejects", action="store_true", help="show the rejects (JSON lines) instead of records")
     q.add_argument("--root", default=None, metavar="DATASETS", help="datasets root")
     q.set_defaults(func=_show)
+    _register_lifecycle(dsub, common)
+
+
+# ------------------------------------------------------------------------------ lifecycle: tag, rm, gc, log
+def _tag(args) -> int:
+    from videopoet.schemas import lifecycle
+
+    ev = lifecycle.tag(_store(args), args.dataset, args.tag)
+    name = args.dataset.split("@", 1)[0]
+    if not ev["moved"]:
+        text = f"{name}@{ev['tag']} already points at {name}@{ev['new']}"
+    elif ev["old"] is None:
+        text = f"{name}@{ev['tag']} -> {name}@{ev['new']}"
+    else:
+        text = f"{name}@{ev['tag']} moved: {ev['old']} -> {ev['new']}"
+    emit(args, ev, text)
+    return 0
+
+
+def _rm(args) -> int:
+    from videopoet.schemas import lifecycle
+
+    out = lifecycle.remove(_store(args), args.dataset, force=args.force)
+    extra = f" (and tags {', '.join(out['tags_removed'])})" if out["tags_removed"] else ""
+    emit(args, out, f"removed {out['ref']}{extra}")
+    return 0
+
+
+def _gc(args) -> int:
+    from videopoet.schemas import lifecycle
+
+    items = lifecycle.gc(_store(args), lifecycle.parse_age(args.older_than), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{verb} {it.kind}: {it.path} ({_fmt_bytes(it.bytes)}, untouched {_fmt_age(it.age_s)})" for it in items]
+    lines.append(f"{verb} {len(items)} item(s), {_fmt_bytes(sum(it.bytes for it in items))}")
+    emit(args, {"dry_run": args.dry_run, "items": [it.to_json() for it in items]}, "\n".join(lines))
+    return 0
+
+
+def _fmt_age(s: float) -> str:
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s / n:.1f}{unit}"
+    return f"{s:.0f}s"
+
+
+def _log(args) -> int:
+    from videopoet.schemas import lifecycle
+
+    events = lifecycle.log(_store(args), args.name)
+    lines = []
+    for e in events:
+        if e["event"] in ("tag", "untag"):
+            what = f"tag {e['tag']}: {e.get('old') or '-'} -> {e.get('new') or '-'}"
+        elif e["event"] == "publish":
+            what = f"publish {e.get('version')} ({str(e.get('fingerprint'))[:16]})"
+        else:
+            tags = e.get("tags_removed") or []
+            what = f"rm {e.get('version')}" + (f" (tags {', '.join(tags)})" if tags else "")
+        lines.append(f"{e['time']}  {e.get('by', '?'):24s}  {what}")
+    emit(args, events, "\n".join(lines) or f"no events for {args.name}")
+    return 0
+
+
+def _register_lifecycle(dsub, common) -> None:
+    q = dsub.add_parser("tag", help="point NAME@TAG at a version; the move is logged")
+    q.add_argument("dataset", metavar="NAME@VERSION", help="the version (or a tag, or NAME@latest) to point at")
+    q.add_argument("tag", metavar="TAG")
+    common(q)
+    q.set_defaults(func=_tag)
+    q = dsub.add_parser("rm", help="remove a published version (refused while a tag points at it)")
+    q.add_argument("dataset", metavar="NAME@VERSION")
+    q.add_argument("--force", action="store_true", help="also remove the tags that point at it (logged)")
+    common(q)
+    q.set_defaults(func=_rm)
+    q = dsub.add_parser("gc", help="remove abandoned builds, orphaned files and old leases")
+    q.add_argument(
+        "--older-than",
+        default="24h",
+        metavar="AGE",
+        help="only what nothing touched for AGE (90s, 30m, 24h, 7d; default 24h)",
+    )
+    q.add_argument("--dry-run", action="store_true", help="list what would be removed, with sizes; remove nothing")
+    common(q)
+    q.set_defaults(func=_gc)
+    q = dsub.add_parser("log", help="a dataset's log: publishes, removals and tag moves, with time and user@host")
+    q.add_argument("name", metavar="NAME")
+    common(q)
+    q.set_defaults(func=_log)

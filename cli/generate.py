@@ -17,6 +17,12 @@ Masks: inpaint_center (inpaint); outpaint_left|right|top|bottom|border (outpaint
 text slot (what the trainer's cfg_dropout_text hides), so it acts on the tasks that take --prompt.
 The tokenizers are the ones the run's dataset was made with (from its manifest); --video-tokenizer
 / --audio-tokenizer PRESET|DIR override that (runs trained on in-memory data need them).
+
+--sr SR_RUN runs the super-resolution cascade after the LM (video tasks, one clip): the LM's video
+tokens -> the SR run's MaskGIT decoding (its sample config; the prompt, if any, as its text) -> the
+2x token grid decoded by the same video tokenizer -> an mp4 at twice the height and width. The given
+frames of i2v / fp / avcont and the visible region of inpaint / outpaint come out of the SR model too
+(there is no 2x input to composite).
 """
 
 from __future__ import annotations
@@ -28,18 +34,25 @@ from videopoet.cli.common import add_json_flag, emit
 
 TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "v2a", "a2v", "avcont", "uncond")
 OUT_EXT = {"t2i": (".png",), "v2a": (".wav", ".mp4")}
+SR_TASKS = ("t2v", "i2v", "fp", "inpaint", "outpaint", "a2v", "avcont", "uncond")  # one video clip out
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="generate with a trained model (every VideoPoet task)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "generate",
+        help="generate with a trained model (every VideoPoet task)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_generate_args(p)
     p.set_defaults(func=_run)
 
 
 def add_generate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="training run directory")
+    p.add_argument(
+        "--run", required=True, metavar="RUN_DIR", help="training run directory, model directory, or default (shipped)"
+    )
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--prompt", default=None, help="text prompt (t2v, t2i; optional for i2v, inpaint, outpaint)")
     p.add_argument("--input", default=None, metavar="FILE", help="input image / video / audio file")
@@ -53,6 +66,12 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    p.add_argument(
+        "--sr",
+        default=None,
+        metavar="SR_RUN",
+        help="super-resolve the generated clip with this `train --model sr` run (2x height and width)",
+    )
     p.add_argument("--video-tokenizer", default=None, metavar="PRESET|DIR")
     p.add_argument("--audio-tokenizer", default=None, metavar="PRESET|DIR")
     add_json_flag(p)
@@ -69,7 +88,10 @@ def check_args(args) -> None:
         raise GenerationError(f"--out for {task} must end in {' or '.join(allowed)}, got {args.out!r}")
     need = INPUT_KIND.get(task)
     if need and not args.input:
-        raise GenerationError(f"{task} needs --input FILE ({'an image' if need == 'image' else 'a video' if need == 'video' else 'an audio file'})")
+        raise GenerationError(
+            f"{task} needs --input FILE "
+            f"({'an image' if need == 'image' else 'a video' if need == 'video' else 'an audio file'})"
+        )
     if not need and args.input:
         raise GenerationError(f"{task} takes no --input")
     if task in TEXT_TASKS and not args.prompt:
@@ -91,13 +113,26 @@ def check_args(args) -> None:
             raise GenerationError(f"{task} needs an image (png/jpg/webp), got {args.input!r}")
         if need == "video" and iext in IMAGE_EXT + (".wav", ".flac", ".mp3", ".ogg"):
             raise GenerationError(f"{task} needs a video file, got {args.input!r}")
-    if not os.path.isdir(args.run):
+    from videopoet.trainer.checkpoint import run_dir_exists
+
+    if not run_dir_exists(args.run):
         raise GenerationError(f"run directory not found: {args.run}")
+    if getattr(args, "sr", None):
+        if task not in SR_TASKS:
+            raise GenerationError(f"--sr super-resolves a generated video clip; {task} makes none")
+        if args.seconds is not None:
+            raise GenerationError("--sr super-resolves one clip; it does not combine with --seconds")
+        if not run_dir_exists(args.sr):
+            raise GenerationError(f"super-resolution run directory not found: {args.sr}")
+        from videopoet.trainer.superres.train import INFO_FILE, read_info
+
+        if read_info(args.sr) is None:
+            raise GenerationError(f"{args.sr} is not a super-resolution run (no {INFO_FILE}; see `train --model sr`)")
 
 
 def read_input(path: str, kind: str, spec, need_audio: bool = False):
     """Decode + resize an input file to the spec: (video|image|audio array, audio track or None)."""
-    from videopoet.pipelines import media
+    from videopoet import media
     from videopoet.trainer.generation import GenerationError
 
     with open(path, "rb") as f:
@@ -110,8 +145,9 @@ def read_input(path: str, kind: str, spec, need_audio: bool = False):
     media.probe_video(blob)  # a clean MediaError for undecodable files, before the frame decoder
     frames = media.decode_frames(blob, fps=spec.fps).frames
     if frames.shape[0] < spec.frames:
-        raise GenerationError(f"{path}: {frames.shape[0]} frames at {spec.fps:g} fps; the task needs "
-                              f"{spec.frames} ({spec.seconds:g} s)")
+        raise GenerationError(
+            f"{path}: {frames.shape[0]} frames at {spec.fps:g} fps; the task needs {spec.frames} ({spec.seconds:g} s)"
+        )
     video = media.resize_center_crop(frames[: spec.frames], spec.height, spec.width)
     audio = None
     if need_audio:
@@ -122,24 +158,22 @@ def read_input(path: str, kind: str, spec, need_audio: bool = False):
 
 
 def write_output(path: str, frames=None, audio=None, fps: float = 8.0, rate: int = 16000) -> str:
+    """A generated clip to ``.png`` (the first frame), ``.wav`` (the audio) or mp4 (anything else)."""
     import numpy as np
+
+    from videopoet.media import encode
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".png":
-        from PIL import Image
-
-        Image.fromarray(np.asarray(frames[0], np.uint8)).save(path)
+        blob = encode.encode_png(np.asarray(frames[0], np.uint8))
     elif ext == ".wav":
-        import soundfile as sf
-
-        sf.write(path, np.clip(np.asarray(audio, np.float32), -1, 1), int(rate), subtype="PCM_16")
+        blob = encode.encode_wav(audio, rate)
     else:
-        from videopoet.pipelines.synth.encode import encode_mp4
-
         a = None if audio is None else np.clip(np.asarray(audio, np.float32), -1, 1)
-        with open(path, "wb") as f:
-            f.write(encode_mp4(np.asarray(frames, np.uint8), a, int(round(fps)), int(rate)))
+        blob = encode.encode_mp4(np.asarray(frames, np.uint8), a, int(round(fps)), int(rate))
+    with open(path, "wb") as f:
+        f.write(blob)
     return path
 
 
@@ -154,17 +188,30 @@ def options_from_args(args):
 def _run(args) -> int:
     import time
 
-    from videopoet.trainer import generation as G
+    import numpy as np
+
+    from videopoet.trainer import generation
 
     check_args(args)
     options = options_from_args(args)
     t0 = time.perf_counter()
-    gen = G.load_generator(args.run, step=args.step, video_tokenizer=args.video_tokenizer,
-                           audio_tokenizer=args.audio_tokenizer, options=options)
-    t_load = time.perf_counter() - t0
+    gen = generation.load_generator(
+        args.run,
+        step=args.step,
+        video_tokenizer=args.video_tokenizer,
+        audio_tokenizer=args.audio_tokenizer,
+        options=options,
+    )
     sp = gen.spec
-    kind = G.INPUT_KIND.get(args.task)
-    req = G.Request(args.task, prompt=args.prompt, mask=args.mask, given=args.given, seed=args.seed)
+    upsampler = None
+    if args.sr:
+        from videopoet.trainer.superres.cascade import Upsampler
+
+        upsampler = Upsampler.from_run(args.sr, gen.video_tok)
+        upsampler.check_codes(np.zeros(sp.latent, np.int32))  # before the LM samples: the grids must fit
+    t_load = time.perf_counter() - t0
+    kind = generation.INPUT_KIND.get(args.task)
+    req = generation.Request(args.task, prompt=args.prompt, mask=args.mask, given=args.given, seed=args.seed)
     input_audio = None
     if kind:
         data, track = read_input(args.input, kind, sp, need_audio=args.task == "avcont")
@@ -184,12 +231,29 @@ def _run(args) -> int:
     if args.task == "v2a" and args.out.lower().endswith(".mp4"):
         frames = req.video
     t_gen = time.perf_counter() - t1
+    sr = None
+    if upsampler is not None:
+        t2 = time.perf_counter()
+        _, frames = upsampler.upsample(res.video_codes, args.prompt, seed=args.seed)
+        sr = {"run": args.sr, "step": upsampler.info["step"], "seconds": round(time.perf_counter() - t2, 2)}
     write_output(args.out, frames, audio, sp.fps, sp.sample_rate)
-    out = {"task": args.task, "out": args.out, "run": args.run, "step": gen.info.get("step"), "seed": args.seed,
-           "frames": None if frames is None else int(frames.shape[0]),
-           "seconds": None if frames is None else round(frames.shape[0] / sp.fps, 3),
-           "audio_samples": None if audio is None else int(len(audio)),
-           "tokens": int(res.tokens.shape[0]), "load_s": round(t_load, 2), "generate_s": round(t_gen, 2)}
+    out = {
+        "task": args.task,
+        "out": args.out,
+        "run": args.run,
+        "step": gen.info.get("step"),
+        "seed": args.seed,
+        "frames": None if frames is None else int(frames.shape[0]),
+        "seconds": None if frames is None else round(frames.shape[0] / sp.fps, 3),
+        "audio_samples": None if audio is None else int(len(audio)),
+        "tokens": int(res.tokens.shape[0]),
+        "size": None if frames is None else [int(frames.shape[1]), int(frames.shape[2])],  # height, width
+        "sr": sr,
+        "load_s": round(t_load, 2),
+        "generate_s": round(t_gen, 2),
+    }
     what = f"{out['frames']} frames" if frames is not None else f"{out['audio_samples']} audio samples"
+    if sr is not None:
+        what += f" at {frames.shape[2]}x{frames.shape[1]} after super-resolution in {sr['seconds']:.1f} s"
     emit(args, out, f"{args.task}: wrote {args.out} ({what}; {out['tokens']} tokens in {t_gen:.1f} s)")
     return 0

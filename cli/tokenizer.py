@@ -1,28 +1,24 @@
 """`videopoet tokenizer train|eval --kind magvit2|soundstream|text`.
 
-Each kind implements ``videopoet.tokenizers.<kind>.cli`` with ``add_train_args(parser)``,
-``train(args) -> int``, ``add_eval_args(parser)`` and ``eval(args) -> int``. This module only
-dispatches, so the tokenizers stay independent of one another.
+Each kind implements ``videopoet.cli.tokenizer_<kind>`` with ``add_train_args(parser)``,
+``train(args) -> int``, ``add_eval_args(parser)`` and ``eval(args) -> int``; what ``--data`` means is
+:mod:`videopoet.cli.tokenizer_data`. This module only dispatches, so the kinds stay independent of
+one another.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+
 from videopoet.cli import common
 from videopoet.cli.common import add_json_flag
-from videopoet.schemas.errors import NotBuiltYet
 
 KINDS = ("magvit2", "soundstream", "text")
 
 
 def _kind_module(kind: str):
-    try:
-        return importlib.import_module(f"videopoet.tokenizers.{kind}.cli")
-    except ModuleNotFoundError as e:
-        if e.name == f"videopoet.tokenizers.{kind}.cli":
-            return None
-        raise
+    return importlib.import_module(f"videopoet.cli.tokenizer_{kind}")
 
 
 def _kind_from_argv() -> str | None:
@@ -37,10 +33,7 @@ def _kind_from_argv() -> str | None:
 
 def _dispatch(action: str):
     def run(args: argparse.Namespace) -> int:
-        mod = _kind_module(args.kind)
-        if mod is None:
-            raise NotBuiltYet(f"'videopoet tokenizer {action} --kind {args.kind}' is not built yet")
-        return getattr(mod, action)(args)
+        return getattr(_kind_module(args.kind), action)(args)
 
     return run
 
@@ -55,9 +48,8 @@ def register(sub) -> None:
         ap = tsub.add_parser(action, help=help_)
         ap.add_argument("--kind", required=True, choices=KINDS)
         add_json_flag(ap)
-        mod = _kind_module(named) if named in KINDS else None
-        if mod is not None:
-            getattr(mod, f"add_{action}_args")(ap)
+        if named in KINDS:
+            getattr(_kind_module(named), f"add_{action}_args")(ap)
         else:
             ap.add_argument("rest", nargs=argparse.REMAINDER, help="kind-specific options")
         ap.set_defaults(func=_dispatch(action))

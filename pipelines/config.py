@@ -5,11 +5,13 @@ Presets (``PRESETS``):
 * ``tiny``  - tests (seconds): 32x32 square / 32x56 (WxH) portrait, the ``tiny`` tokenizer presets.
 * ``tiny`` and ``small`` give each video clip one COMMIT condition, alternating ``inpaint_center`` /
   ``outpaint_border`` (``condition_mode: alternate``); ``paper`` gives every clip both (``all``).
-* ``small`` - the quickstart: 64x64 / 64x112, the shipped tokenizers (``default``; a tokenizer whose
-  trained checkpoint is absent falls back to its seeded ``small`` preset, and the manifest's
-  tokenizer lineage says which was used).
+* ``small`` - the quickstart: 64x64 / 64x112, the shipped tokenizers (``default``; a shipped
+  checkpoint that is missing stops the job, it is never replaced by a random initialisation).
 * ``paper`` - VideoPoet: 128x128 / 128x224, 17 frames at 8 fps (2.125 s of 16 kHz audio), the
   ``paper`` tokenizer presets (or checkpoints given by path).
+
+``sr_pairs: true`` (any preset; ``--sr-pairs`` on the command line) adds super-resolution training
+pairs: every video clip is also tokenized at twice the bucket's size.
 
 Every field is part of the dataset fingerprint (the manifest's ``pipeline_config``). Limits refuse
 samples as rejects with a reason code (``validate`` stage), never by crashing the job.
@@ -24,8 +26,15 @@ from videopoet.schemas.config import load_config
 
 __all__ = ["PRESETS", "PipelineConfig", "load_pipeline_config"]
 
-_MASKS = ("inpaint_center", "outpaint_left", "outpaint_right", "outpaint_top", "outpaint_bottom",
-          "outpaint_border", "future")
+_MASKS = (
+    "inpaint_center",
+    "outpaint_left",
+    "outpaint_right",
+    "outpaint_top",
+    "outpaint_bottom",
+    "outpaint_border",
+    "future",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,11 @@ class PipelineConfig:
     # all: every video clip gets every kind; alternate: each clip gets one kind, rotating by clip
     # index (offset by a hash of the sample key) - every kind is covered at one extra encode per clip
     condition_mode: str = "alternate"
+    # ---- super-resolution pairs: each video clip is also tokenized at twice the bucket's height and
+    # width (the record's SUPERRES_STREAM); the bucket-size clip is then the 2x2 box average of the
+    # 2x clip, so the pair is exact. A video source smaller than 2x the bucket is a reject
+    # (sr_source_too_small); images carry no pair.
+    sr_pairs: bool = False
     # ---- limits (validate stage)
     max_member_bytes: int = 512 * 1024 * 1024
     max_sample_bytes: int = 1024 * 1024 * 1024
@@ -62,7 +76,8 @@ class PipelineConfig:
     max_aspect: float = 4.0  # long side / short side
     # ---- tokenization
     batch_size: int = 8  # clips per tokenizer call (the last batch is padded: fixed shapes)
-    video_tokenizer: str = "default"  # preset | checkpoint dir/URI | default (shipped, else small)
+    # tokenizer specs, resolved by videopoet.tokenizers.registry: default (shipped) | preset | YAML | checkpoint dir/URI
+    video_tokenizer: str = "default"
     audio_tokenizer: str = "default"
     text_tokenizer: str = "default"
 
@@ -85,7 +100,9 @@ class PipelineConfig:
         if self.resolution < 8 or self.resolution % 8:
             raise ValueError(f"resolution must be a positive multiple of 8, got {self.resolution}")
         if self.portrait_height and (self.portrait_height % 8 or self.portrait_height <= self.resolution):
-            raise ValueError(f"portrait_height must be a multiple of 8 above resolution (or 0), got {self.portrait_height}")
+            raise ValueError(
+                f"portrait_height must be a multiple of 8 above resolution (or 0), got {self.portrait_height}"
+            )
         if self.portrait_min_aspect <= 1.0:
             raise ValueError("portrait_min_aspect must be > 1")
         if not 0 < self.fps <= 120:
@@ -103,8 +120,14 @@ class PipelineConfig:
             raise ValueError(f"condition_mode must be 'all' or 'alternate', got {self.condition_mode!r}")
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError("conditions must not repeat")
-        for name in ("max_member_bytes", "max_sample_bytes", "max_pixels", "max_caption_bytes", "batch_size",
-                     "min_side"):
+        for name in (
+            "max_member_bytes",
+            "max_sample_bytes",
+            "max_pixels",
+            "max_caption_bytes",
+            "batch_size",
+            "min_side",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.max_duration_s <= 0 or self.max_aspect < 1:
@@ -115,8 +138,15 @@ class PipelineConfig:
 
 
 def _tiny() -> PipelineConfig:
-    return PipelineConfig(name="pipeline-tiny", resolution=32, portrait_height=56, batch_size=4,
-                          video_tokenizer="tiny", audio_tokenizer="tiny", text_tokenizer="tiny")
+    return PipelineConfig(
+        name="pipeline-tiny",
+        resolution=32,
+        portrait_height=56,
+        batch_size=4,
+        video_tokenizer="tiny",
+        audio_tokenizer="tiny",
+        text_tokenizer="tiny",
+    )
 
 
 def _small() -> PipelineConfig:
@@ -124,9 +154,16 @@ def _small() -> PipelineConfig:
 
 
 def _paper() -> PipelineConfig:
-    return PipelineConfig(name="pipeline-paper", resolution=128, portrait_height=224, batch_size=16,
-                          condition_mode="all",
-                          video_tokenizer="paper", audio_tokenizer="paper", text_tokenizer="paper")
+    return PipelineConfig(
+        name="pipeline-paper",
+        resolution=128,
+        portrait_height=224,
+        batch_size=16,
+        condition_mode="all",
+        video_tokenizer="paper",
+        audio_tokenizer="paper",
+        text_tokenizer="paper",
+    )
 
 
 PRESETS: dict[str, Callable[[], PipelineConfig]] = {"tiny": _tiny, "small": _small, "paper": _paper}

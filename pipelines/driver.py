@@ -4,7 +4,7 @@
                                                               # refuse changed config/tokenizers,
                                                               # detect an already-published version
     if job.already_published: ...                             # rerun of a completed version: no-op
-    ... the runner calls stages.process_shard(uri, cfg, toks, work) for each uri in job.todo ...
+    ... the runner ends each uri of job.todo in shard.assemble_shard (Beam: shard.process_shard) ...
     manifest = commit_job(job, runner={...})                  # through the dataset store, last
     summary = summarize(job, manifest, wall_s, timings)       # clips/s, tokens/s, rejects by reason
     print(format_summary(summary))
@@ -18,14 +18,16 @@ from __future__ import annotations
 import dataclasses
 import sys
 import threading
-import time
 from collections import Counter
 from typing import Any
 
-from videopoet.pipelines import stages
 from videopoet.pipelines.config import PipelineConfig
+from videopoet.pipelines.errors import PipelineError
+from videopoet.pipelines.inputs import input_name, list_input_shards
+from videopoet.pipelines.tokenize import Tokenizers, load_tokenizers
 from videopoet.schemas.config import to_dict
 from videopoet.schemas.errors import ImmutableVersionError
+from videopoet.schemas.shard_stats import ShardStats
 
 __all__ = ["Job", "ShardProgress", "commit_job", "format_summary", "open_work", "prepare_job", "summarize"]
 
@@ -37,7 +39,7 @@ class Job:
     version: str
     root: str
     cfg: PipelineConfig
-    tokenizers: stages.Tokenizers
+    tokenizers: Tokenizers
     store: Any
     work: Any
     done_before: set[str]  # input names already done when the job started (resume)
@@ -45,11 +47,11 @@ class Job:
 
     @property
     def todo(self) -> list[str]:
-        return [u for u in self.inputs if stages.input_name(u) not in self.done_before]
+        return [u for u in self.inputs if input_name(u) not in self.done_before]
 
     @property
     def input_names(self) -> list[str]:
-        return [stages.input_name(u) for u in self.inputs]
+        return [input_name(u) for u in self.inputs]
 
 
 def open_work(root: str, name: str, version: str, cfg: PipelineConfig):
@@ -59,14 +61,15 @@ def open_work(root: str, name: str, version: str, cfg: PipelineConfig):
     return DatasetStore(root).begin(name, version, cfg)
 
 
-def prepare_job(input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig,
-                tokenizers: stages.Tokenizers | None = None) -> Job:
+def prepare_job(
+    input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig, tokenizers: Tokenizers | None = None
+) -> Job:
     """Everything a runner needs before it fans out; raises a one-line error for user mistakes."""
     from videopoet.schemas.shards import sha256_of
     from videopoet.schemas.store import DatasetStore
 
-    uris = stages.list_input_shards(input_glob)
-    toks = tokenizers or stages.load_tokenizers(cfg)
+    uris = list_input_shards(input_glob)
+    toks = tokenizers or load_tokenizers(cfg)
     st = DatasetStore(root)
     work = st.begin(name, version, cfg)  # refuses a different pipeline config (published or unfinished)
     fps = toks.fingerprints()
@@ -74,27 +77,33 @@ def prepare_job(input_glob: str, name: str, version: str, root: str, cfg: Pipeli
         m = work.committed
         old_tok = {k: (v or {}).get("fingerprint") for k, v in m["lineage"].get("tokenizers", {}).items()}
         old_inputs = {i["name"]: i["sha256"] for i in m["lineage"].get("inputs", [])}
-        new_inputs = {stages.input_name(u): sha256_of(u)[0] for u in uris}
+        new_inputs = {input_name(u): sha256_of(u)[0] for u in uris}
         if old_tok != fps:
             changed = sorted(k for k in set(old_tok) | set(fps) if old_tok.get(k) != fps.get(k))
-            raise ImmutableVersionError(f"{name}@{version} is published with different tokenizers "
-                                        f"({', '.join(changed)}); publish under a new version")
+            raise ImmutableVersionError(
+                f"{name}@{version} is published with different tokenizers "
+                f"({', '.join(changed)}); publish under a new version"
+            )
         if old_inputs != new_inputs:
-            raise ImmutableVersionError(f"{name}@{version} is published from different input shards; "
-                                        f"publish under a new version")
-        return Job(uris, name, version, root, cfg, toks, st, work, set(stages.input_name(u) for u in uris), m)
+            raise ImmutableVersionError(
+                f"{name}@{version} is published from different input shards; publish under a new version"
+            )
+        return Job(uris, name, version, root, cfg, toks, st, work, set(input_name(u) for u in uris), m)
     done = work.done_shards()
     for n, marker in done.items():
-        old = marker.get("tokenizers")
+        old = marker.tokenizers
         if old is not None and old != fps:
             raise ImmutableVersionError(
                 f"an unfinished build of {name}@{version} at {work.uri} made {n} with different tokenizers "
-                f"(e.g. a trained checkpoint appeared since); delete that directory or use a new version")
-    names = {stages.input_name(u) for u in uris}
+                f"(e.g. a trained checkpoint appeared since); delete that directory or use a new version"
+            )
+    names = {input_name(u) for u in uris}
     extra = sorted(set(done) - names)
     if extra:
-        raise ImmutableVersionError(f"an unfinished build of {name}@{version} at {work.uri} has input shards "
-                                    f"not in --input ({', '.join(extra[:3])}); use the same inputs or a new version")
+        raise ImmutableVersionError(
+            f"an unfinished build of {name}@{version} at {work.uri} has input shards "
+            f"not in --input ({', '.join(extra[:3])}); use the same inputs or a new version"
+        )
     return Job(uris, name, version, root, cfg, toks, st, work, set(done) & names, None)
 
 
@@ -104,27 +113,31 @@ def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
         return job.already_published
     want = job.tokenizers.fingerprints()
     for n, mk in job.work.done_shards().items():
-        if mk.get("tokenizers") not in (None, want):
-            diff = sorted(k for k in want if (mk.get("tokenizers") or {}).get(k) != want[k])
-            raise stages.PipelineError(f"input shard {n} was tokenized with different tokenizers ({', '.join(diff)}) "
-                                       f"than the driver loaded; give every worker the same checkpoints")
+        if mk.tokenizers not in (None, want):
+            diff = sorted(k for k in want if (mk.tokenizers or {}).get(k) != want[k])
+            raise PipelineError(
+                f"input shard {n} was tokenized with different tokenizers ({', '.join(diff)}) "
+                f"than the driver loaded; give every worker the same checkpoints"
+            )
     lineage = {"tokenizers": job.tokenizers.lineage(), "pipeline_config": to_dict(job.cfg), "runner": runner}
     return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
 
 
-def summarize(job: Job, manifest: dict[str, Any], wall_s: float, timings: dict[str, float] | None = None,
-              new_markers: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def summarize(
+    job: Job,
+    manifest: dict[str, Any],
+    wall_s: float,
+    timings: dict[str, float] | None = None,
+    new_markers: dict[str, ShardStats] | None = None,
+) -> dict[str, Any]:
     """End-of-job numbers: this run's clips/s and tokens/s per modality, the dataset's totals."""
     new = new_markers or {}
     run = Counter()
     tokens = Counter()
     for mk in new.values():
-        for k in ("samples_in", "samples_ok", "records", "clips", "images"):
-            run[k] += int(mk.get(k, 0))
-        run["rejects"] += int((mk.get("rejects") or {}).get("records", 0))
-        for o in mk.get("outputs", []):
-            for k, v in (o.get("tokens") or {}).items():
-                tokens[k] += int(v)
+        for k in ("samples_in", "samples_ok", "records", "clips", "images", "rejects"):
+            run[k] += getattr(mk, k)
+        tokens.update(mk.tokens)
     wall = max(wall_s, 1e-9)
     return {
         "ref": f"{job.name}@{job.version}",
@@ -132,14 +145,15 @@ def summarize(job: Job, manifest: dict[str, Any], wall_s: float, timings: dict[s
         "no_op": job.already_published is not None,
         "shards": {"total": len(job.inputs), "processed": len(new), "resumed": len(job.done_before)},
         "wall_s": round(wall_s, 3),
-        "this_run": {**{k: int(v) for k, v in run.items()},
-                     "clips_per_s": round((run["clips"] + run["images"]) / wall, 3),
-                     "tokens_per_s": {k: round(v / wall, 1) for k, v in sorted(tokens.items())}},
+        "this_run": {
+            **{k: int(v) for k, v in run.items()},
+            "clips_per_s": round((run["clips"] + run["images"]) / wall, 3),
+            "tokens_per_s": {k: round(v / wall, 1) for k, v in sorted(tokens.items())},
+        },
         "totals": manifest["totals"],
         "rejects_by_reason": dict(sorted(manifest["rejects"]["by_reason"].items())),
         "stage_seconds": {k: round(v, 3) for k, v in sorted((timings or {}).items())},
-        "tokenizers": {k: f"{v['name']} [{v['source']}] {v['fingerprint'][:12]}"
-                       for k, v in job.tokenizers.lineage().items()},
+        "tokenizers": {m: ref.describe() for m, ref in job.tokenizers.refs.items()},
     }
 
 
@@ -159,8 +173,9 @@ def format_summary(s: dict[str, Any]) -> str:
         "  rejects by reason: " + (", ".join(f"{k} {v}" for k, v in s["rejects_by_reason"].items()) or "none"),
     ]
     if s["stage_seconds"]:
-        lines.append("  stage seconds (summed over workers): "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_seconds"].items()))
+        lines.append(
+            "  stage seconds (summed over workers): " + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_seconds"].items())
+        )
     lines.append("  tokenizers: " + "; ".join(f"{k} {v}" for k, v in s["tokenizers"].items()))
     return "\n".join(lines)
 
@@ -174,7 +189,7 @@ class ShardProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "ShardProgress":
+    def __enter__(self) -> ShardProgress:
         if self.enabled:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -184,8 +199,14 @@ class ShardProgress:
         from tqdm import tqdm
 
         names = set(self.job.input_names)
-        bar = tqdm(total=len(names), initial=len(self.job.done_before), unit="shard", file=sys.stderr,
-                   desc=f"{self.job.name}@{self.job.version}", leave=False)
+        bar = tqdm(
+            total=len(names),
+            initial=len(self.job.done_before),
+            unit="shard",
+            file=sys.stderr,
+            desc=f"{self.job.name}@{self.job.version}",
+            leave=False,
+        )
         try:
             while True:
                 try:

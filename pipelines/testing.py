@@ -34,10 +34,11 @@ def done_markers(stats_dir: str) -> set[str]:
     return {f for f in os.listdir(stats_dir) if f.endswith(".json") and not f.startswith(".tmp-")}
 
 
-def make_video(frames: int = 41, width: int = 64, height: int = 64, fps: int = 8, audio: bool = True,
-               seed: int = 0) -> bytes:
+def make_video(
+    frames: int = 41, width: int = 64, height: int = 64, fps: int = 8, audio: bool = True, seed: int = 0
+) -> bytes:
     """A small moving-square H.264 (+ AAC) mp4."""
-    from videopoet.pipelines.synth.encode import encode_mp4
+    from videopoet.media.encode import encode_mp4
 
     rng = np.random.default_rng(seed)
     bg = rng.integers(0, 255, 3)
@@ -46,7 +47,7 @@ def make_video(frames: int = 41, width: int = 64, height: int = 64, fps: int = 8
     s = max(4, min(width, height) // 4)
     for t in range(frames):
         x = (t * 3) % max(1, width - s)
-        v[t, height // 3:height // 3 + s, x:x + s] = (255, 64, 32)
+        v[t, height // 3 : height // 3 + s, x : x + s] = (255, 64, 32)
     a = None
     if audio:
         n = int(16000 * frames / fps)
@@ -90,7 +91,10 @@ def faststart_mp4(blob: bytes) -> bytes:
 
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "fs.mp4")
-        with av.open(io.BytesIO(blob)) as src, av.open(out, "w", format="mp4", options={"movflags": "faststart"}) as dst:
+        with (
+            av.open(io.BytesIO(blob)) as src,
+            av.open(out, "w", format="mp4", options={"movflags": "faststart"}) as dst,
+        ):
             vs = src.streams.video[0]
             ov = dst.add_stream_from_template(vs)
             for pkt in src.demux(vs):
@@ -160,21 +164,33 @@ def write_hostile_shards(out_dir: str, huge: bool = True) -> dict:
 
     sample(s0, [("a_good.mp4", good), ("a_good.txt", cap)], "a_good", "record", m0)
     sample(s0, [("b_empty.mp4", b""), ("b_empty.txt", cap)], "b_empty", "empty_file", m0)
-    sample(s0, [("c_notvideo.mp4", b"hello, not a video" * 50), ("c_notvideo.txt", cap)], "c_notvideo",
-           "undecodable_video", m0)
+    sample(
+        s0,
+        [("c_notvideo.mp4", b"hello, not a video" * 50), ("c_notvideo.txt", cap)],
+        "c_notvideo",
+        "undecodable_video",
+        m0,
+    )
     sample(s0, [("d_trunc.mp4", good[: len(good) // 3]), ("d_trunc.txt", cap)], "d_trunc", "undecodable_video", m0)
     sample(s0, [("e_cutframes.mp4", cut_frames), ("e_cutframes.txt", cap)], "e_cutframes", "corrupt_frame", m0)
     sample(s0, [("f_short.mp4", short), ("f_short.txt", cap)], "f_short", "too_short", m0)
     sample(s0, [("g_nocap.mp4", good)], "g_nocap", "record", m0)
-    sample(s0, [("h_badutf8.mp4", good), ("h_badutf8.txt", b"\xff\xfe bad \xc3\x28")], "h_badutf8",
-           "caption_not_utf8", m0)
+    sample(
+        s0, [("h_badutf8.mp4", good), ("h_badutf8.txt", b"\xff\xfe bad \xc3\x28")], "h_badutf8", "caption_not_utf8", m0
+    )
     sample(s0, [("i_longcap.mp4", good), ("i_longcap.txt", b"word " * 20480)], "i_longcap", "caption_too_long", m0)
     sample(s0, [("j_noaudio.mp4", noaudio), ("j_noaudio.txt", cap)], "j_noaudio", "record", m0)
-    sample(s0, [("k_ownwav.mp4", noaudio), ("k_ownwav.txt", cap), ("k_ownwav.wav", _wav(5.2))], "k_ownwav",
-           "record", m0)
+    sample(
+        s0, [("k_ownwav.mp4", noaudio), ("k_ownwav.txt", cap), ("k_ownwav.wav", _wav(5.2))], "k_ownwav", "record", m0
+    )
     sample(s0, [("l_image.jpg", _jpeg(96, 64)), ("l_image.txt", b"a green field")], "l_image", "record", m0)
-    sample(s0, [("m_portrait.mp4", portrait), ("m_portrait.json", b'{"caption": "a tall clip"}')], "m_portrait",
-           "record", m0)
+    sample(
+        s0,
+        [("m_portrait.mp4", portrait), ("m_portrait.json", b'{"caption": "a tall clip"}')],
+        "m_portrait",
+        "record",
+        m0,
+    )
     if huge:
         sample(s0, [("n_hugeimg.jpg", _jpeg(4000, 2400)), ("n_hugeimg.txt", cap)], "n_hugeimg", "too_many_pixels", m0)
     # a refused member name is its own reject key (the name as found, printable)

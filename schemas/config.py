@@ -96,7 +96,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
-            items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+            items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
         else:
             inner = args[0] if args else Any
             items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -104,7 +104,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (dict, Mapping, typing.Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        kt, vt = (get_args(tp) or (Any, Any))
+        kt, vt = get_args(tp) or (Any, Any)
         return {_coerce(k, kt, f"{where}.<key>"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
@@ -137,8 +137,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T:
     if unknown:
         prefix = f"{where}." if where else ""
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!s} for {cls.__name__} "
-            f"(known: {', '.join(sorted(fields))})"
+            f"unknown config key {prefix}{unknown[0]!s} for {cls.__name__} (known: {', '.join(sorted(fields))})"
         )
     kwargs = {}
     for name, value in data.items():

@@ -41,7 +41,5 @@ class VerifyError(DatasetError):
     exit_code = 1
 
 
-class NotBuiltYet(VideoPoetError):
-    """A CLI group whose implementation has not landed yet."""
-
-    exit_code = 2
+class DiskFullError(DatasetError):
+    """The disk (or quota) filled up while a dataset was written; the build stays resumable."""

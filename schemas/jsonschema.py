@@ -39,7 +39,7 @@ RECORD_JSON_SCHEMA: dict[str, Any] = {
     "$id": f"https://videopoet.dev/schemas/token_record.v{SCHEMA_VERSION}.json",
     "title": f"videopoet TokenRecord wire map (msgpack), version {SCHEMA_VERSION}",
     "description": "One tokenized clip or image; codes are modality-local (not global vocabulary ids). "
-                   "Keys are written sorted, so equal records give equal bytes.",
+    "Keys are written sorted, so equal records give equal bytes.",
     "type": "object",
     "required": ["schema", "v", "key", "lineage", "caption", "meta", "video", "audio", "text_ids", "conditions"],
     "additionalProperties": False,

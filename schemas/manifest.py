@@ -3,13 +3,13 @@
 Pure functions over plain dicts (the manifest is JSON on disk); the filesystem side lives in
 :mod:`videopoet.schemas.store`. Shape (``MANIFEST_JSON_SCHEMA`` is the checked contract)::
 
-    format "videopoet.DatasetManifest", manifest_version 1, name, version, created (UTC ISO-8601),
+    format "videopoet.DatasetManifest", manifest_version 2, name, version, created (UTC ISO-8601),
     record_schema_version, fingerprint,
-    lineage  {inputs [{name, size, sha256, uri}], tokenizers {video|audio|text: {name, fingerprint,
-              config, source}}, pipeline_config {...}, pipeline_config_fingerprint, package_version,
-              runner {name, workers, options}}
+    lineage  {inputs [{name, size, sha256, uri}], tokenizers {video|audio|text: {kind, spec, name,
+              fingerprint, config}}, pipeline_config {...}, pipeline_config_fingerprint,
+              package_version, runner {name, workers, options}}
     shards   [{path (relative to the version dir), source_shard, records, bytes, sha256,
-              tokens {video, audio, text, condition}}]
+              tokens {video, audio, text, condition, superres}}]
     rejects  {total, by_reason {code: n}, files [{path, source_shard, records, bytes, sha256}]}
     totals   {records, bytes, shards, samples_in, samples_rejected, tokens {...}}
 
@@ -18,6 +18,12 @@ the record schema version, input (name, sha256) pairs, tokenizer fingerprints, t
 and the (path, sha256) of every shard. URIs, sizes already implied by hashes, creation time, package
 version, the runner and worker count are recorded but not hashed, so the same data produced by Beam
 or Ray, with 1 or 8 workers, in ``/tmp`` or ``gs://``, has the same fingerprint.
+
+**Tokenizers**: each entry is a :class:`~videopoet.schemas.tokenizer_ref.TokenizerRef` (kind, spec,
+name, fingerprint) plus the tokenizer's config; :func:`tokenizer_refs` reads them. Version 1 recorded
+the spec as display text (``source``); :func:`tokenizer_refs` maps it, and version-1 manifests are
+still read (validated against :data:`MANIFEST_V1_JSON_SCHEMA`). The fingerprint hashes only the
+tokenizers' fingerprints, so a version-1 and a version-2 manifest of the same content agree.
 """
 
 from __future__ import annotations
@@ -29,21 +35,26 @@ from typing import Any
 
 from videopoet.schemas.errors import DatasetError, SchemaVersionError
 from videopoet.schemas.record import READABLE_VERSIONS as RECORD_READABLE_VERSIONS
+from videopoet.schemas.tokenizer_ref import KINDS, TokenizerRef, from_v1_entry
 
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_JSON_SCHEMA",
+    "MANIFEST_V1_JSON_SCHEMA",
     "MANIFEST_VERSION",
     "check_manifest",
     "compute_fingerprint",
     "diff_manifests",
     "flatten",
+    "tokenizer_refs",
 ]
 
 MANIFEST_FORMAT = "videopoet.DatasetManifest"
-MANIFEST_VERSION = 1
-READABLE_MANIFEST_VERSIONS = frozenset({1})
-TOKEN_KINDS = ("video", "audio", "text", "condition")
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = frozenset({1, 2})
+TOKEN_KINDS = ("video", "audio", "text", "condition", "superres")
+# the kinds every manifest holds (``superres``, the super-resolution pair stream, came later: optional)
+REQUIRED_TOKEN_KINDS = ("video", "audio", "text", "condition")
 
 
 def to_plain(obj: Any) -> Any:
@@ -73,15 +84,18 @@ def compute_fingerprint(manifest: Mapping[str, Any]) -> str:
 
 
 def _tokens(d: Mapping[str, Any] | None) -> dict[str, int]:
+    """Token counts by kind: the required kinds always, the optional ones where ``d`` has them (so
+    a manifest written before a kind existed reads, verifies and sums as it was written)."""
     d = d or {}
-    return {k: int(d.get(k, 0)) for k in TOKEN_KINDS}
+    return {k: int(d.get(k, 0)) for k in TOKEN_KINDS if k in REQUIRED_TOKEN_KINDS or k in d}
 
 
 def totals_of(shards: list[Mapping[str, Any]], samples_in: int, rejected: int) -> dict[str, Any]:
-    tok = {k: 0 for k in TOKEN_KINDS}
+    tok = {k: 0 for k in REQUIRED_TOKEN_KINDS}
     for s in shards:
         for k, v in _tokens(s.get("tokens")).items():
-            tok[k] += v
+            tok[k] = tok.get(k, 0) + v
+    tok = {k: tok[k] for k in TOKEN_KINDS if k in tok}
     return {
         "shards": len(shards),
         "records": int(sum(int(s["records"]) for s in shards)),
@@ -100,20 +114,31 @@ def check_manifest(manifest: Any, where: str = "manifest.json") -> dict[str, Any
     if mv not in READABLE_MANIFEST_VERSIONS:
         raise SchemaVersionError(
             f"{where}: manifest version {mv!r} is not readable by this code (reads "
-            f"{sorted(READABLE_MANIFEST_VERSIONS)}); upgrade videopoet")
+            f"{sorted(READABLE_MANIFEST_VERSIONS)}); upgrade videopoet"
+        )
     rv = manifest.get("record_schema_version")
     if rv not in RECORD_READABLE_VERSIONS:
         raise SchemaVersionError(
             f"{where}: records use TokenRecord schema version {rv!r}, which this code cannot read "
-            f"(reads {sorted(RECORD_READABLE_VERSIONS)}); upgrade videopoet or re-run the pipeline")
+            f"(reads {sorted(RECORD_READABLE_VERSIONS)}); upgrade videopoet or re-run the pipeline"
+        )
     import jsonschema
 
     try:
-        jsonschema.validate(manifest, MANIFEST_JSON_SCHEMA)
+        jsonschema.validate(manifest, MANIFEST_V1_JSON_SCHEMA if mv == 1 else MANIFEST_JSON_SCHEMA)
     except jsonschema.ValidationError as e:
         path = "/".join(str(p) for p in e.absolute_path) or "(top)"
         raise DatasetError(f"{where}: invalid manifest at {path}: {e.message}") from None
     return manifest
+
+
+def tokenizer_refs(manifest: Mapping[str, Any]) -> dict[str, TokenizerRef]:
+    """Modality (video, audio, text) -> the reference of the tokenizer the dataset was made with,
+    from a manifest of any readable version."""
+    entries = (manifest.get("lineage") or {}).get("tokenizers") or {}
+    if manifest.get("manifest_version") == 1:
+        return {m: from_v1_entry(m, e or {}) for m, e in sorted(entries.items())}
+    return {m: TokenizerRef.from_dict(e) for m, e in sorted(entries.items())}
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -163,10 +188,13 @@ def diff_manifests(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]
     for kind in sorted(set(ta) | set(tb)):
         fa, fb = (ta.get(kind) or {}).get("fingerprint"), (tb.get(kind) or {}).get("fingerprint")
         if fa != fb:
-            tok[kind] = {"fingerprint": [fa, fb], "name": [(ta.get(kind) or {}).get("name"),
-                                                          (tb.get(kind) or {}).get("name")],
-                         "config": _changed_keys((ta.get(kind) or {}).get("config") or {},
-                                                 (tb.get(kind) or {}).get("config") or {})}
+            tok[kind] = {
+                "fingerprint": [fa, fb],
+                "name": [(ta.get(kind) or {}).get("name"), (tb.get(kind) or {}).get("name")],
+                "config": _changed_keys(
+                    (ta.get(kind) or {}).get("config") or {}, (tb.get(kind) or {}).get("config") or {}
+                ),
+            }
     if tok:
         lineage["tokenizers"] = tok
     cfg = _changed_keys(la.get("pipeline_config", {}), lb.get("pipeline_config", {}))
@@ -185,7 +213,8 @@ def diff_manifests(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]
         "removed": sorted(set(sa) - set(sb)),
         "changed": [
             {"path": p, "sha256": [sa[p]["sha256"], sb[p]["sha256"]], "records": [sa[p]["records"], sb[p]["records"]]}
-            for p in sorted(set(sa) & set(sb)) if sa[p]["sha256"] != sb[p]["sha256"]
+            for p in sorted(set(sa) & set(sb))
+            if sa[p]["sha256"] != sb[p]["sha256"]
         ],
     }
     if any(shards.values()):
@@ -209,17 +238,28 @@ _RELPATH = {"type": "string", "pattern": r"^(shards|rejects)/[A-Za-z0-9][A-Za-z0
 _TOKENS = {
     "type": "object",
     "properties": {k: _COUNT for k in TOKEN_KINDS},
-    "required": list(TOKEN_KINDS),
+    "required": list(REQUIRED_TOKEN_KINDS),
     "additionalProperties": False,
 }
 
 MANIFEST_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://videopoet.dev/schemas/manifest.v1.json",
-    "title": "videopoet dataset manifest (manifest.json), version 1",
+    "$id": f"https://videopoet.dev/schemas/manifest.v{MANIFEST_VERSION}.json",
+    "title": f"videopoet dataset manifest (manifest.json), version {MANIFEST_VERSION}",
     "type": "object",
-    "required": ["format", "manifest_version", "name", "version", "created", "record_schema_version",
-                 "fingerprint", "lineage", "shards", "rejects", "totals"],
+    "required": [
+        "format",
+        "manifest_version",
+        "name",
+        "version",
+        "created",
+        "record_schema_version",
+        "fingerprint",
+        "lineage",
+        "shards",
+        "rejects",
+        "totals",
+    ],
     "properties": {
         "format": {"const": MANIFEST_FORMAT},
         "manifest_version": {"const": MANIFEST_VERSION},
@@ -237,17 +277,27 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "required": ["name", "sha256", "size"],
-                        "properties": {"name": {"type": "string", "minLength": 1}, "sha256": _SHA, "size": _COUNT,
-                                       "uri": {"type": "string"}},
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "sha256": _SHA,
+                            "size": _COUNT,
+                            "uri": {"type": "string"},
+                        },
                     },
                 },
                 "tokenizers": {
                     "type": "object",
                     "additionalProperties": {
                         "type": "object",
-                        "required": ["fingerprint"],
-                        "properties": {"name": {"type": "string"}, "fingerprint": {"type": "string"},
-                                       "config": {"type": "object"}, "source": {"type": "string"}},
+                        "required": ["kind", "spec", "name", "fingerprint"],
+                        "properties": {
+                            "kind": {"enum": list(KINDS)},
+                            "spec": {"type": "string", "minLength": 1},
+                            "name": {"type": "string"},
+                            "fingerprint": {"type": "string"},
+                            "config": {"type": "object"},
+                        },
+                        "additionalProperties": False,
                     },
                 },
                 "pipeline_config": {"type": "object"},
@@ -261,8 +311,14 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "required": ["path", "records", "bytes", "sha256", "tokens"],
-                "properties": {"path": _RELPATH, "source_shard": {"type": ["string", "null"]}, "records": _COUNT,
-                               "bytes": _COUNT, "sha256": _SHA, "tokens": _TOKENS},
+                "properties": {
+                    "path": _RELPATH,
+                    "source_shard": {"type": ["string", "null"]},
+                    "records": _COUNT,
+                    "bytes": _COUNT,
+                    "sha256": _SHA,
+                    "tokens": _TOKENS,
+                },
                 "additionalProperties": False,
             },
         },
@@ -277,8 +333,13 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "required": ["path", "records", "bytes", "sha256"],
-                        "properties": {"path": _RELPATH, "source_shard": {"type": ["string", "null"]},
-                                       "records": _COUNT, "bytes": _COUNT, "sha256": _SHA},
+                        "properties": {
+                            "path": _RELPATH,
+                            "source_shard": {"type": ["string", "null"]},
+                            "records": _COUNT,
+                            "bytes": _COUNT,
+                            "sha256": _SHA,
+                        },
                         "additionalProperties": False,
                     },
                 },
@@ -287,8 +348,36 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = {
         "totals": {
             "type": "object",
             "required": ["shards", "records", "bytes", "samples_in", "samples_rejected", "tokens"],
-            "properties": {"shards": _COUNT, "records": _COUNT, "bytes": _COUNT, "samples_in": _COUNT,
-                           "samples_rejected": _COUNT, "tokens": _TOKENS},
+            "properties": {
+                "shards": _COUNT,
+                "records": _COUNT,
+                "bytes": _COUNT,
+                "samples_in": _COUNT,
+                "samples_rejected": _COUNT,
+                "tokens": _TOKENS,
+            },
         },
     },
 }
+
+
+def _v1_schema() -> dict[str, Any]:
+    """Version 1: the same layout, tokenizers as ``{name, fingerprint, config, source}``."""
+    v1 = json.loads(json.dumps(MANIFEST_JSON_SCHEMA))
+    v1["$id"] = "https://videopoet.dev/schemas/manifest.v1.json"
+    v1["title"] = "videopoet dataset manifest (manifest.json), version 1"
+    v1["properties"]["manifest_version"] = {"const": 1}
+    v1["properties"]["lineage"]["properties"]["tokenizers"]["additionalProperties"] = {
+        "type": "object",
+        "required": ["fingerprint"],
+        "properties": {
+            "name": {"type": "string"},
+            "fingerprint": {"type": "string"},
+            "config": {"type": "object"},
+            "source": {"type": "string"},
+        },
+    }
+    return v1
+
+
+MANIFEST_V1_JSON_SCHEMA: dict[str, Any] = _v1_schema()

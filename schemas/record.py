@@ -26,6 +26,9 @@ from videopoet.schemas.errors import RecordError, SchemaVersionError
 SCHEMA_NAME = "videopoet.TokenRecord"
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = frozenset({1})
+# The named stream of a super-resolution training pair: the clip's video tokens at twice the
+# resolution of ``video`` (the pipeline's ``sr_pairs`` option); counted apart as "superres" tokens.
+SUPERRES_STREAM = "superres_2x"
 ALLOWED_DTYPES = frozenset({"<i4", "<i2", "<u2", "<u1", "<i8", "<f4", "<f2", "|u1", "|i1"})
 
 
@@ -46,7 +49,7 @@ class Lineage:
         return d
 
     @classmethod
-    def from_wire(cls, d: Mapping[str, Any]) -> "Lineage":
+    def from_wire(cls, d: Mapping[str, Any]) -> Lineage:
         try:
             return cls(
                 source_shard=str(d["source_shard"]),
@@ -67,7 +70,8 @@ class TokenRecord:
     video       int32 [T', H', W'] MAGVIT-v2 codes; its shape is the latent shape
     audio       int32 [levels, frames] SoundStream RVQ codes
     text_ids    int32 [L] SentencePiece ids of the caption (the trainer runs the frozen encoder)
-    conditions  named int32 streams, e.g. "inpaint_center" -> [T', H', W'] COMMIT condition tokens
+    conditions  named int32 streams, e.g. "inpaint_center" -> [T', H', W'] COMMIT condition tokens,
+                and ``SUPERRES_STREAM`` -> [T', 2H', 2W'] the same clip's tokens at twice the resolution
     meta        small scalar facts: "bucket" ("square"/"portrait"), "is_image", ...
     """
 
@@ -85,12 +89,14 @@ class TokenRecord:
         return None if self.video is None else tuple(self.video.shape)
 
     def token_counts(self) -> dict[str, int]:
-        """Tokens per modality (conditions counted apart), for shard stats and the manifest."""
+        """Tokens per modality (conditions and the super-resolution stream counted apart), for shard
+        stats and the manifest."""
         return {
             "video": 0 if self.video is None else int(self.video.size),
             "audio": 0 if self.audio is None else int(self.audio.size),
             "text": 0 if self.text_ids is None else int(self.text_ids.size),
-            "condition": int(sum(v.size for v in self.conditions.values())),
+            "condition": int(sum(v.size for k, v in self.conditions.items() if k != SUPERRES_STREAM)),
+            "superres": int(self.conditions[SUPERRES_STREAM].size) if SUPERRES_STREAM in self.conditions else 0,
         }
 
     def __eq__(self, other: object) -> bool:
@@ -151,9 +157,7 @@ def encode_record(rec: TokenRecord) -> bytes:
         "video": None if rec.video is None else _array_to_wire(rec.video, "video"),
         "audio": None if rec.audio is None else _array_to_wire(rec.audio, "audio"),
         "text_ids": None if rec.text_ids is None else _array_to_wire(rec.text_ids, "text_ids"),
-        "conditions": {
-            str(k): _array_to_wire(v, f"conditions[{k}]") for k, v in sorted(rec.conditions.items())
-        },
+        "conditions": {str(k): _array_to_wire(v, f"conditions[{k}]") for k, v in sorted(rec.conditions.items())},
     }
     if rec.video is not None and np.asarray(rec.video).ndim != 3:
         raise RecordError(f"video tokens must be [T', H', W'], got shape {np.shape(rec.video)}")

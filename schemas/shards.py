@@ -26,8 +26,11 @@ from typing import Any
 
 import fsspec
 
+from videopoet.schemas import objstore
 from videopoet.schemas.errors import DatasetError
 from videopoet.schemas.record import TokenRecord, decode_record, encode_record
+
+objstore.configure()  # S3 clients retry with backoff (in every process that writes or reads shards)
 
 __all__ = [
     "ARRAY_RECORD_OPTIONS",
@@ -42,7 +45,7 @@ __all__ = [
 
 ARRAY_RECORD_OPTIONS = "group_size:1"
 SHARD_SUFFIX = ".array_record"
-TOKEN_KINDS = ("video", "audio", "text", "condition")
+TOKEN_KINDS = ("video", "audio", "text", "condition", "superres")
 
 
 def _ar():
@@ -56,7 +59,7 @@ def is_local(path: str) -> bool:
 
 
 def _local(path: str) -> str:
-    return path[len("file://"):] if path.startswith("file://") else path
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 def sha256_of(path: str, chunk: int = 1 << 20, copy_to=None) -> tuple[str, int]:
@@ -90,8 +93,9 @@ class ShardWriter:
         if is_local(path):
             final = _local(path)
             os.makedirs(os.path.dirname(os.path.abspath(final)), exist_ok=True)
-            self._tmp = os.path.join(os.path.dirname(os.path.abspath(final)),
-                                     f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(final)}")
+            self._tmp = os.path.join(
+                os.path.dirname(os.path.abspath(final)), f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(final)}"
+            )
         else:
             fd, self._tmp = tempfile.mkstemp(suffix=SHARD_SUFFIX, prefix="videopoet-shard-")
             os.close(fd)
@@ -124,8 +128,13 @@ class ShardWriter:
                 fs.put_file(self._tmp, p)
             finally:
                 os.unlink(self._tmp)
-        return {"path": self.path, "records": self._records, "bytes": size, "sha256": digest,
-                "tokens": dict(self._tokens)}
+        return {
+            "path": self.path,
+            "records": self._records,
+            "bytes": size,
+            "sha256": digest,
+            "tokens": dict(self._tokens),
+        }
 
     def abort(self) -> None:
         if not self._closed:
@@ -136,7 +145,7 @@ class ShardWriter:
                 if os.path.exists(self._tmp):
                     os.unlink(self._tmp)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -207,7 +216,7 @@ class ShardReader:
             os.unlink(self._tmp)
             self._tmp = None
 
-    def __enter__(self) -> "ShardReader":
+    def __enter__(self) -> ShardReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -77,12 +77,12 @@ class Vocabulary:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def paper(cls) -> "Vocabulary":
+    def paper(cls) -> Vocabulary:
         """VideoPoet's sizes: 2**18 visual codes, 4 audio levels of 1024 codes."""
         return cls(visual_size=2**18, audio_levels=4, audio_codebook=1024)
 
     @classmethod
-    def from_tokenizers(cls, video: Any, audio: Any | None = None) -> "Vocabulary":
+    def from_tokenizers(cls, video: Any, audio: Any | None = None) -> Vocabulary:
         """From tokenizer configs (or tokenizers carrying ``.config``).
 
         The video config exposes ``codebook_size``; the audio config ``codebook_size`` and

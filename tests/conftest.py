@@ -3,10 +3,10 @@
 import os
 
 # The suite compiles hundreds of small programs and runs few big ones, so it asks LLVM for no optimisation:
-# a tiny train step compiles in 0.61x the time, the two biggest test modules run in 0.86x; the few
-# compute-heavy tests run up to 1.3x slower (BENCHMARKS.md, "Test suite"). Results are the same programs' (the tests compare runs made
-# under the same flags). VIDEOPOET_TEST_XLA_OPT="" tests at XLA's default level; test helpers that set
-# XLA_FLAGS for a subprocess add this variable to it.
+# compiles are much shorter and only the few compute-heavy tests run somewhat slower (BENCHMARKS.md, "Test
+# suite"). Results are the same programs' (the tests compare runs made under the same flags).
+# VIDEOPOET_TEST_XLA_OPT="" tests at XLA's default level; test helpers that set XLA_FLAGS for a subprocess
+# add this variable to it.
 os.environ.setdefault("VIDEOPOET_TEST_XLA_OPT", "--xla_backend_optimization_level=0")
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {os.environ['VIDEOPOET_TEST_XLA_OPT']}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -35,3 +35,23 @@ import sys  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _REPO]
+
+# A real S3 API on 127.0.0.1 (moto's server) for object-storage tests: fixtures `s3_server` (session) and
+# `s3_root` (a fresh bucket per test); see tests/s3_server.py.
+import pytest  # noqa: E402
+from s3_server import s3_root, s3_server  # noqa: E402, F401
+
+
+# A datasets root holding ``sr@v1`` (one per session): synth tiny clips through the pipeline with
+# ``--sr-pairs``, for the super-resolution CLI tests.
+@pytest.fixture(scope="session")
+def sr_root(tmp_path_factory):
+    from videopoet.cli.main import main
+    from videopoet.pipelines.synth import generate_corpus
+
+    corpus = str(tmp_path_factory.mktemp("srcorpus"))
+    generate_corpus(corpus, clips=4, shards=1, seed=2, config="tiny", progress=False)
+    root = str(tmp_path_factory.mktemp("srdatasets"))
+    argv = ["pipeline", "run", "--input", os.path.join(corpus, "*.tar"), "--name", "sr", "--version", "v1"]
+    assert main([*argv, "--root", root, "--config", "tiny", "--sr-pairs", "--no-progress", "--json"]) == 0
+    return root

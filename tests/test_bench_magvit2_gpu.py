@@ -1,5 +1,5 @@
-"""bench/ scripts for MAGVIT-v2: the bench's GPU flags, the one-call GPU train/eval driver and the perceptual-loss bench,
-run here on the CPU with tiny budgets (a lent GPU runs them for real)."""
+"""bench/ scripts for MAGVIT-v2: the bench's GPU flags, the one-call GPU train/eval driver and the perceptual-loss
+bench, run here on the CPU with tiny budgets (a lent GPU runs them for real)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,28 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 def test_bench_batch_matmul_and_peak_flags():
     out = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "magvit2_bench.py"), "--child", "tiny", "--reps", "1",
-         "--batch", "3", "--matmul-n", "256", "--peak-tflops", "0.5", "--dtype", "bfloat16"],
-        capture_output=True, text=True, env=ENV, timeout=300, check=True)
+        [
+            sys.executable,
+            os.path.join(REPO, "bench", "magvit2_bench.py"),
+            "--child",
+            "tiny",
+            "--reps",
+            "1",
+            "--batch",
+            "3",
+            "--matmul-n",
+            "256",
+            "--peak-tflops",
+            "0.5",
+            "--dtype",
+            "bfloat16",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=True,
+    )
     row = json.loads(out.stdout.strip().splitlines()[-1])
     assert row["batch"] == 3 and row["matmul"] == {"n": 256, "dtype": "bfloat16"} and row["dtype"] == "bfloat16"
     for name in ("encode", "decode"):
@@ -36,15 +55,47 @@ def test_gpu_driver_trains_evaluates_and_exports_on_cpu(tmp_path):
     magvit2.load("tiny").save(str(src))  # a trained model stands in: the tiny preset keeps this test short
     out = tmp_path / "out"
     res = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out), "--minutes", "0.2",
-         "--first-leg-seconds", "8", "--grace-seconds", "600", "--skip-bench", "--allow-cpu", "--eval-clips", "4",
-         "--config", "tiny", "--init-from", str(src),
-         "batch_size=2", "pool_clips=8", "log_every=1", "warmup_steps=1"],
-        capture_output=True, text=True, env=ENV, timeout=900, cwd=tmp_path)
+        [
+            sys.executable,
+            os.path.join(REPO, "bench", "magvit2_gpu.py"),
+            "--out",
+            str(out),
+            "--minutes",
+            "0.2",
+            "--first-leg-seconds",
+            "8",
+            "--grace-seconds",
+            "600",
+            "--skip-bench",
+            "--allow-cpu",
+            "--eval-clips",
+            "4",
+            "--config",
+            "tiny",
+            "--init-from",
+            str(src),
+            "batch_size=2",
+            "pool_clips=8",
+            "log_every=1",
+            "warmup_steps=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["eval.json", "loss_curve.png", "metrics.jsonl", "model/config.yaml", "model/model.safetensors",
-                     "recon_grid.png", "summary.json"]  # <= 8 files: what the device tool returns
+    assert files == [
+        "eval.json",
+        "loss_curve.png",
+        "metrics.jsonl",
+        "model/config.yaml",
+        "model/model.safetensors",
+        "recon_grid.png",
+        "summary.json",
+    ]  # <= 8 files: what the device tool returns
     summary = json.loads((out / "summary.json").read_text())
     train = summary["train"]
     assert train["step"] == train["total_steps"] > train["leg1_steps"] >= 4 and not train["stopped_early"]
@@ -66,8 +117,15 @@ def test_seconds_per_step_ignores_compilation_and_leg_clocks():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     # leg 1: compile 30 s, then 2 s/step; leg 2 (clock from 0, compile again 25 s) at 2 s/step; one 9 s hiccup
-    recs = [{"step": 1, "time": 32.0}, {"step": 2, "time": 34.0}, {"step": 3, "time": 36.0},
-            {"step": 4, "time": 27.0}, {"step": 5, "time": 29.0}, {"step": 7, "time": 33.0}, {"step": 8, "time": 42.0}]
+    recs = [
+        {"step": 1, "time": 32.0},
+        {"step": 2, "time": 34.0},
+        {"step": 3, "time": 36.0},
+        {"step": 4, "time": 27.0},
+        {"step": 5, "time": 29.0},
+        {"step": 7, "time": 33.0},
+        {"step": 8, "time": 42.0},
+    ]
     assert mod.seconds_per_step(recs, [0, 3]) == 2.0
     with pytest.raises(RuntimeError, match="too few"):
         mod.seconds_per_step(recs[:1], [0])
@@ -75,8 +133,14 @@ def test_seconds_per_step_ignores_compilation_and_leg_clocks():
 
 def test_gpu_driver_stops_at_once_without_a_gpu(tmp_path):
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out)],
-                         capture_output=True, text=True, env=ENV, timeout=300, cwd=tmp_path)
+    res = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "magvit2_gpu.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert res.returncode == 3, res.stdout[-2000:] + res.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["error"].startswith("no GPU: jax runs on cpu") and "train" not in summary
@@ -85,9 +149,25 @@ def test_gpu_driver_stops_at_once_without_a_gpu(tmp_path):
 
 def test_perceptual_bench_reports_ratios_to_the_step_without_it():
     out = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "magvit2_perceptual_bench.py"), "--config", "tiny", "--frames", "2",
-         "--reps", "1", "--widths", "4,6,8,8,8", "--json"],
-        capture_output=True, text=True, env=ENV, timeout=600, check=True)
+        [
+            sys.executable,
+            os.path.join(REPO, "bench", "magvit2_perceptual_bench.py"),
+            "--config",
+            "tiny",
+            "--frames",
+            "2",
+            "--reps",
+            "1",
+            "--widths",
+            "4,6,8,8,8",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+        check=True,
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert [r["perceptual_frames"] for r in res["rows"]] == [None, 2] and res["rows"][0]["vs_without"] == 1.0
     for r in res["rows"]:

@@ -1,6 +1,5 @@
 """CLI conventions: one entry point, one-line errors with non-zero exits, --json."""
 
-import json
 import subprocess
 import sys
 
@@ -29,8 +28,9 @@ def test_console_script_runs_and_errors_without_traceback():
     exe = [sys.executable, "-m", "videopoet.cli.main"]
     ok = subprocess.run([*exe, "--help"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "quickstart" in ok.stdout
-    bad = subprocess.run([*exe, "data", "info", "nope@v0", "--root", "/nonexistent-root"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*exe, "data", "info", "nope@v0", "--root", "/nonexistent-root"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -103,13 +103,15 @@ def test_fingerprint_tracks_content():
 
 
 def test_component_presets_load_and_validate():
-    from videopoet.tokenizers.magvit2.config import PRESETS as MP, MagvitConfig
-    from videopoet.tokenizers.soundstream.config import PRESETS as SP, SoundStreamConfig
+    from videopoet.tokenizers.magvit2.config import PRESETS as MAGVIT2_PRESETS
+    from videopoet.tokenizers.magvit2.config import MagvitConfig
+    from videopoet.tokenizers.soundstream.config import PRESETS as SOUNDSTREAM_PRESETS
+    from videopoet.tokenizers.soundstream.config import SoundStreamConfig
 
     for name in ("tiny", "small", "paper"):
-        load_config(MagvitConfig, name, [], MP)
-        load_config(SoundStreamConfig, name, [], SP)
-    assert load_config(MagvitConfig, "paper", [], MP).codebook_size == 2**18
+        load_config(MagvitConfig, name, [], MAGVIT2_PRESETS)
+        load_config(SoundStreamConfig, name, [], SOUNDSTREAM_PRESETS)
+    assert load_config(MagvitConfig, "paper", [], MAGVIT2_PRESETS).codebook_size == 2**18
     with pytest.raises(ConfigError, match="frames must be 1 \\+ 4k"):
-        load_config(MagvitConfig, "small", ["frames=16"], MP)
-    assert load_config(SoundStreamConfig, "paper", [], SP).frame_rate == 50.0
+        load_config(MagvitConfig, "small", ["frames=16"], MAGVIT2_PRESETS)
+    assert load_config(SoundStreamConfig, "paper", [], SOUNDSTREAM_PRESETS).frame_rate == 50.0

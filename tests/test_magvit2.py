@@ -13,12 +13,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from videopoet.pipelines.synth import sources
 from videopoet.schemas.errors import ConfigError, VideoPoetError
 from videopoet.tokenizers import magvit2
-from videopoet.tokenizers.magvit2 import lfq
-from videopoet.tokenizers.magvit2 import masks as mk
+from videopoet.tokenizers.magvit2 import lfq, masks
 from videopoet.tokenizers.magvit2.config import PRESETS, load_magvit_config
-from videopoet.tokenizers.magvit2.data import ClipPool, synth_clips, take
+from videopoet.tokenizers.magvit2.data import ClipPool, take
 from videopoet.tokenizers.magvit2.model import MagvitVQ, inflate_params
 from videopoet.tokenizers.magvit2.tokenizer import (
     CheckpointNotFoundError,
@@ -37,7 +37,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def clips():
     """Four held-out synthetic clips at the tiny size (uint8 [4, 9, 32, 32, 3])."""
-    return take(synth_clips("heldout", 0, 9, 32, 32), 4)
+    return take(sources.clips("heldout", 0, 9, 32, 32), 4)
 
 
 def _shapes(preset: str, video_shape):
@@ -87,10 +87,17 @@ def test_every_preset_at_its_own_size(preset, latent, bits):
 def test_presets_validate_and_bad_configs_are_refused():
     for name in PRESETS:
         load_magvit_config(name).validate()
-    for bad, key in [("frames=6", "frames"), ("lfq_bits=0", "lfq_bits"), ("height=60", "height"),
-                     ("channel_mults=[1,2]", "spatial_downsample"), ("temporal_downsample=3", "temporal_downsample"),
-                     ("bogus=1", "bogus"), ("adam_b2=1.0", "adam_b2"), ("train_frames=4", "train_frames"),
-                     ("train_frames=-1", "train_frames")]:
+    for bad, key in [
+        ("frames=6", "frames"),
+        ("lfq_bits=0", "lfq_bits"),
+        ("height=60", "height"),
+        ("channel_mults=[1,2]", "spatial_downsample"),
+        ("temporal_downsample=3", "temporal_downsample"),
+        ("bogus=1", "bogus"),
+        ("adam_b2=1.0", "adam_b2"),
+        ("train_frames=4", "train_frames"),
+        ("train_frames=-1", "train_frames"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             load_magvit_config("tiny", [bad])
 
@@ -140,8 +147,20 @@ def test_causal_first_frame_and_image_is_one_frame_video(tiny, clips):
     # decoding is causal too: frame 0 comes from latent frame 0 alone
     other = codes.copy()
     other[:, 1:] = (other[:, 1:] + 17) % 64
-    np.testing.assert_array_equal(tiny.decode(other)[:, 0], tiny.decode(codes)[:, 0])
-    np.testing.assert_array_equal(tiny.decode(codes[:, :1])[:, 0], tiny.decode(codes)[:, 0])
+    assert_same_frame(tiny.decode(other)[:, 0], tiny.decode(codes)[:, 0])
+    assert_same_frame(tiny.decode(codes[:, :1])[:, 0], tiny.decode(codes)[:, 0])
+
+
+def assert_same_frame(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to one level at a rounding boundary on a few pixels.
+
+    The two decodes are different XLA programs (another latent length), so a float that lands on a .5
+    can round either way depending on the CPU's vectorisation; a decoder that let later latents reach
+    frame 0 moves whole regions by tens of levels.
+    """
+    difference = np.abs(actual.astype(np.int16) - expected.astype(np.int16))
+    assert difference.max() <= 1, f"frame 0 differs by up to {difference.max()} levels"
+    assert np.count_nonzero(difference) <= max(1, actual.size // 1000), f"{np.count_nonzero(difference)} pixels differ"
 
 
 @pytest.mark.parametrize(
@@ -268,40 +287,40 @@ def test_codebook_stats():
 # ------------------------------------------------------------------------------------ masks
 def test_mask_regions():
     T, H, W = 17, 64, 64
-    m = mk.make_mask("inpaint_center", T, H, W)
+    m = masks.make_mask("inpaint_center", T, H, W)
     assert m.shape == (T, H, W) and m[:, 16:48, 16:48].all() and m.sum() == T * 32 * 32
-    assert mk.make_mask("outpaint_left", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(16))
-    assert mk.make_mask("outpaint_right", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(48, 64))
-    assert mk.make_mask("outpaint_top", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(16))
-    assert mk.make_mask("outpaint_bottom", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(48, 64))
-    border = mk.make_mask("outpaint_border", T, H, W)
+    assert masks.make_mask("outpaint_left", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(16))
+    assert masks.make_mask("outpaint_right", T, H, W).sum(axis=(0, 1)).nonzero()[0].tolist() == list(range(48, 64))
+    assert masks.make_mask("outpaint_top", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(16))
+    assert masks.make_mask("outpaint_bottom", T, H, W).sum(axis=(0, 2)).nonzero()[0].tolist() == list(range(48, 64))
+    border = masks.make_mask("outpaint_border", T, H, W)
     assert not border[:, 16:48, 16:48].any() and border.sum() == T * (64 * 64 - 32 * 32)
-    fut = mk.make_mask("future", T, H, W, keep_frames=5)
+    fut = masks.make_mask("future", T, H, W, keep_frames=5)
     assert not fut[:5].any() and fut[5:].all()
     # unaligned sizes round to whole tokens
-    m = mk.make_mask("outpaint_left", 1, 64, 64, ratio=0.3)  # 19.2 px -> 16 px (2 tokens)
+    m = masks.make_mask("outpaint_left", 1, 64, 64, ratio=0.3)  # 19.2 px -> 16 px (2 tokens)
     assert m[0, 0].sum() == 16
-    for kind in mk.MASK_KINDS:
-        assert mk.make_mask(kind, T, H, W).any()
-    with pytest.raises(mk.MaskError, match="unknown mask kind"):
-        mk.make_mask("nope", T, H, W)
-    with pytest.raises(mk.MaskError, match="ratio"):
-        mk.make_mask("inpaint_center", T, H, W, ratio=1.5)
-    with pytest.raises(mk.MaskError, match="keep_frames"):
-        mk.make_mask("future", T, H, W, keep_frames=0)
+    for kind in masks.MASK_KINDS:
+        assert masks.make_mask(kind, T, H, W).any()
+    with pytest.raises(masks.MaskError, match="unknown mask kind"):
+        masks.make_mask("nope", T, H, W)
+    with pytest.raises(masks.MaskError, match="ratio"):
+        masks.make_mask("inpaint_center", T, H, W, ratio=1.5)
+    with pytest.raises(masks.MaskError, match="keep_frames"):
+        masks.make_mask("future", T, H, W, keep_frames=0)
 
 
-@pytest.mark.parametrize("kind", mk.MASK_KINDS)
+@pytest.mark.parametrize("kind", masks.MASK_KINDS)
 def test_token_mask_is_aligned_with_pixels(kind):
     T, H, W = 17, 64, 64
-    pm = mk.make_mask(kind, T, H, W)
-    tm = mk.token_mask(kind, T, H, W)
+    pm = masks.make_mask(kind, T, H, W)
+    tm = masks.token_mask(kind, T, H, W)
     assert tm.shape == (5, 8, 8)
     # every token is wholly hidden or wholly visible (edges on the 8-pixel grid) ...
     blocks = pm.reshape(T, 8, 8, 8, 8)
     assert np.all(blocks.all(axis=(2, 4)) == blocks.any(axis=(2, 4)))
     # ... and a token is hidden exactly when a pixel of its causal frame group is
-    groups = [pm[:1]] + [pm[1 + 4 * i: 5 + 4 * i] for i in range(4)]
+    groups = [pm[:1]] + [pm[1 + 4 * i : 5 + 4 * i] for i in range(4)]
     for t, g in enumerate(groups):
         np.testing.assert_array_equal(tm[t], g.reshape(len(g), 8, 8, 8, 8).any(axis=(0, 2, 4)))
     if kind == "inpaint_center":
@@ -312,11 +331,11 @@ def test_token_mask_is_aligned_with_pixels(kind):
 
 def test_apply_mask_and_condition_tokens(tiny, clips):
     v = clips[:2]
-    masked = mk.apply_mask(v, "inpaint_center", align=8)
-    hidden = mk.make_mask("inpaint_center", 9, 32, 32, align=8)
-    assert (masked[:, hidden] == mk.FILL_VALUE).all()
+    masked = masks.apply_mask(v, "inpaint_center", align=8)
+    hidden = masks.make_mask("inpaint_center", 9, 32, 32, align=8)
+    assert (masked[:, hidden] == masks.FILL_VALUE).all()
     np.testing.assert_array_equal(masked[:, ~hidden], v[:, ~hidden])
-    np.testing.assert_array_equal(mk.apply_mask(v[0], "inpaint_center", align=8), masked[0])  # [T,H,W,3] too
+    np.testing.assert_array_equal(masks.apply_mask(v[0], "inpaint_center", align=8), masked[0])  # [T,H,W,3] too
     cond = tiny.encode_condition(v, "inpaint_center")
     np.testing.assert_array_equal(cond, tiny.encode(masked))
     np.testing.assert_array_equal(tiny.condition_clip(v, "inpaint_center"), masked)
@@ -324,8 +343,8 @@ def test_apply_mask_and_condition_tokens(tiny, clips):
     # future-frame conditions keep the visible prefix's tokens (causal encoder)
     fut = tiny.encode_condition(v, "future", keep_frames=5)
     np.testing.assert_array_equal(fut[:, :2], tiny.encode(v)[:, :2])
-    with pytest.raises(mk.MaskError):
-        mk.apply_mask(v[0, 0], "future")
+    with pytest.raises(masks.MaskError):
+        masks.apply_mask(v[0, 0], "future")
 
 
 # ------------------------------------------------------------------------------------ storage
@@ -397,7 +416,7 @@ def test_default_is_the_shipped_small_checkpoint():
 
     with safe_open(os.path.join(d, "model.safetensors"), "np") as f:  # the recorded one is what loading gives
         assert f.metadata()["fingerprint"] == vt.fingerprint
-    clip = take(synth_clips("heldout", 0, 17, 64, 64), 2)
+    clip = take(sources.clips("heldout", 0, 17, 64, 64), 2)
     codes = vt.encode(clip)
     assert codes.shape == (2, 5, 8, 8)
     from videopoet.tokenizers.magvit2.evaluate import psnr
@@ -409,13 +428,13 @@ def test_default_is_the_shipped_small_checkpoint():
 
 @pytest.mark.slow
 def test_shipped_checkpoint_meets_what_its_readme_claims():
-    """assets/small/README.md on 32 held-out clips: 26.05 dB PSNR, 93.4% of the codes used, 0.046 bpp.
-    The usage target (>= 50%) is met; the 30 dB PSNR target is not (issue #3), so this pins the claim."""
+    """The shipped checkpoint meets the figures its assets/small/README.md states on the 32 held-out clips
+    (PSNR, code usage, bits per pixel), so the README and the checkpoint cannot drift apart."""
     from videopoet.tokenizers.magvit2.evaluate import evaluate
 
     if not os.path.exists(os.path.join(os.path.dirname(magvit2.__file__), "assets", "small", "model.safetensors")):
         pytest.skip("no shipped checkpoint")
-    m = evaluate(magvit2.default(), take(synth_clips("heldout", 0, 17, 64, 64), 32), h264=False)
+    m = evaluate(magvit2.default(), take(sources.clips("heldout", 0, 17, 64, 64), 32), h264=False)
     assert m["clips"] == 32 and m["latent_shape"] == [5, 8, 8] and m["bpp"] == pytest.approx(0.046, abs=1e-3)
     assert m["codebook_usage"] >= 0.5 and m["psnr"] >= 27.0, (m["codebook_usage"], m["psnr"])
 
@@ -441,7 +460,7 @@ def test_tiny_training_reduces_loss(clips):
 
 
 def test_inflation_starts_as_the_image_model(clips):
-    from videopoet.tokenizers.magvit2.train import image_config
+    from videopoet.tokenizers.magvit2.config import image_config
     from videopoet.tokenizers.magvit2.tokenizer import init_params
 
     cfg = load_magvit_config("tiny")
@@ -474,7 +493,7 @@ def test_pools_take_the_configured_clips_and_evenly_spaced_frames():
     assert image_frame_indices(17, 5).tolist() == [0, 4, 8, 12, 16]
     assert image_frame_indices(5, 99).tolist() == [0, 1, 2, 3, 4] and image_frame_indices(1, 3).tolist() == [0]
     cfg = load_magvit_config("tiny", ["pool_clips=3", "image_frames_per_clip=5"])
-    vpool, ipool = build_pools(cfg, synth_clips("train", 0, cfg.frames, cfg.height, cfg.width))
+    vpool, ipool = build_pools(cfg, sources.clips("train", 0, cfg.frames, cfg.height, cfg.width))
     assert vpool.clips.shape == (3, cfg.frames, cfg.height, cfg.width, 3)
     assert ipool.clips.shape == (3 * min(5, cfg.frames), 1, cfg.height, cfg.width, 3)
     np.testing.assert_array_equal(ipool.clips[cfg.frames - 1, 0], vpool.clips[0, -1])  # clip 0's last frame
@@ -483,9 +502,9 @@ def test_pools_take_the_configured_clips_and_evenly_spaced_frames():
 
 
 def test_synth_clips_deterministic_and_split():
-    a = take(synth_clips("train", 0, 5, 32, 32), 2)
-    b = take(synth_clips("train", 0, 5, 32, 32), 2)
-    h = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    a = take(sources.clips("train", 0, 5, 32, 32), 2)
+    b = take(sources.clips("train", 0, 5, 32, 32), 2)
+    h = take(sources.clips("heldout", 0, 5, 32, 32), 2)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (2, 5, 32, 32, 3) and a.dtype == np.uint8
     assert not np.array_equal(a, h)
@@ -496,12 +515,12 @@ def _run_cfg(*over):
 
 
 def _tiny_source():
-    return synth_clips("train", 0, 5, 32, 32)
+    return sources.clips("train", 0, 5, 32, 32)
 
 
 def test_train_run_checkpoints_and_resume(tmp_path):
     """Video-only runs (the compiled step is the one test_tiny_training_reduces_loss built)."""
-    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
     out = str(tmp_path / "b")
     first = train_run(_run_cfg("steps=2"), out, _tiny_source(), pool_size=4, progress=False)
@@ -520,33 +539,54 @@ def test_train_run_checkpoints_and_resume(tmp_path):
     # a run directory holding only checkpoints loads the latest step's EMA weights
     os.remove(tmp_path / "b" / "model.safetensors")
     assert magvit2.load(out).fingerprint == resumed["fingerprint"]
-    with pytest.raises(TrainConfigMismatch, match="seed"):
+    with pytest.raises(TrainConfigMismatchError, match="seed"):
         train_run(_run_cfg("steps=3", "seed=9"), out, _tiny_source(), pool_size=4, progress=False)
 
 
 def test_init_from_fine_tunes_a_trained_model(tmp_path):
     """--init-from: a new run starts from the source's exported weights; mismatches are refused clearly."""
-    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
-    src = train_run(_run_cfg("steps=1"), str(tmp_path / "src"), _tiny_source(), pool_size=4, progress=False)
+    train_run(_run_cfg("steps=1"), str(tmp_path / "src"), _tiny_source(), pool_size=4, progress=False)
     # zero fine-tuning steps export exactly the weights it started from
-    same = train_run(_run_cfg("steps=0"), str(tmp_path / "ft0"), _tiny_source(), pool_size=4, progress=False,
-                     init_from=str(tmp_path / "src"))
+    same = train_run(
+        _run_cfg("steps=0"),
+        str(tmp_path / "ft0"),
+        _tiny_source(),
+        pool_size=4,
+        progress=False,
+        init_from=str(tmp_path / "src"),
+    )
     assert same["init_from"] == str(tmp_path / "src")
     a = magvit2.load(str(tmp_path / "src")).params
     b = magvit2.load(str(tmp_path / "ft0")).params
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     # one step from the source differs from one step from scratch, and from the source itself
-    ft = train_run(_run_cfg("steps=1", "learning_rate=0.0001"), str(tmp_path / "ft1"), _tiny_source(), pool_size=4,
-                   progress=False, init_from=str(tmp_path / "src"))
-    moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda x, y: bool(np.any(np.asarray(x) != np.asarray(y))), a, magvit2.load(str(tmp_path / "ft1")).params))
+    train_run(
+        _run_cfg("steps=1", "learning_rate=0.0001"),
+        str(tmp_path / "ft1"),
+        _tiny_source(),
+        pool_size=4,
+        progress=False,
+        init_from=str(tmp_path / "src"),
+    )
+    moved = jax.tree_util.tree_leaves(
+        jax.tree_util.tree_map(
+            lambda x, y: bool(np.any(np.asarray(x) != np.asarray(y))), a, magvit2.load(str(tmp_path / "ft1")).params
+        )
+    )
     assert any(moved)
     rows = [json.loads(x) for x in open(tmp_path / "ft1" / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1] and rows[0]["phase"] == "video"
-    with pytest.raises(TrainConfigMismatch, match="lfq_bits"):
-        train_run(_run_cfg("steps=1", "lfq_bits=4"), str(tmp_path / "bad"), _tiny_source(), pool_size=4,
-                  progress=False, init_from=str(tmp_path / "src"))
+    with pytest.raises(TrainConfigMismatchError, match="lfq_bits"):
+        train_run(
+            _run_cfg("steps=1", "lfq_bits=4"),
+            str(tmp_path / "bad"),
+            _tiny_source(),
+            pool_size=4,
+            progress=False,
+            init_from=str(tmp_path / "src"),
+        )
 
 
 def test_grow_params_adds_identity_residual_blocks():
@@ -566,7 +606,7 @@ def test_grow_params_adds_identity_residual_blocks():
     new = grown["decoder"]["up3_res2"]
     assert not np.any(np.asarray(new["conv2"]["conv"]["kernel"])) and np.any(np.asarray(new["conv1"]["conv"]["kernel"]))
     a, b = MagvitTokenizer(cfg, src), MagvitTokenizer(big, grown)
-    video = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    video = take(sources.clips("heldout", 0, 5, 32, 32), 2)
     codes = a.encode(video)
     np.testing.assert_array_equal(b.encode(video), codes)
     np.testing.assert_array_equal(b.decode(codes), a.decode(codes))
@@ -582,59 +622,82 @@ def test_grow_params_adds_identity_residual_blocks():
 def test_init_from_grows_a_smaller_model(tmp_path):
     """--init-from a model with fewer residual blocks: the run starts from it grown (identical codes and
     reconstructions), records the grown source in OUT/init_from, and trains the new blocks."""
-    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
     src_dir = str(tmp_path / "src")
     train_run(_run_cfg("steps=1"), src_dir, _tiny_source(), pool_size=4, progress=False)
     src = magvit2.load(src_dir)
     out = str(tmp_path / "grown")
-    train_run(_run_cfg("steps=1", "level_res_blocks=[1,1,1,2]", "learning_rate=0.01"), out, _tiny_source(),
-              pool_size=4, progress=False, init_from=src_dir)
+    train_run(
+        _run_cfg("steps=1", "level_res_blocks=[1,1,1,2]", "learning_rate=0.01"),
+        out,
+        _tiny_source(),
+        pool_size=4,
+        progress=False,
+        init_from=src_dir,
+    )
     start = magvit2.load(str(tmp_path / "grown" / "init_from"))
     assert start.config.level_res_blocks == (1, 1, 1, 2)
-    video = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    video = take(sources.clips("heldout", 0, 5, 32, 32), 2)
     codes = src.encode(video)
     np.testing.assert_array_equal(start.encode(video), codes)
     np.testing.assert_array_equal(start.decode(codes), src.decode(codes))
     trained = magvit2.load(out).params["decoder"]["up3_res1"]["conv2"]["conv"]["kernel"]
     assert np.any(np.asarray(trained))  # the zero-initialised conv of the new block moved
-    with pytest.raises(TrainConfigMismatch, match="no place"):  # fewer blocks than the source: refused
-        train_run(_run_cfg("steps=1"), str(tmp_path / "shrink"), _tiny_source(), pool_size=4, progress=False,
-                  init_from=out)
+    with pytest.raises(TrainConfigMismatchError, match="no place"):  # fewer blocks than the source: refused
+        train_run(
+            _run_cfg("steps=1"), str(tmp_path / "shrink"), _tiny_source(), pool_size=4, progress=False, init_from=out
+        )
 
 
 def test_freeze_encoder_trains_the_decoder_only(tmp_path):
     """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves;
     without a trained model to start from it is refused."""
-    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
     src_dir = str(tmp_path / "src")
     train_run(_run_cfg("steps=1"), src_dir, _tiny_source(), pool_size=4, progress=False)
     ft_dir = str(tmp_path / "ft")
-    train_run(_run_cfg("steps=2", "freeze_encoder=true", "learning_rate=0.01"), ft_dir, _tiny_source(), pool_size=4,
-              progress=False, init_from=src_dir)
+    train_run(
+        _run_cfg("steps=2", "freeze_encoder=true", "learning_rate=0.01"),
+        ft_dir,
+        _tiny_source(),
+        pool_size=4,
+        progress=False,
+        init_from=src_dir,
+    )
     src, ft = magvit2.load(src_dir), magvit2.load(ft_dir)
     jax.tree_util.tree_map(np.testing.assert_array_equal, ft.params["encoder"], src.params["encoder"])
-    assert any(jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), ft.params["decoder"], src.params["decoder"])))
-    clips = take(synth_clips("heldout", 0, 5, 32, 32), 2)
+    assert any(
+        jax.tree_util.tree_leaves(
+            jax.tree_util.tree_map(
+                lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), ft.params["decoder"], src.params["decoder"]
+            )
+        )
+    )
+    clips = take(sources.clips("heldout", 0, 5, 32, 32), 2)
     np.testing.assert_array_equal(ft.encode(clips), src.encode(clips))
-    with pytest.raises(TrainConfigMismatch, match="--init-from"):
-        train_run(_run_cfg("steps=1", "freeze_encoder=true"), str(tmp_path / "bad"), _tiny_source(), pool_size=4,
-                  progress=False)
+    with pytest.raises(TrainConfigMismatchError, match="--init-from"):
+        train_run(
+            _run_cfg("steps=1", "freeze_encoder=true"),
+            str(tmp_path / "bad"),
+            _tiny_source(),
+            pool_size=4,
+            progress=False,
+        )
 
 
 def test_deflated_video_model_is_the_video_model_on_images():
     """deflate_params: the image model (temporal kernel 1) computes what the video model computes on
     1-frame clips; reinflate_params of unchanged image params gives the video params back exactly."""
+    from videopoet.tokenizers.magvit2.config import image_config
     from videopoet.tokenizers.magvit2.model import deflate_params, reinflate_params
-    from videopoet.tokenizers.magvit2.train import image_config
 
     cfg = load_magvit_config("tiny")
     video = MagvitTokenizer.init(cfg, seed=3)
     image = MagvitTokenizer(image_config(cfg), deflate_params(video.params))
     assert image.params["encoder"]["conv_in"]["conv"]["kernel"].shape[0] == 1
-    frames = take(synth_clips("heldout", 0, 1, 32, 32), 3)
+    frames = take(sources.clips("heldout", 0, 1, 32, 32), 3)
     np.testing.assert_array_equal(video.encode(frames), image.encode(frames))
     codes = video.encode(frames)
     diff = np.abs(video.decode(codes).astype(int) - image.decode(codes).astype(int))
@@ -648,8 +711,9 @@ def test_init_from_with_an_image_phase_continues_the_video_model(tmp_path):
     """--init-from with image_steps > 0: the image phase starts from the deflated source, the video phase
     keeps the source's temporal taps (plus what the image phase learnt, on the current-frame tap), the
     source travels with the run (OUT/init_from), and a resume without the flag gives the same weights."""
+    from videopoet.tokenizers.magvit2.config import image_config
     from videopoet.tokenizers.magvit2.model import deflate_params
-    from videopoet.tokenizers.magvit2.train import image_config, train_run
+    from videopoet.tokenizers.magvit2.train import train_run
 
     src_dir = str(tmp_path / "src")
     train_run(_run_cfg("steps=2", "learning_rate=0.01"), src_dir, _tiny_source(), pool_size=4, progress=False)
@@ -668,7 +732,7 @@ def test_init_from_with_an_image_phase_continues_the_video_model(tmp_path):
     assert np.any(k_new[-1] != k_src[-1])
     # on 1-frame clips the final video model is the image model the phase ended with
     image = MagvitTokenizer(image_config(cfg), deflate_params(final))
-    frames = take(synth_clips("heldout", 0, 1, 32, 32), 2)
+    frames = take(sources.clips("heldout", 0, 1, 32, 32), 2)
     np.testing.assert_array_equal(magvit2.load(out).encode(frames), image.encode(frames))
     # stopped in the image phase and resumed without --init-from: bit for bit the same model
     cut_dir = str(tmp_path / "b")
@@ -686,16 +750,19 @@ def test_resume_across_inflation_is_bit_for_bit(tmp_path):
     """image step -> inflation -> video steps, straight or stopped and resumed: the same weights."""
     from videopoet.tokenizers.magvit2.train import train_run
 
-    straight = train_run(_run_cfg("image_steps=1", "steps=2"), str(tmp_path / "a"), _tiny_source(), pool_size=4,
-                         progress=False)
+    straight = train_run(
+        _run_cfg("image_steps=1", "steps=2"), str(tmp_path / "a"), _tiny_source(), pool_size=4, progress=False
+    )
     assert straight["step"] == 3
     rows = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
     assert [r["phase"] for r in rows] == ["image", "video", "video"]
-    first = train_run(_run_cfg("image_steps=1", "steps=1"), str(tmp_path / "b"), _tiny_source(), pool_size=4,
-                      progress=False)
+    first = train_run(
+        _run_cfg("image_steps=1", "steps=1"), str(tmp_path / "b"), _tiny_source(), pool_size=4, progress=False
+    )
     assert first["step"] == 2
-    resumed = train_run(_run_cfg("image_steps=1", "steps=2"), str(tmp_path / "b"), _tiny_source(), pool_size=4,
-                        progress=False)
+    resumed = train_run(
+        _run_cfg("image_steps=1", "steps=2"), str(tmp_path / "b"), _tiny_source(), pool_size=4, progress=False
+    )
     assert resumed["step"] == 3 and resumed["fingerprint"] == straight["fingerprint"]
 
 
@@ -703,33 +770,38 @@ def test_resume_across_inflation_is_bit_for_bit(tmp_path):
 def test_image_phase_can_be_lengthened_on_resume_but_not_after_inflation(tmp_path):
     """A run stopped in its image phase may resume with more image steps (bit for bit what a run that
     asked for them at the start gives); once inflated, image_steps is fixed."""
-    from videopoet.tokenizers.magvit2.train import TrainConfigMismatch, train_run
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
-    straight = train_run(_run_cfg("image_steps=3", "steps=1"), str(tmp_path / "a"), _tiny_source(), pool_size=4,
-                         progress=False)
+    straight = train_run(
+        _run_cfg("image_steps=3", "steps=1"), str(tmp_path / "a"), _tiny_source(), pool_size=4, progress=False
+    )
     out = str(tmp_path / "b")
-    cut = train_run(_run_cfg("image_steps=2", "steps=1"), out, _tiny_source(), pool_size=4, progress=False,
-                    max_seconds=0)  # stops after its first step, in the image phase
+    cut = train_run(
+        _run_cfg("image_steps=2", "steps=1"), out, _tiny_source(), pool_size=4, progress=False, max_seconds=0
+    )  # stops after its first step, in the image phase
     assert cut["stopped_early"] and cut["step"] == 1
     # an image-phase run loads (inflated): on 1-frame clips it is exactly its image model
-    from videopoet.tokenizers.magvit2.train import _manager, image_config, restore_checkpoint, state_template
+    from videopoet.rundir import checkpoints
+    from videopoet.tokenizers.magvit2.config import image_config
+    from videopoet.tokenizers.magvit2.train import state_template
 
     cfg = _run_cfg("image_steps=2", "steps=1")
-    image_ema = restore_checkpoint(_manager(out), 1, state_template(cfg, 1))["ema"]
+    with checkpoints.Checkpoints(out, read_only=True) as ckpts:
+        image_ema = ckpts.restore(1, checkpoints.abstract(state_template(cfg, 1)))[0]["ema"]
     image_tok = MagvitTokenizer(image_config(cfg), image_ema)
     loaded = magvit2.load(out)
     assert loaded.config.temporal_kernel == cfg.temporal_kernel > 1
-    frame = take(synth_clips("heldout", 0, 1, 32, 32), 2)
+    frame = take(sources.clips("heldout", 0, 1, 32, 32), 2)
     codes = loaded.encode(frame)
     np.testing.assert_array_equal(codes, image_tok.encode(frame))
     np.testing.assert_array_equal(loaded.decode(codes), image_tok.decode(codes))
     fresh = jax.tree_util.tree_leaves(magvit2.load(cfg).params)
-    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(loaded.params), fresh))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(loaded.params), fresh, strict=True))
     longer = train_run(_run_cfg("image_steps=3", "steps=1"), out, _tiny_source(), pool_size=4, progress=False)
     assert longer["step"] == 4 and longer["fingerprint"] == straight["fingerprint"]
     rows = [json.loads(x) for x in open(tmp_path / "b" / "metrics.jsonl")]
     assert [r["phase"] for r in rows] == ["image", "image", "image", "video"]
-    with pytest.raises(TrainConfigMismatch, match="only during the image phase"):
+    with pytest.raises(TrainConfigMismatchError, match="only during the image phase"):
         train_run(_run_cfg("image_steps=2", "steps=2"), out, _tiny_source(), pool_size=4, progress=False)
 
 
@@ -753,8 +825,17 @@ def test_evaluate_reports_metrics_and_writes_artifacts(tiny, clips, tmp_path):
     from videopoet.tokenizers.magvit2.evaluate import evaluate, psnr, ssim
 
     m = evaluate(tiny, clips[:2], out_dir=str(tmp_path), h264_clips=1)
-    for key in ("psnr", "ssim", "bpp", "codebook_usage", "codebook_perplexity", "codebook_used", "h264",
-                "latent_shape", "fingerprint"):
+    for key in (
+        "psnr",
+        "ssim",
+        "bpp",
+        "codebook_usage",
+        "codebook_perplexity",
+        "codebook_used",
+        "h264",
+        "latent_shape",
+        "fingerprint",
+    ):
         assert key in m, key
     assert m["clips"] == 2 and m["shape"] == [9, 32, 32] and m["latent_shape"] == [3, 4, 4]
     assert m["bpp"] == pytest.approx(6 * 3 * 4 * 4 / (9 * 32 * 32))
@@ -775,13 +856,53 @@ def test_cli_train_and_eval(tmp_path, capsys):
     from videopoet.cli.main import main
 
     out = str(tmp_path / "run")
-    assert main(["tokenizer", "train", "--kind", "magvit2", "--config", "tiny", "--data", "synth", "--out", out,
-                 "--image-steps", "0", "--steps", "1", "--pool", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--kind",
+                "magvit2",
+                "--config",
+                "tiny",
+                "--data",
+                "synth",
+                "--out",
+                out,
+                "--image-steps",
+                "0",
+                "--steps",
+                "1",
+                "--pool",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["step"] == 1 and os.path.exists(os.path.join(out, "model.safetensors"))
     art = str(tmp_path / "eval")
-    assert main(["tokenizer", "eval", "--kind", "magvit2", "--ckpt", out, "--data", "synth:heldout", "--clips", "2",
-                 "--out", art, "--json"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "eval",
+                "--kind",
+                "magvit2",
+                "--ckpt",
+                out,
+                "--data",
+                "synth:heldout",
+                "--clips",
+                "2",
+                "--out",
+                art,
+                "--json",
+            ]
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)
     assert m["clips"] == 2 and m["fingerprint"] == res["fingerprint"] and "h264" in m
     assert {"psnr", "ssim", "codebook_usage", "codebook_perplexity", "bpp"} <= set(m)
@@ -795,8 +916,17 @@ def test_cli_train_and_eval(tmp_path, capsys):
 def test_lr_schedule_warmup_constant_then_cosine_decay():
     from videopoet.tokenizers.magvit2.train import lr_schedule, make_train_step, phase_length
 
-    cfg = load_magvit_config("tiny", ["warmup_steps=10", "lr_decay_steps=40", "lr_min_ratio=0.1", "steps=100",
-                                      "image_steps=30", "learning_rate=0.001"])
+    cfg = load_magvit_config(
+        "tiny",
+        [
+            "warmup_steps=10",
+            "lr_decay_steps=40",
+            "lr_min_ratio=0.1",
+            "steps=100",
+            "image_steps=30",
+            "learning_rate=0.001",
+        ],
+    )
     sched = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, "video"))
     assert float(sched(0)) == pytest.approx(1e-4)  # warm-up starts at lr / warm
     assert float(sched(10)) == pytest.approx(1e-3) and float(sched(59)) == pytest.approx(1e-3)
@@ -808,8 +938,9 @@ def test_lr_schedule_warmup_constant_then_cosine_decay():
     # no decay: constant after warm-up, and the compiled step does not depend on the run length
     flat = load_magvit_config("tiny", ["warmup_steps=10"])
     assert phase_length(flat, "video") == 0 and float(lr_schedule(flat, 1e-3)(10**6)) == pytest.approx(1e-3)
-    assert make_train_step(flat, flat, 0) is make_train_step(load_magvit_config("tiny", ["warmup_steps=10", "steps=9"]),
-                                                              flat, 0)
+    assert make_train_step(flat, flat, 0) is make_train_step(
+        load_magvit_config("tiny", ["warmup_steps=10", "steps=9"]), flat, 0
+    )
     with pytest.raises(ValueError, match="lr_min_ratio"):
         load_magvit_config("tiny", ["lr_min_ratio=1.5"])
 
@@ -840,14 +971,13 @@ def test_breakdown_locates_the_error():
 
 def test_synth_breakdown_masks_cover_the_objects():
     from videopoet.pipelines.synth import render_frames
-    from videopoet.tokenizers.magvit2.data import synth_attrs, synth_breakdown
 
-    patterns, masks = synth_breakdown("heldout", 0, 5, 32, 32, 3, margin=2)
-    attrs = list(synth_attrs("heldout", 0, 5, 32, 32, count=3))
+    patterns, masks = sources.clip_breakdown("heldout", 0, 5, 32, 32, 3, margin=2)
+    attrs = list(sources.clip_attrs("heldout", 0, 5, 32, 32, count=3))
     assert patterns == [a["background"]["pattern"] for a in attrs] and masks.shape == (3, 5, 32, 32)
-    clips = take(synth_clips("heldout", 0, 5, 32, 32), 3)
-    for a, m, clip in zip(attrs, masks, clips):
-        np.testing.assert_array_equal(render_frames(a), clip)  # the attrs are those of synth_clips
+    clips = take(sources.clips("heldout", 0, 5, 32, 32), 3)
+    for a, m, clip in zip(attrs, masks, clips, strict=True):
+        np.testing.assert_array_equal(render_frames(a), clip)  # the attrs are those of sources.clips
         touched = np.any(clip != render_frames(dict(a, objects=[])), axis=-1)
         assert touched.any() and m[touched].all()  # every object pixel is inside
         assert 1.0 < m.sum() / touched.sum() < 10.0  # grown by the margin, not the whole frame

@@ -2,6 +2,7 @@
 
 import importlib
 import pathlib
+
 import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,7 +24,26 @@ def test_every_package_folder_is_listed():
                 continue
             found.add(".".join([pkg, *rel.parts]))
     assert found - listed == set(), f"add these to [tool.setuptools] packages: {sorted(found - listed)}"
-    assert listed - found == set(), f"listed but missing on disk: {sorted(listed - found)}"
+    data = {p for p in listed - found if _folder_of(p, mapping).is_dir()}
+    assert listed - found - data == set(), f"listed but missing on disk: {sorted(listed - found - data)}"
+    # data packages hold files only (schemas, shipped checkpoints), and every data folder is listed, so
+    # setuptools installs them without "package would be ignored" warnings
+    for pkg in data:
+        assert not list(_folder_of(pkg, mapping).glob("*.py")), f"{pkg} has Python files but no __init__.py"
+    for pkg, folder in mapping.items():
+        for sub in (ROOT / folder).rglob("*"):
+            rel = sub.relative_to(ROOT / folder)
+            if sub.is_dir() and ("assets" in rel.parts or rel.parts == ("json",)) and "__pycache__" not in rel.parts:
+                assert ".".join([pkg, *rel.parts]) in listed, f"data folder {sub} is not listed as a package"
+
+
+def _folder_of(package: str, mapping: dict) -> pathlib.Path:
+    for pkg, folder in mapping.items():
+        if package == pkg or package.startswith(pkg + "."):
+            return (
+                ROOT / folder / pathlib.Path(*package[len(pkg) + 1 :].split(".")) if package != pkg else ROOT / folder
+            )
+    raise AssertionError(f"{package} is under no package-dir entry")
 
 
 def test_packages_import_from_their_folders():

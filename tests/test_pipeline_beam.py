@@ -15,9 +15,10 @@ import time
 import pytest
 
 from videopoet.cli.main import main
-from videopoet.pipelines import stages, testing
+from videopoet.pipelines import shard, testing
 from videopoet.pipelines.beam import build_options, run_beam
 from videopoet.pipelines.config import load_pipeline_config
+from videopoet.pipelines.errors import PipelineError
 from videopoet.schemas.errors import ImmutableVersionError
 from videopoet.schemas.store import DatasetStore
 
@@ -67,8 +68,12 @@ def test_beam_nothing_lost_and_reconciled(tmp_path, corpus):
     ds, recs, rejects = _published(root, "synth@v1")
     m = ds.manifest
     # every input sample is a record or a reject
-    got = {(r.lineage.source_shard, r.lineage.sample_key) for r in recs} | {(r["source_shard"], r["key"]) for r in rejects}
-    inputs = _input_keys(sorted(os.path.join(corpus["dir"], f) for f in os.listdir(corpus["dir"]) if f.endswith(".tar")))
+    got = {(r.lineage.source_shard, r.lineage.sample_key) for r in recs} | {
+        (r["source_shard"], r["key"]) for r in rejects
+    }
+    inputs = _input_keys(
+        sorted(os.path.join(corpus["dir"], f) for f in os.listdir(corpus["dir"]) if f.endswith(".tar"))
+    )
     assert inputs <= got  # (the truncated tar's in-progress sample is a reject; nothing else is extra)
     assert got - inputs == set()
     # the manifest's counts reconcile with the files
@@ -84,8 +89,13 @@ def test_beam_nothing_lost_and_reconciled(tmp_path, corpus):
     kinds = {c["key"]: c["kind"] for c in json.load(open(os.path.join(corpus["dir"], "corpus.json")))["corrupt"]}
     reasons = {r["key"]: r["reason"] for r in rejects if r["source_shard"].startswith("train-")}
     for key, kind in kinds.items():
-        want = {"truncated_mp4": "undecodable_video", "empty_mp4": "empty_file", "not_video_mp4": "undecodable_video",
-                "bad_utf8_caption": "caption_not_utf8", "missing_caption": None}[kind]
+        want = {
+            "truncated_mp4": "undecodable_video",
+            "empty_mp4": "empty_file",
+            "not_video_mp4": "undecodable_video",
+            "bad_utf8_caption": "caption_not_utf8",
+            "missing_caption": None,
+        }[kind]
         if want is None:  # no .txt, but synth's .json carries the caption: used, as documented
             assert any(r.lineage.sample_key == key and r.caption for r in recs)
         else:
@@ -113,40 +123,123 @@ def test_beam_nothing_lost_and_reconciled(tmp_path, corpus):
 
 
 def test_cli_dry_run_passes_runner_flags_through(capsys, corpus):
-    rc = main(["pipeline", "run", "--input", corpus["glob"], "--name", "x", "--version", "v1", "--config", "tiny",
-               "--dry-run", "--json", "clip_frames=41", "--", "--runner=DataflowRunner", "--project=p",
-               "--region", "europe-west4", "--experiments=use_runner_v2"])
+    rc = main(
+        [
+            "pipeline",
+            "run",
+            "--input",
+            corpus["glob"],
+            "--name",
+            "x",
+            "--version",
+            "v1",
+            "--config",
+            "tiny",
+            "--dry-run",
+            "--json",
+            "clip_frames=41",
+            "--",
+            "--runner=DataflowRunner",
+            "--project=p",
+            "--region",
+            "europe-west4",
+            "--experiments=use_runner_v2",
+        ]
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["flags"] == ["--runner=DataflowRunner", "--project=p", "--region", "europe-west4",
-                            "--experiments=use_runner_v2"]
+    assert out["flags"] == [
+        "--runner=DataflowRunner",
+        "--project=p",
+        "--region",
+        "europe-west4",
+        "--experiments=use_runner_v2",
+    ]
     assert out["options"]["project"] == "p" and out["options"]["region"] == "europe-west4"
     assert out["pipeline_config"]["clip_frames"] == 41 and out["inputs"] == 5
 
 
 def test_build_options():
     quiet = "--default_sdk_harness_log_level=WARNING"
-    assert build_options(1) == ["--runner=DirectRunner", "--direct_running_mode=in_memory", "--direct_num_workers=1",
-                                quiet]
-    assert build_options(3) == ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                                "--direct_num_workers=3", quiet]
+    assert build_options(1) == [
+        "--runner=DirectRunner",
+        "--direct_running_mode=in_memory",
+        "--direct_num_workers=1",
+        quiet,
+    ]
+    assert build_options(3) == [
+        "--runner=DirectRunner",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=3",
+        quiet,
+    ]
     # a user's own level wins
     assert build_options(1, ["--default_sdk_harness_log_level=DEBUG"])[-1] == "--default_sdk_harness_log_level=DEBUG"
     assert quiet not in build_options(1, ["--default_sdk_harness_log_level=DEBUG"])
-    assert build_options(2, ["--runner=FlinkRunner", "--flink_master=h:8081"]) == ["--runner=FlinkRunner",
-                                                                                 "--flink_master=h:8081"]
+    assert build_options(2, ["--runner=FlinkRunner", "--flink_master=h:8081"]) == [
+        "--runner=FlinkRunner",
+        "--flink_master=h:8081",
+    ]
 
 
 def test_cli_errors_are_one_line(capsys, corpus, tmp_path):
-    assert main(["pipeline", "run", "--input", str(tmp_path / "none-*.tar"), "--name", "x", "--version", "v1",
-                 "--config", "tiny"]) == 2
+    assert (
+        main(
+            [
+                "pipeline",
+                "run",
+                "--input",
+                str(tmp_path / "none-*.tar"),
+                "--name",
+                "x",
+                "--version",
+                "v1",
+                "--config",
+                "tiny",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no input shards" in err
-    assert main(["pipeline", "run", "--input", corpus["glob"], "--name", "bad/name", "--version", "v1",
-                 "--config", "tiny", "--root", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "pipeline",
+                "run",
+                "--input",
+                corpus["glob"],
+                "--name",
+                "bad/name",
+                "--version",
+                "v1",
+                "--config",
+                "tiny",
+                "--root",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "bad dataset name" in capsys.readouterr().err
-    assert main(["pipeline", "run", "--input", corpus["glob"], "--name", "x", "--version", "v1",
-                 "--config", "tiny", "clip_frames=6"]) == 2
+    assert (
+        main(
+            [
+                "pipeline",
+                "run",
+                "--input",
+                corpus["glob"],
+                "--name",
+                "x",
+                "--version",
+                "v1",
+                "--config",
+                "tiny",
+                "clip_frames=6",
+            ]
+        )
+        == 2
+    )
     assert "clip_frames" in capsys.readouterr().err
 
 
@@ -166,9 +259,30 @@ def test_two_workers_same_fingerprint_as_one(tmp_path, corpus):
     root = str(tmp_path / "ds")
     fps = []
     for workers in (1, 2):
-        out = subprocess.run(_cli(["--input", corpus["glob"], "--name", "d", "--version", f"w{workers}",
-                                   "--root", root, "--config", "tiny", "--workers", str(workers), "--json",
-                                   "--no-progress"]), env=_env(), capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            _cli(
+                [
+                    "--input",
+                    corpus["glob"],
+                    "--name",
+                    "d",
+                    "--version",
+                    f"w{workers}",
+                    "--root",
+                    root,
+                    "--config",
+                    "tiny",
+                    "--workers",
+                    str(workers),
+                    "--json",
+                    "--no-progress",
+                ]
+            ),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         s = json.loads(out.stdout)
         fps.append(s["fingerprint"])
@@ -193,8 +307,13 @@ def test_sigkill_then_resume_gives_same_fingerprint(tmp_path):
     ref_fp = json.loads(ref.stdout)["fingerprint"]
 
     stats_dir = os.path.join(root, "k", ".work", "v1", "stats")
-    p = subprocess.Popen(_cli(args + ["--version", "v1"]), env=_env(), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        _cli(args + ["--version", "v1"]),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -241,18 +360,18 @@ def test_worker_failure_is_one_error_and_rerun_resumes(tmp_path, corpus, monkeyp
     cfg = load_pipeline_config("tiny")
     root = str(tmp_path / "ds")
     glob = os.path.join(corpus["dir"], "hostile-*.tar")
-    real = stages.process_shard
+    real = shard.process_shard
 
     def flaky(uri, *a, **kw):
         if uri.endswith("hostile-00001.tar"):
             raise RuntimeError("disk on fire")
         return real(uri, *a, **kw)
 
-    monkeypatch.setattr(stages, "process_shard", flaky)
-    with pytest.raises(stages.PipelineError, match="run the same command again to resume"):
+    monkeypatch.setattr(shard, "process_shard", flaky)
+    with pytest.raises(PipelineError, match="run the same command again to resume"):
         run_beam(glob, "f", "v1", root, cfg, progress=False)
     assert not DatasetStore(root).exists("f", "v1")
-    monkeypatch.setattr(stages, "process_shard", real)
+    monkeypatch.setattr(shard, "process_shard", real)
     s = run_beam(glob, "f", "v1", root, cfg, progress=False)
     assert s["shards"]["processed"] + s["shards"]["resumed"] == 3 and s["shards"]["processed"] >= 1
     assert DatasetStore(root).verify("f@v1").ok

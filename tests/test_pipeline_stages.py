@@ -1,4 +1,4 @@
-"""Runner-agnostic pipeline stages: media helpers, captions, audio alignment, and the
+"""Runner-agnostic pipeline units (inputs, prepare, tokenize, shard): captions, audio alignment, and the
 "nothing lost" guarantee of process_shard over hostile shards (tiny tokenizers, no runner)."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from videopoet.pipelines import media, stages, testing
+from videopoet import media
+from videopoet.pipelines import errors, inputs, prepare, shard, testing, tokenize
 from videopoet.pipelines.config import load_pipeline_config
 from videopoet.schemas.config import ConfigError
 
@@ -21,7 +22,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def toks(cfg):
-    return stages.load_tokenizers(cfg)
+    return tokenize.load_tokenizers(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -72,18 +73,18 @@ def test_audio_track_aligned_with_clip():
     wave, start = media.extract_audio_track(blob, 16000, with_start=True)
     assert abs(start) < 1e-3 and wave.dtype == np.float32
     assert 41 / 8 * 16000 <= wave.size <= 41 / 8 * 16000 + 1024  # AAC pads at most one frame
-    sl, pad = stages._slice_audio(wave, start, 17 / 8, 34000, 16000)
+    sl, pad = prepare.slice_audio(wave, start, 17 / 8, 34000, 16000)
     assert sl.shape == (34000,) and pad == 0
     np.testing.assert_array_equal(sl, wave[34000:68000])
     part = media.extract_audio_track(blob, 16000, until=1.0)  # bounded decode for long media
-    assert 2.0 * 16000 <= part.size < 2.3 * 16000 and np.array_equal(part, wave[:part.size])
-    tail, pad = stages._slice_audio(wave, start, 4.0, 34000, 16000)
-    assert pad == 34000 - (wave.size - 64000) and np.all(tail[34000 - pad:] == 0)
+    assert 2.0 * 16000 <= part.size < 2.3 * 16000 and np.array_equal(part, wave[: part.size])
+    tail, pad = prepare.slice_audio(wave, start, 4.0, 34000, 16000)
+    assert pad == 34000 - (wave.size - 64000) and np.all(tail[34000 - pad :] == 0)
 
 
 def test_caption_normalization():
-    assert stages.normalize_caption("  A\tred\u00a0circle\n\x07moves  ") == "A red circle moves"
-    assert stages.normalize_caption("cafe\u0301") == "caf\u00e9"  # NFC
+    assert prepare.normalize_caption("  A\tred\u00a0circle\n\x07moves  ") == "A red circle moves"
+    assert prepare.normalize_caption("cafe\u0301") == "caf\u00e9"  # NFC
 
 
 def test_config_validation_and_presets():
@@ -105,21 +106,21 @@ def test_list_input_shards(tmp_path):
     (tmp_path / "b").mkdir()
     for p in ("a/x-0.tar", "a/x-1.tar", "a/notes.txt", "b/x-0.tar"):
         (tmp_path / p).write_bytes(b"")
-    got = stages.list_input_shards(str(tmp_path / "a"))
+    got = inputs.list_input_shards(str(tmp_path / "a"))
     assert [os.path.basename(u) for u in got] == ["x-0.tar", "x-1.tar"] and all(os.path.isabs(u) for u in got)
-    assert len(stages.list_input_shards(str(tmp_path / "a" / "*.tar"))) == 2
-    with pytest.raises(stages.PipelineError, match="no input shards"):
-        stages.list_input_shards(str(tmp_path / "nothing-*.tar"))
-    with pytest.raises(stages.PipelineError, match="unique"):
-        stages.list_input_shards([str(tmp_path / "a" / "*.tar"), str(tmp_path / "b" / "*.tar")])
+    assert len(inputs.list_input_shards(str(tmp_path / "a" / "*.tar"))) == 2
+    with pytest.raises(errors.PipelineError, match="no input shards"):
+        inputs.list_input_shards(str(tmp_path / "nothing-*.tar"))
+    with pytest.raises(errors.PipelineError, match="unique"):
+        inputs.list_input_shards([str(tmp_path / "a" / "*.tar"), str(tmp_path / "b" / "*.tar")])
 
 
 # ----------------------------------------------------------------------- nothing lost (no runner)
 def _outcomes(records_by_shard, rejects):
     got: dict[tuple[str, str], list[str]] = {}
-    for shard, recs in records_by_shard.items():
+    for source, recs in records_by_shard.items():
         for r in recs:
-            k = (shard, r.lineage.sample_key)
+            k = (source, r.lineage.sample_key)
             if "record" not in got.get(k, []):
                 got.setdefault(k, []).append("record")
     for r in rejects:
@@ -134,22 +135,22 @@ def test_process_shard_nothing_lost_on_hostile_inputs(tmp_path, cfg, toks, hosti
     st = DatasetStore(str(tmp_path / "ds"))
     work = st.begin("hostile", "v1", cfg)
     recs, rejects = {}, []
-    for uri in stages.list_input_shards(str(os.path.dirname(hostile["shards"][0]))):
-        name = stages.input_name(uri)
-        s = stages.process_shard(uri, cfg, toks, work)
-        assert s["samples_in"] == s["samples_ok"] + s["rejects"]["records"]
+    for uri in inputs.list_input_shards(str(os.path.dirname(hostile["shards"][0]))):
+        name = inputs.input_name(uri)
+        s = shard.process_shard(uri, cfg, toks, work)
+        assert s.stats.samples_in == s.stats.samples_ok + s.stats.rejects
         recs[name] = list(shards.read_records(work.shard_path(name)))
         with open(work.rejects_path(name), encoding="utf-8") as f:
             rejects += [json.loads(line) for line in f]
     got = _outcomes(recs, rejects)
     want: dict[tuple[str, str], list[str]] = {}
-    for (shard, key), outcome in hostile["expect"].items():
-        want.setdefault((shard, key.split("#")[0]), []).append(outcome)
+    for (source, key), outcome in hostile["expect"].items():
+        want.setdefault((source, key.split("#")[0]), []).append(outcome)
     assert got == want
     # every reject has the documented fields and a known reason code
     for r in rejects:
         assert set(r) == {"source_shard", "key", "stage", "reason", "message"}
-        assert r["reason"] in stages.REJECT_REASONS
+        assert r["reason"] in errors.REJECT_REASONS
     by_key = {r.key: r for rs in recs.values() for r in rs}
     s0 = "hostile-00000"
     # documented handling of the accepted-but-odd samples
@@ -163,8 +164,11 @@ def test_process_shard_nothing_lost_on_hostile_inputs(tmp_path, cfg, toks, hosti
     assert by_key[f"{s0}/m_portrait/000"].caption == "a tall clip"  # from the .json
     a = by_key[f"{s0}/a_good/001"]
     assert a.lineage.frame_indices == tuple(range(17, 34)) and a.lineage.clip_start_s == 17 / 8
-    assert len(a.conditions) == 1 and set(a.conditions) == set(stages.condition_kinds(
-        stages.ClipItem(a.key, "a_good", 1, None, None, None, a.lineage, {"is_image": False}), cfg))
+    assert len(a.conditions) == 1 and set(a.conditions) == set(
+        tokenize.condition_kinds(
+            prepare.ClipItem(a.key, "a_good", 1, None, None, None, a.lineage, {"is_image": False}), cfg
+        )
+    )
     assert next(iter(a.conditions.values())).shape == (5, 4, 4)
     kinds = {k for rs in recs.values() for r in rs for k in r.conditions}
     assert kinds == {"inpaint_center", "outpaint_border"}  # alternate mode covers both tasks
@@ -189,12 +193,12 @@ def test_process_shard_is_deterministic_and_resumable(tmp_path, cfg, toks, hosti
     outs = []
     for i in range(2):
         work = DatasetStore(str(tmp_path / f"ds{i}")).begin("d", "v1", cfg)
-        s = stages.process_shard(uri, cfg, toks, work)
-        assert s["skipped"] is False
-        outs.append(s["outputs"][0]["sha256"])
-        again = stages.process_shard(uri, cfg, toks, work)
-        assert again["skipped"] is True
-        assert work.done_shards()[stages.input_name(uri)]["outputs"][0]["sha256"] == outs[-1]
+        s = shard.process_shard(uri, cfg, toks, work)
+        assert s.skipped is False
+        outs.append(s.stats.outputs[0]["sha256"])
+        again = shard.process_shard(uri, cfg, toks, work)
+        assert again.skipped is True
+        assert work.done_shards()[inputs.input_name(uri)].outputs[0]["sha256"] == outs[-1]
     assert outs[0] == outs[1]
 
 
@@ -204,28 +208,28 @@ def test_condition_kinds_modes():
     lin = Lineage("s.tar", "0" * 64, "k")
     alt = load_pipeline_config("tiny")
     every = load_pipeline_config("tiny", ["condition_mode=all"])
-    clips = [stages.ClipItem(f"s/k/{c:03d}", "k", c, None, None, None, lin, {"is_image": False}) for c in range(4)]
-    got = [stages.condition_kinds(c, alt) for c in clips]
+    clips = [prepare.ClipItem(f"s/k/{c:03d}", "k", c, None, None, None, lin, {"is_image": False}) for c in range(4)]
+    got = [tokenize.condition_kinds(c, alt) for c in clips]
     assert all(len(g) == 1 for g in got) and {g[0] for g in got} == {"inpaint_center", "outpaint_border"}
-    assert got == [stages.condition_kinds(c, alt) for c in clips]  # deterministic
-    assert all(stages.condition_kinds(c, every) == ("inpaint_center", "outpaint_border") for c in clips)
-    img = stages.ClipItem("s/i/000", "i", 0, None, None, None, lin, {"is_image": True})
-    assert stages.condition_kinds(img, every) == ()
+    assert got == [tokenize.condition_kinds(c, alt) for c in clips]  # deterministic
+    assert all(tokenize.condition_kinds(c, every) == ("inpaint_center", "outpaint_border") for c in clips)
+    img = prepare.ClipItem("s/i/000", "i", 0, None, None, None, lin, {"is_image": True})
+    assert tokenize.condition_kinds(img, every) == ()
     assert load_pipeline_config("paper").condition_mode == "all"
     with pytest.raises(ConfigError, match="condition_mode"):
         load_pipeline_config("tiny", ["condition_mode=some"])
 
 
 def test_prepare_sample_41_frame_option_and_portrait_image():
-    from videopoet.pipelines.webdataset import Sample
+    from videopoet.media.webdataset import Sample
 
     cfg41 = load_pipeline_config("tiny", ["clip_frames=41", "clip_stride=8"])
     s = Sample("v", {"mp4": testing.make_video(41, 64, 64, seed=2), "txt": b"x"})
-    items = stages.prepare_sample(s, cfg41, "s.tar", "0" * 64)
+    items = prepare.prepare_sample(s, cfg41, "s.tar", "0" * 64)
     assert len(items) == 1 and items[0].frames.shape == (41, 32, 32, 3)
     assert items[0].audio.shape == (82000,) and items[0].lineage.frame_indices == tuple(range(41))
     img = Sample("i", {"png": _png(40, 90)})
-    (it,) = stages.prepare_sample(img, load_pipeline_config("tiny"), "s.tar", "0" * 64)
+    (it,) = prepare.prepare_sample(img, load_pipeline_config("tiny"), "s.tar", "0" * 64)
     assert it.frames.shape == (1, 56, 32, 3) and it.meta["bucket"] == "portrait" and it.caption is None
 
 
@@ -250,18 +254,51 @@ def test_open_input_local_and_object_store(tmp_path):
     want = hashlib.sha256(blob).hexdigest()
     local = tmp_path / "a.tar"
     local.write_bytes(blob)
-    with stages.open_input(str(local)) as (path, sha, size):
+    with inputs.open_input(str(local)) as (path, sha, size):
         assert (path, sha, size) == (str(local), want, len(blob))
     with fsspec.open("memory://open-input/b.tar", "wb") as f:
         f.write(blob)
-    with stages.open_input("memory://open-input/b.tar") as (path, sha, size):
+    with inputs.open_input("memory://open-input/b.tar") as (path, sha, size):
         assert (sha, size) == (want, len(blob)) and "://" not in path
         with open(path, "rb") as f:
             assert f.read() == blob
     assert not os.path.exists(path)
-    with pytest.raises(stages.PipelineError, match="cannot read input shard"):
-        with stages.open_input("memory://open-input/missing.tar"):
+    with pytest.raises(errors.PipelineError, match="cannot read input shard"):
+        with inputs.open_input("memory://open-input/missing.tar"):
             pass
-    with pytest.raises(stages.PipelineError, match="cannot read input shard"):
-        with stages.open_input(str(tmp_path / "missing.tar")):
+    with pytest.raises(errors.PipelineError, match="cannot read input shard"):
+        with inputs.open_input(str(tmp_path / "missing.tar")):
             pass
+
+
+def test_shard_stats_marker_round_trip_and_invariant():
+    import dataclasses
+
+    from videopoet.schemas.errors import DatasetError
+    from videopoet.schemas.shard_stats import ShardStats
+
+    out = {
+        "path": "shards/a-00000.array_record",
+        "records": 2,
+        "bytes": 10,
+        "sha256": "ab" * 32,
+        "tokens": {"video": 8, "audio": 4, "text": 0, "condition": 8},
+    }
+    s = ShardStats(
+        "a.tar",
+        (out,),
+        input={"name": "a.tar", "size": 5, "sha256": "cd" * 32, "uri": "/x/a.tar"},
+        samples_in=3,
+        samples_ok=2,
+        records=2,
+        clips=2,
+        rejects=1,
+        rejects_by_reason={"empty_file": 1},
+        tokenizers={"video": "f" * 64},
+    )
+    marker = json.loads(json.dumps(s.to_marker()))
+    assert marker["rejects"] == {"records": 1, "by_reason": {"empty_file": 1}} and marker["input_name"] == "a.tar"
+    assert ShardStats.from_marker(marker) == s.check()
+    assert s.tokens == {"video": 8, "audio": 4, "text": 0, "condition": 8}
+    with pytest.raises(DatasetError, match="3 samples in but 1 ok"):
+        dataclasses.replace(s, samples_ok=1).check()

@@ -10,8 +10,14 @@ from videopoet.schemas.record import Lineage, TokenRecord, decode_record, encode
 
 
 def _lineage(**kw):
-    base = dict(source_shard="train-00000.tar", source_sha256="ab" * 32, sample_key="k0",
-                clip_start_s=0.5, frame_indices=(0, 3, 6), fps=8.0)
+    base = dict(
+        source_shard="train-00000.tar",
+        source_sha256="ab" * 32,
+        sample_key="k0",
+        clip_start_s=0.5,
+        frame_indices=(0, 3, 6),
+        fps=8.0,
+    )
     base.update(kw)
     return Lineage(**base)
 
@@ -32,17 +38,23 @@ def test_round_trip_full_record():
     back = decode_record(blob)
     assert back == rec and encode_record(back) == blob
     assert back.latent_shape == (5, 16, 16)
-    assert back.token_counts() == {"video": 1280, "audio": 424, "text": 3, "condition": 1280}
+    assert back.token_counts() == {"video": 1280, "audio": 424, "text": 3, "condition": 1280, "superres": 0}
     assert record_summary(back)["conditions"] == {"inpaint_center": [5, 16, 16]}
 
 
 def test_bytes_are_deterministic_regardless_of_dict_order():
-    a = TokenRecord(key="k", lineage=_lineage(), conditions={"b": np.zeros((1, 1, 1), np.int32),
-                                                            "a": np.ones((1, 1, 1), np.int32)},
-                    meta={"z": 1, "a": 2})
-    b = TokenRecord(key="k", lineage=_lineage(), conditions={"a": np.ones((1, 1, 1), np.int32),
-                                                            "b": np.zeros((1, 1, 1), np.int32)},
-                    meta={"a": 2, "z": 1})
+    a = TokenRecord(
+        key="k",
+        lineage=_lineage(),
+        conditions={"b": np.zeros((1, 1, 1), np.int32), "a": np.ones((1, 1, 1), np.int32)},
+        meta={"z": 1, "a": 2},
+    )
+    b = TokenRecord(
+        key="k",
+        lineage=_lineage(),
+        conditions={"a": np.ones((1, 1, 1), np.int32), "b": np.zeros((1, 1, 1), np.int32)},
+        meta={"a": 2, "z": 1},
+    )
     assert encode_record(a) == encode_record(b)
 
 
@@ -78,8 +90,10 @@ def test_object_arrays_and_bad_shapes_are_refused():
         decode_record(msgpack.packb(wire, use_bin_type=True))
 
 
-int_arrays = lambda dims: hnp.arrays(np.int32, hnp.array_shapes(min_dims=dims, max_dims=dims, max_side=6),
-                                     elements=st.integers(-(2**31), 2**31 - 1))
+def int_arrays(dims):
+    return hnp.arrays(
+        np.int32, hnp.array_shapes(min_dims=dims, max_dims=dims, max_side=6), elements=st.integers(-(2**31), 2**31 - 1)
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -90,14 +104,25 @@ int_arrays = lambda dims: hnp.arrays(np.int32, hnp.array_shapes(min_dims=dims, m
     audio=st.none() | int_arrays(2),
     text=st.none() | int_arrays(1),
     conds=st.dictionaries(st.text(min_size=1, max_size=10), int_arrays(3), max_size=3),
-    meta=st.dictionaries(st.text(max_size=10), st.integers(-5, 5) | st.text(max_size=5) | st.booleans()
-                         | st.floats(allow_nan=False), max_size=4),
+    meta=st.dictionaries(
+        st.text(max_size=10),
+        st.integers(-5, 5) | st.text(max_size=5) | st.booleans() | st.floats(allow_nan=False),
+        max_size=4,
+    ),
     frames=st.lists(st.integers(0, 10_000), max_size=41),
     start=st.floats(0, 1e4, allow_nan=False),
 )
 def test_round_trip_property(key, caption, video, audio, text, conds, meta, frames, start):
-    rec = TokenRecord(key=key, lineage=_lineage(frame_indices=tuple(frames), clip_start_s=start),
-                      video=video, audio=audio, text_ids=text, caption=caption, conditions=conds, meta=meta)
+    rec = TokenRecord(
+        key=key,
+        lineage=_lineage(frame_indices=tuple(frames), clip_start_s=start),
+        video=video,
+        audio=audio,
+        text_ids=text,
+        caption=caption,
+        conditions=conds,
+        meta=meta,
+    )
     blob = encode_record(rec)
     back = decode_record(blob)
     assert back == rec

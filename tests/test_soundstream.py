@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from videopoet.pipelines.synth import sources
 from videopoet.schemas.errors import ConfigError, VideoPoetError
 from videopoet.tokenizers import soundstream
 from videopoet.tokenizers.soundstream import data as ssdata
@@ -84,6 +85,7 @@ def test_fingerprint_is_config_and_weights(tiny):
     assert soundstream.load("tiny").fingerprint == tiny.fingerprint
     other = soundstream.load("tiny", ["seed=1"])
     assert other.fingerprint != tiny.fingerprint
+
     # training-only fields leave it alone; a network field changes it even with the same weights
     def same_weights(*over):
         return SoundStreamTokenizer(load_soundstream_config("tiny", list(over)), tiny.variables).fingerprint
@@ -149,8 +151,7 @@ def test_shipped_checkpoint_meets_its_targets():
     if not os.path.exists(path):
         pytest.skip("no shipped checkpoint")
     tok = soundstream.default()
-    m = evaluate(tok, ssdata.resolve_source("synth-world:heldout", tok.config.sample_rate, 34000, 0, "heldout"),
-                 max_clips=64)
+    m = evaluate(tok, sources.waves("heldout", 0, tok.config.sample_rate), max_clips=64)
     assert m["clips"] == 64 and m["frames_per_clip"] == 106 and m["bitrate_bps"] == 2000.0
     assert m["si_snr_db"] >= 5.0, m["si_snr_db"]
     assert min(m["usage_per_level"]) >= 0.5, m["usage_per_level"]
@@ -194,8 +195,11 @@ def test_ema_update_reseeds_dead_codes_from_batch():
     codebook[0, :, 0] = np.arange(k) * 10.0  # codes far apart
     cluster = np.full((1, k), 5.0, np.float32)
     cluster[0, 5:] = 0.0  # codes 5, 6, 7 are dead
-    vq = {"codebook": jnp.asarray(codebook), "cluster_size": jnp.asarray(cluster),
-          "embed_sum": jnp.asarray(codebook * cluster[..., None])}
+    vq = {
+        "codebook": jnp.asarray(codebook),
+        "cluster_size": jnp.asarray(cluster),
+        "embed_sum": jnp.asarray(codebook * cluster[..., None]),
+    }
     # a batch of 2 examples x 4 frames, all near codes 0..3
     x = np.array([[[0.1, 0], [10.2, 0], [20.3, 0], [30.4, 0]], [[0.2, 1], [10.1, 1], [20.2, 1], [30.1, 1]]], np.float32)
     codes = np.array([[[0, 1, 2, 3]], [[0, 1, 2, 3]]], np.int32)  # [B, L, F]
@@ -239,14 +243,17 @@ def test_training_with_discriminator_runs():
     cfg = load_soundstream_config("tiny", ["use_discriminator=true"])
     state = init_state(cfg)
     step = make_train_step(cfg)
-    batch = jnp.asarray(np.stack([ssdata.synth_clip(np.random.default_rng(i), cfg.segment_samples) for i in range(cfg.batch_size)]))
+    batch = jnp.asarray(
+        np.stack([ssdata.synth_clip(np.random.default_rng(i), cfg.segment_samples) for i in range(cfg.batch_size)])
+    )
     for _ in range(3):
         state, m = step(state, batch)
     assert np.isfinite(float(m["disc"])) and np.isfinite(float(m["adv"]))
 
 
 def test_checkpoint_round_trip_and_resume(tmp_path):
-    from videopoet.tokenizers.soundstream.train import TrainConfigMismatch, restore_latest_weights, train
+    from videopoet.tokenizers.soundstream.tokenizer import read_run_variables
+    from videopoet.tokenizers.soundstream.train import TrainConfigMismatchError, train
 
     cfg = load_soundstream_config("tiny")
     run = str(tmp_path / "run")
@@ -256,19 +263,19 @@ def test_checkpoint_round_trip_and_resume(tmp_path):
     assert json.load(open(os.path.join(run, "config.json")))["name"] == "soundstream-tiny"
     tok = soundstream.load(run)  # export format
     assert tok.fingerprint == out["fingerprint"]
-    w = restore_latest_weights(run)  # orbax format gives the same weights
+    w = read_run_variables(run)  # orbax format gives the same weights
     from videopoet.tokenizers.soundstream.tokenizer import SoundStreamTokenizer
 
     assert SoundStreamTokenizer(cfg, w).fingerprint == out["fingerprint"]
     out2 = train(cfg, ssdata.synthetic_waves(8000), run, 3, log_every=1, ckpt_every=1, progress=False)
     assert out2["resumed_from"] == 2 and out2["step"] == 3
     assert len(open(os.path.join(run, "metrics.jsonl")).read().splitlines()) == 3
-    with pytest.raises(TrainConfigMismatch, match="seed"):
+    with pytest.raises(TrainConfigMismatchError, match="seed"):
         train(load_soundstream_config("tiny", ["seed=3"]), waves, run, 4, progress=False)
     # fine-tuning: a new run starting from this run's weights (fresh optimizer, step 0)
     ft = train(cfg, waves, str(tmp_path / "ft"), 1, progress=False, init_from=run)
     assert ft["step"] == 1 and ft["resumed_from"] is None
-    with pytest.raises(TrainConfigMismatch, match="architecture"):
+    with pytest.raises(TrainConfigMismatchError, match="architecture"):
         train(load_soundstream_config("tiny", ["code_dim=4"]), waves, str(tmp_path / "ft2"), 1, init_from=run)
 
 
@@ -303,7 +310,7 @@ def test_synthetic_data_deterministic_and_split():
     a = list(ssdata.synthetic_waves(1000, count=3))
     b = list(ssdata.synthetic_waves(1000, count=3))
     h = list(ssdata.synthetic_waves(1000, split="heldout", count=3))
-    for x, y, z in zip(a, b, h):
+    for x, y, z in zip(a, b, h, strict=True):
         np.testing.assert_array_equal(x, y)
         assert not np.array_equal(x, z)
         assert x.dtype == np.float32 and np.max(np.abs(x)) <= 1.0
@@ -328,12 +335,47 @@ def test_cli_train_and_eval(tmp_path, capsys):
     from videopoet.cli.main import main
 
     out = str(tmp_path / "run")
-    assert main(["tokenizer", "train", "--kind", "soundstream", "--config", "tiny", "--data", "synth-tones",
-                 "--steps", "2", "--out", out, "--json", "batch_size=2"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "train",
+                "--kind",
+                "soundstream",
+                "--config",
+                "tiny",
+                "--data",
+                "synth-tones",
+                "--steps",
+                "2",
+                "--out",
+                out,
+                "--json",
+                "batch_size=2",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["step"] == 2
-    assert main(["tokenizer", "eval", "--kind", "soundstream", "--ckpt", out, "--data", "synth-tones:heldout",
-                 "--clips", "2", "--json"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "eval",
+                "--kind",
+                "soundstream",
+                "--ckpt",
+                out,
+                "--data",
+                "synth-tones:heldout",
+                "--clips",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     m = json.loads(capsys.readouterr().out)
     assert m["clips"] == 2 and m["fingerprint"] == res["fingerprint"]
 

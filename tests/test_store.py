@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from videopoet.cli.main import main
-from videopoet.schemas import jsonschema, manifest as mf, shards, store
+from videopoet.schemas import jsonschema, manifest, shards, store
 from videopoet.schemas.errors import DatasetError, ImmutableVersionError, SchemaVersionError
 from videopoet.schemas.record import Lineage, TokenRecord
+from videopoet.schemas.shard_stats import ShardStats
 
 
 def rec(i: int, shard: str = "a.tar", cond: bool = False) -> TokenRecord:
@@ -32,8 +33,15 @@ REJ = {"a.tar": [{"source_shard": "a.tar", "key": "bad", "stage": "decode", "rea
 
 
 def build(root, version="v1", recs=RECS, config=None, **kw):
-    return store.write_dataset(str(root), "toy", version, recs, pipeline_config=config or {"fps": 8},
-                               rejects_by_shard=kw.pop("rejects", REJ), **kw)
+    return store.write_dataset(
+        str(root),
+        "toy",
+        version,
+        recs,
+        pipeline_config=config or {"fps": 8},
+        rejects_by_shard=kw.pop("rejects", REJ),
+        **kw,
+    )
 
 
 # ------------------------------------------------------------------------------------------ shards
@@ -43,7 +51,7 @@ def test_shard_round_trip_and_random_access(tmp_path):
     recs = [rec(i) for i in range(5)]
     stats = shards.write_shard(str(tmp_path / "s.array_record"), recs)
     assert stats["records"] == 5
-    assert stats["tokens"] == {"video": 90, "audio": 100, "text": 17, "condition": 0}
+    assert stats["tokens"] == {"video": 90, "audio": 100, "text": 17, "condition": 0, "superres": 0}
     assert stats["sha256"] == shards.sha256_of(str(tmp_path / "s.array_record"))[0]
     assert list(shards.read_records(str(tmp_path / "s.array_record"))) == recs
     with shards.ShardReader(str(tmp_path / "s.array_record")) as r:
@@ -95,9 +103,10 @@ def test_commit_writes_manifest_that_reconciles(tmp_path):
     assert m["totals"]["tokens"]["condition"] == 2 * 18
     assert [s["path"] for s in m["shards"]] == ["shards/a-00000.array_record", "shards/b-00000.array_record"]
     ds = store.open_dataset("toy@v1", str(tmp_path))
-    assert ds.fingerprint == m["fingerprint"] == mf.compute_fingerprint(m)
-    assert [r.key for p in ds.shard_paths() for r in shards.read_records(p)] == \
-        [r.key for s in ("a.tar", "b.tar") for r in RECS[s]]
+    assert ds.fingerprint == m["fingerprint"] == manifest.compute_fingerprint(m)
+    assert [r.key for p in ds.shard_paths() for r in shards.read_records(p)] == [
+        r.key for s in ("a.tar", "b.tar") for r in RECS[s]
+    ]
     assert list(ds.iter_rejects()) == REJ["a.tar"]
     rep = store.verify(ds, deep=True)
     assert rep.ok, rep.problems
@@ -109,8 +118,9 @@ def test_nothing_visible_before_commit_and_resume_sees_done_shards(tmp_path):
     st = store.DatasetStore(str(tmp_path))
     work = st.begin("toy", "v1", {"fps": 8})
     stats = shards.write_shard(work.shard_path("a.tar"), RECS["a.tar"])
-    work.finish_shard("a.tar", {"input": {"name": "a.tar", "size": 1, "sha256": "cd" * 32}, "outputs": [stats],
-                                "samples_in": 3})
+    work.finish_shard(
+        ShardStats("a.tar", (stats,), input={"name": "a.tar", "size": 1, "sha256": "cd" * 32}, samples_in=3)
+    )
     # a second output started but never finished (a killed worker) is left as an orphan
     shards.write_shard(work.shard_path("b.tar"), RECS["b.tar"][:1])
     assert st.list() == [] and not st.exists("toy", "v1")
@@ -153,7 +163,8 @@ def test_fingerprint_ignores_location_runner_and_time(tmp_path):
     assert m_local["lineage"]["runner"] != m_other["lineage"]["runner"]
     assert store.verify(store.open_dataset("toy@v1", "memory://fp-test-root")).ok
     m_cfg = build(tmp_path / "r3", config={"fps": 4})
-    m_tok = build(tmp_path / "r4", lineage={"tokenizers": {"video": {"name": "x", "fingerprint": "f" * 64}}})
+    tok = {"kind": "visual", "spec": "small", "name": "x", "fingerprint": "f" * 64}
+    m_tok = build(tmp_path / "r4", lineage={"tokenizers": {"video": tok}})
     assert len({m_local["fingerprint"], m_cfg["fingerprint"], m_tok["fingerprint"]}) == 3
 
 
@@ -211,14 +222,22 @@ def test_bad_refs(tmp_path, ref):
 
 
 def test_diff_explains_changes(tmp_path):
-    build(tmp_path, "v1", lineage={"tokenizers": {"video": {"name": "m", "fingerprint": "1" * 64,
-                                                             "config": {"bits": 10}}}})
+    ref = {"kind": "visual", "spec": "small", "name": "m"}
+    build(tmp_path, "v1", lineage={"tokenizers": {"video": {**ref, "fingerprint": "1" * 64, "config": {"bits": 10}}}})
     recs2 = {"a.tar": RECS["a.tar"], "c.tar": [rec(9, "c.tar")]}
-    build(tmp_path, "v2", recs=recs2, config={"fps": 8, "clip": {"frames": 41}}, rejects={},
-          lineage={"tokenizers": {"video": {"name": "m", "fingerprint": "2" * 64, "config": {"bits": 12}}},
-                   "package_version": "9.9"})
+    build(
+        tmp_path,
+        "v2",
+        recs=recs2,
+        config={"fps": 8, "clip": {"frames": 41}},
+        rejects={},
+        lineage={
+            "tokenizers": {"video": {**ref, "fingerprint": "2" * 64, "config": {"bits": 12}}},
+            "package_version": "9.9",
+        },
+    )
     st = store.DatasetStore(str(tmp_path))
-    d = mf.diff_manifests(st.open("toy@v1").manifest, st.open("toy@v2").manifest)
+    d = manifest.diff_manifests(st.open("toy@v1").manifest, st.open("toy@v2").manifest)
     assert not d["same_fingerprint"]
     assert d["lineage"]["inputs"] == {"added": ["c.tar"], "removed": ["b.tar"], "changed": []}
     assert d["lineage"]["tokenizers"]["video"]["config"] == {"bits": [10, 12]}
@@ -227,7 +246,7 @@ def test_diff_explains_changes(tmp_path):
     assert d["shards"]["added"] == ["shards/c-00000.array_record"]
     assert d["shards"]["removed"] == ["shards/b-00000.array_record"]
     assert d["rejects_by_reason"] == {"empty_file": [1, 0]}
-    same = mf.diff_manifests(st.open("toy@v1").manifest, st.open("toy@v1").manifest)
+    same = manifest.diff_manifests(st.open("toy@v1").manifest, st.open("toy@v1").manifest)
     assert same["same_fingerprint"] and set(same) == {"a", "b", "same_fingerprint", "fingerprint"}
 
 

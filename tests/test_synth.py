@@ -61,8 +61,27 @@ def sha256(p: Path) -> str:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
-    rc = main(["corpus", "synth", "--out", str(d), "--clips", "50", "--shards", "2", "--config", "tiny",
-               "--images", "6", "--with-corrupt", "--seed", "3", "--no-progress", "--json"])
+    rc = main(
+        [
+            "corpus",
+            "synth",
+            "--out",
+            str(d),
+            "--clips",
+            "50",
+            "--shards",
+            "2",
+            "--config",
+            "tiny",
+            "--images",
+            "6",
+            "--with-corrupt",
+            "--seed",
+            "3",
+            "--no-progress",
+            "--json",
+        ]
+    )
     assert rc == 0
     doc = json.loads((d / "corpus.json").read_text())
     return d, doc, read_all(d)
@@ -113,7 +132,7 @@ def test_videos_decode_with_decord(corpus):
     videos = good(samples, "video")
     assert len(videos) == 50
     sizes = Counter()
-    for key, (m, attrs) in videos.items():
+    for m, attrs in videos.values():
         vr = decord.VideoReader(io.BytesIO(m["mp4"]))
         assert len(vr) == attrs["frames"] == 41
         assert abs(vr.get_avg_fps() - 8) < 1e-6
@@ -166,8 +185,10 @@ def test_audio_track_pitch_matches_colour(corpus):
 def test_audio_loudness_by_size_and_clicks_on_bounces():
     cfg = load_synth_config("tiny")
     attrs = sample_attrs(cfg, 0, "train", "video", 0, "k")
-    base = {**attrs, "objects": [{**attrs["objects"][0], "shape": "circle", "colour": "red", "motion": "left",
-                                   "bounces": []}]}
+    base = {
+        **attrs,
+        "objects": [{**attrs["objects"][0], "shape": "circle", "colour": "red", "motion": "left", "bounces": []}],
+    }
     rms = {}
     for size in ("small", "medium", "large"):
         o = {**base["objects"][0], "size": size}
@@ -177,7 +198,10 @@ def test_audio_loudness_by_size_and_clicks_on_bounces():
     wave = render_audio({**base, "objects": [o]}).astype(np.float64)
     hp = np.diff(wave)  # the 220 Hz tone is nearly flat after differencing; the 1.8 kHz click is not
     rate = attrs["audio_rate"]
-    win = lambda t: float(np.sqrt(np.mean(hp[int(t * rate): int((t + 0.03) * rate)] ** 2)))
+
+    def win(t):
+        return float(np.sqrt(np.mean(hp[int(t * rate) : int((t + 0.03) * rate)] ** 2)))
+
     assert win(1.0) > 3 * win(2.0) and win(3.0) > 3 * win(2.0)
 
 
@@ -187,7 +211,7 @@ def test_audio_loudness_by_size_and_clicks_on_bounces():
 def test_captions_match_attributes(corpus):
     _, _, samples = corpus
     firsts = set()
-    for key, (m, attrs) in {**good(samples, "video"), **good(samples, "image")}.items():
+    for m, attrs in {**good(samples, "video"), **good(samples, "image")}.values():
         caption = m["txt"].decode("utf-8")
         assert caption == attrs["caption"] == render_sample(attrs).caption
         words = caption.lower().replace(".", " ").replace(",", " ").split()
@@ -206,7 +230,7 @@ def test_images(corpus):
     _, _, samples = corpus
     images = good(samples, "image")
     assert len(images) == 6
-    for key, (m, attrs) in images.items():
+    for m, attrs in images.values():
         im = Image.open(io.BytesIO(m["jpg"]))
         assert im.format == "JPEG" and im.size == (attrs["width"], attrs["height"])
         assert all(o["motion"] == "still" for o in attrs["objects"])
@@ -235,11 +259,43 @@ def test_heldout_never_in_train(corpus):
 
 
 def test_heldout_split_only_heldout(tmp_path):
-    rc = main(["corpus", "synth", "--out", str(tmp_path), "--clips", "4", "--images", "3", "--shards", "1",
-               "--config", "tiny", "--no-progress"])
+    rc = main(
+        [
+            "corpus",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--clips",
+            "4",
+            "--images",
+            "3",
+            "--shards",
+            "1",
+            "--config",
+            "tiny",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    rc = main(["corpus", "synth", "--out", str(tmp_path), "--clips", "8", "--images", "4", "--shards", "1",
-               "--split", "heldout", "--config", "tiny", "--no-progress"])
+    rc = main(
+        [
+            "corpus",
+            "synth",
+            "--out",
+            str(tmp_path),
+            "--clips",
+            "8",
+            "--images",
+            "4",
+            "--shards",
+            "1",
+            "--split",
+            "heldout",
+            "--config",
+            "tiny",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     samples = read_all(tmp_path, "heldout")
     assert len(samples) == 12 and all(k.startswith("heldout_") for k in samples)
@@ -258,7 +314,7 @@ def test_with_corrupt_produces_each_kind(corpus):
 
     _, doc, samples = corpus
     bad = {}
-    for key, m in samples.items():
+    for m in samples.values():
         attrs = json.loads(m["json"])  # every corrupt sample keeps its .json
         if "corrupt" in attrs:
             bad[attrs["corrupt"]] = m
@@ -266,10 +322,12 @@ def test_with_corrupt_produces_each_kind(corpus):
     assert sorted(c["kind"] for c in doc["corrupt"]) == sorted(CORRUPT_KINDS)
     assert doc["counts"]["corrupt"] == {k: 1 for k in CORRUPT_KINDS}
     for kind in ("truncated_mp4", "not_video_mp4"):
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError):  # decord's DECORDError
             decord.VideoReader(io.BytesIO(bad[kind]["mp4"]))
     assert bad["empty_mp4"]["mp4"] == b""
-    assert "txt" not in bad["missing_caption"] and len(decord.VideoReader(io.BytesIO(bad["missing_caption"]["mp4"]))) == 41
+    assert (
+        "txt" not in bad["missing_caption"] and len(decord.VideoReader(io.BytesIO(bad["missing_caption"]["mp4"]))) == 41
+    )
     with pytest.raises(UnicodeDecodeError):
         bad["bad_utf8_caption"]["txt"].decode("utf-8")
     assert len(decord.VideoReader(io.BytesIO(bad["bad_utf8_caption"]["mp4"]))) == 41
@@ -279,8 +337,17 @@ def test_with_corrupt_produces_each_kind(corpus):
 
 
 def _run(out: Path, seed: int, config="tiny", overrides=(), clips=10) -> dict[str, str]:
-    generate_corpus(str(out), clips=clips, shards=2, seed=seed, images=2, with_corrupt=True,
-                    config=config, overrides=overrides, progress=False)
+    generate_corpus(
+        str(out),
+        clips=clips,
+        shards=2,
+        seed=seed,
+        images=2,
+        with_corrupt=True,
+        config=config,
+        overrides=overrides,
+        progress=False,
+    )
     return {p.name: sha256(p) for p in sorted(out.iterdir())}
 
 
@@ -344,8 +411,22 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, argv):
 
 
 def test_cli_json_summary_and_fsspec_memory(capsys):
-    rc = main(["corpus", "synth", "--out", "memory://synth-test", "--clips", "2", "--shards", "1",
-               "--config", "tiny", "--json", "--no-progress"])
+    rc = main(
+        [
+            "corpus",
+            "synth",
+            "--out",
+            "memory://synth-test",
+            "--clips",
+            "2",
+            "--shards",
+            "1",
+            "--config",
+            "tiny",
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["videos"] == 2 and len(summary["shards"]) == 1

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import safetensors.numpy as stn
 
+from videopoet.pipelines.synth import sources
 from videopoet.tokenizers import text
-from videopoet.tokenizers.text.config import TextConfig
-from videopoet.tokenizers.text.spm import load_sentencepiece, read_captions, synth_captions, train_sentencepiece
+from videopoet.tokenizers.text.spm import load_sentencepiece, read_captions, train_sentencepiece
 from videopoet.tokenizers.text.t5 import T5CheckpointError, relative_position_bucket
 
 SPM = os.path.join(os.path.dirname(text.__file__), "assets", "spiece.model")
@@ -82,13 +82,25 @@ def ref_t5_encoder(t: dict, hf: dict, ids: np.ndarray, mask: np.ndarray) -> np.n
 def write_hf_checkpoint(directory, ffn: str, seed: int = 0, sharded: bool = False, with_decoder: bool = False) -> dict:
     """A random T5 encoder checkpoint in Hugging Face layout, written from numpy alone."""
     rng = np.random.default_rng(seed)
-    hf = {"vocab_size": 600, "d_model": 24, "d_kv": 6, "d_ff": 40, "num_layers": 2, "num_heads": 4,
-          "relative_attention_num_buckets": 8, "relative_attention_max_distance": 20,
-          "layer_norm_epsilon": 1e-6, "feed_forward_proj": ffn, "model_type": "t5"}
+    hf = {
+        "vocab_size": 600,
+        "d_model": 24,
+        "d_kv": 6,
+        "d_ff": 40,
+        "num_layers": 2,
+        "num_heads": 4,
+        "relative_attention_num_buckets": 8,
+        "relative_attention_max_distance": 20,
+        "layer_norm_epsilon": 1e-6,
+        "feed_forward_proj": ffn,
+        "model_type": "t5",
+    }
     d, inner, ff = hf["d_model"], hf["num_heads"] * hf["d_kv"], hf["d_ff"]
-    t = {"shared.weight": rng.normal(0, 1, (hf["vocab_size"], d)),
-         "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": rng.normal(0, 1, (8, 4)),
-         "encoder.final_layer_norm.weight": rng.uniform(0.5, 1.5, d)}
+    t = {
+        "shared.weight": rng.normal(0, 1, (hf["vocab_size"], d)),
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": rng.normal(0, 1, (8, 4)),
+        "encoder.final_layer_norm.weight": rng.uniform(0.5, 1.5, d),
+    }
     for i in range(hf["num_layers"]):
         p = f"encoder.block.{i}.layer."
         for m in "qkv":
@@ -96,7 +108,7 @@ def write_hf_checkpoint(directory, ffn: str, seed: int = 0, sharded: bool = Fals
         t[p + "0.SelfAttention.o.weight"] = rng.normal(0, inner**-0.5, (d, inner))
         t[p + "0.layer_norm.weight"] = rng.uniform(0.5, 1.5, d)
         t[p + "1.layer_norm.weight"] = rng.uniform(0.5, 1.5, d)
-        for m in (("wi_0", "wi_1") if ffn.startswith("gated") else ("wi",)):
+        for m in ("wi_0", "wi_1") if ffn.startswith("gated") else ("wi",):
             t[p + f"1.DenseReluDense.{m}.weight"] = rng.normal(0, d**-0.5, (ff, d))
         t[p + "1.DenseReluDense.wo.weight"] = rng.normal(0, ff**-0.5, (d, ff))
     t = {k: np.ascontiguousarray(v, np.float32) for k, v in t.items()}
@@ -193,9 +205,18 @@ def test_t5_parity_with_transformers(tmp_path):
     transformers = pytest.importorskip("transformers", reason="transformers not installed (optional parity test)")
     torch = pytest.importorskip("torch", reason="torch not installed (optional parity test)")
     for ffn in ("gated-gelu", "relu"):
-        cfg = transformers.T5Config(vocab_size=600, d_model=32, d_kv=8, d_ff=64, num_layers=3, num_heads=4,
-                                    relative_attention_num_buckets=16, relative_attention_max_distance=40,
-                                    feed_forward_proj=ffn, dropout_rate=0.0)
+        cfg = transformers.T5Config(
+            vocab_size=600,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=3,
+            num_heads=4,
+            relative_attention_num_buckets=16,
+            relative_attention_max_distance=40,
+            feed_forward_proj=ffn,
+            dropout_rate=0.0,
+        )
         torch.manual_seed(0)
         model = transformers.T5EncoderModel(cfg).eval()
         d = tmp_path / ffn
@@ -203,16 +224,19 @@ def test_t5_parity_with_transformers(tmp_path):
         with open(SPM, "rb") as src, open(d / "spiece.model", "wb") as dst:
             dst.write(src.read())
         enc = text.load(str(d))
-        ids, mask = enc.tokenize(["a red circle moves left", "a big blue square bounces around on a striped background"])
+        ids, mask = enc.tokenize(
+            ["a red circle moves left", "a big blue square bounces around on a striped background"]
+        )
         with torch.no_grad():
-            want = model(input_ids=torch.tensor(ids, dtype=torch.long),
-                         attention_mask=torch.tensor(mask, dtype=torch.long)).last_hidden_state.numpy()
+            want = model(
+                input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask, dtype=torch.long)
+            ).last_hidden_state.numpy()
         np.testing.assert_allclose(enc.encode_hidden(ids, mask), want, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------ SentencePiece / tokenize
 def test_sentencepiece_training_is_deterministic():
-    caps = synth_captions(600)
+    caps = sources.captions(600)
     a = train_sentencepiece(caps, 256)
     b = train_sentencepiece(caps, 256)
     assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest()
@@ -299,11 +323,27 @@ def test_read_captions_sources(tmp_path):
 def test_cli_train_text(tmp_path, capsys):
     from videopoet.cli.main import main
 
-    (tmp_path / "caps.txt").write_text("\n".join(synth_captions(300)))
+    (tmp_path / "caps.txt").write_text("\n".join(sources.captions(300)))
     outs = []
     for i in range(2):
-        assert main(["tokenizer", "train", "--kind", "text", "--data", str(tmp_path / "caps.txt"),
-                     "--out", str(tmp_path / f"o{i}"), "--vocab-size", "200", "--json"]) == 0
+        assert (
+            main(
+                [
+                    "tokenizer",
+                    "train",
+                    "--kind",
+                    "text",
+                    "--data",
+                    str(tmp_path / "caps.txt"),
+                    "--out",
+                    str(tmp_path / f"o{i}"),
+                    "--vocab-size",
+                    "200",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         outs.append(json.loads(capsys.readouterr().out))
     assert outs[0]["sha256"] == outs[1]["sha256"] and outs[0]["vocab_size"] == 200
     sp = load_sentencepiece(str(tmp_path / "o0" / "spiece.model"))
@@ -314,7 +354,7 @@ def test_shipped_spiece_matches_recipe():
     """assets/spiece.model is `videopoet tokenizer train --kind text --data synth --vocab-size 512`."""
     with open(SPM, "rb") as f:
         shipped = f.read()
-    assert train_sentencepiece(synth_captions(4000), 512) == shipped
+    assert train_sentencepiece(sources.captions(4000), 512) == shipped
 
 
 def test_load_from_fsspec_memory():

@@ -18,14 +18,14 @@ def test_paper_sizes():
 
 
 def test_from_tokenizer_configs():
-    from videopoet.tokenizers.magvit2.config import PRESETS as MP
-    from videopoet.tokenizers.soundstream.config import PRESETS as SP
+    from videopoet.tokenizers.magvit2.config import PRESETS as MAGVIT2_PRESETS
+    from videopoet.tokenizers.soundstream.config import PRESETS as SOUNDSTREAM_PRESETS
 
-    assert Vocabulary.from_tokenizers(MP["paper"](), SP["paper"]()) == Vocabulary.paper()
-    tiny = Vocabulary.from_tokenizers(MP["tiny"](), SP["tiny"]())
+    assert Vocabulary.from_tokenizers(MAGVIT2_PRESETS["paper"](), SOUNDSTREAM_PRESETS["paper"]()) == Vocabulary.paper()
+    tiny = Vocabulary.from_tokenizers(MAGVIT2_PRESETS["tiny"](), SOUNDSTREAM_PRESETS["tiny"]())
     assert (tiny.visual_size, tiny.audio_levels, tiny.audio_codebook) == (64, 2, 64)
     assert tiny.size == 256 + 64 + 128
-    assert Vocabulary.from_tokenizers(MP["tiny"]()).size == 256 + 64
+    assert Vocabulary.from_tokenizers(MAGVIT2_PRESETS["tiny"]()).size == 256 + 64
 
 
 def test_special_and_task_ids_fit_the_special_range():

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from videopoet.pipelines.webdataset import ReaderLimits, Sample, SampleReject, iter_samples, split_member_name
+from videopoet.media.webdataset import ReaderLimits, Sample, SampleReject, iter_samples, split_member_name
 
 
 def _tar(members, *, end_marker=True, fmt=tarfile.GNU_FORMAT) -> bytes:
@@ -58,8 +58,16 @@ def test_memory_fsspec():
 
 
 def test_path_traversal_and_absolute_names_are_rejects():
-    blob = _tar([("good.txt", b"g"), ("../../etc/passwd.txt", b"x"), ("/abs/evil.txt", b"x"),
-                 ("a/../../b.txt", b"x"), ("back\\slash.txt", b"x"), ("after.txt", b"ok")])
+    blob = _tar(
+        [
+            ("good.txt", b"g"),
+            ("../../etc/passwd.txt", b"x"),
+            ("/abs/evil.txt", b"x"),
+            ("a/../../b.txt", b"x"),
+            ("back\\slash.txt", b"x"),
+            ("after.txt", b"ok"),
+        ]
+    )
     s = _summary(_read(blob))
     assert s[0] == ("good", "ok", ["txt"]) and s[-1] == ("after", "ok", ["txt"])
     assert [r[1] for r in s[1:-1]] == ["unsafe_member_name"] * 4
@@ -76,11 +84,27 @@ def test_non_regular_members_are_rejects():
     fifo.type = tarfile.FIFOTYPE
     d = tarfile.TarInfo("somedir")
     d.type = tarfile.DIRTYPE
-    blob = _tar([("x.txt", b"1"), (d, None), ("s.txt", b"cap"), (sym, None), (hard, None), (dev, None),
-                 (fifo, None), ("z.txt", b"2")])
+    blob = _tar(
+        [
+            ("x.txt", b"1"),
+            (d, None),
+            ("s.txt", b"cap"),
+            (sym, None),
+            (hard, None),
+            (dev, None),
+            (fifo, None),
+            ("z.txt", b"2"),
+        ]
+    )
     s = _summary(_read(blob))
-    assert s == [("x", "ok", ["txt"]), ("s", "non_regular_member"), ("h", "non_regular_member"),
-                 ("d", "non_regular_member"), ("f", "non_regular_member"), ("z", "ok", ["txt"])]
+    assert s == [
+        ("x", "ok", ["txt"]),
+        ("s", "non_regular_member"),
+        ("h", "non_regular_member"),
+        ("d", "non_regular_member"),
+        ("f", "non_regular_member"),
+        ("z", "ok", ["txt"]),
+    ]
 
 
 def test_member_and_sample_caps():

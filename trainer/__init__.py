@@ -5,7 +5,8 @@ Modules (models apart from training code; configs as typed data):
     config      TrainConfig / ModelConfig / DataConfig / MeshConfig + presets tiny, small, 300m, 1b, 8b
     model       PrefixLM (Flax Linen), prefix_lm_mask, forward, init_cache / prefill / decode_step (KV cache)
     tasks       TokenRecord -> Example for uncond, t2v, t2i, fp, i2v, inpaint, outpaint, stylize, v2a, a2v, avcont
-    data        verified dataset -> Grain -> Mixture: AGD groups, curriculum, CFG dropout; batches = f(seed, step)
+    data        verified dataset -> Grain -> Mixture: AGD groups, curriculum, CFG dropout; batches = f(seed, step);
+                DatasetMixture: several datasets by weight (each batch from one), weights changeable on resume
     sharding    (data, fsdp, tensor) mesh, logical-axis rules, multi-process initialisation
     step        frozen T5 text tower, output-only loss, AdamW + warm-up/cosine, the jitted sharded train step
     checkpoint  run directory, Orbax (params + optimizer + Grain iterator state), load_run for generation

@@ -1,13 +1,19 @@
-"""Run directories and Orbax checkpoints (model + optimizer + data-iterator state).
+"""The prefix LM's run directory: its config and identity records, its checkpoints, and :func:`load_run`.
 
-Run directory layout::
+Run directory layout (files written through :mod:`videopoet.rundir`)::
 
     RUN/config.yaml             the TrainConfig (load_train_config(RUN/config.yaml) gives it back)
-    RUN/run.json                dataset ref + fingerprint, vocabulary, text encoder + fingerprint, AGD plan
+    RUN/run.json                dataset ref + fingerprint, vocabulary, text encoder + fingerprint, AGD plan,
+                                resolved config, identity (version, git commit, packages hash, launch, target);
+                                for a mixture of datasets also dataset.mixture (each dataset, fingerprint,
+                                weight) and dataset.schedule (the weights in force from each step)
     RUN/checkpoints/<step>/     Orbax CheckpointManager items:
-        state/                  {"params", "opt_state", "step"} (StandardSave; sharded arrays)
-        data/                   the Grain iterator state of every process (grain.checkpoint)
-        meta/                   JSON: step, dataset fingerprint, config fingerprint
+        state/                  {"params", "opt_state", "step"} (StandardSave; sharded arrays, restored onto
+                                whatever mesh the resuming run has)
+        meta/                   JSON: step, dataset fingerprint, config fingerprint, processes, devices (and
+                                for a mixture of datasets data_positions: steps drawn from each dataset)
+        data/                   older checkpoints only: per-process Grain iterator states (never read: the
+                                data position is the step, so a checkpoint does not tie a run to a process count)
     RUN/metrics.jsonl           one JSON row per logged step (loss, per-task loss/accuracy, tokens/s, MFU, ...)
     RUN/tb/                     TensorBoard events (when tensorboardX is installed)
     RUN/loss_curve.png
@@ -23,17 +29,30 @@ import json
 import os
 from typing import Any
 
+import fsspec
 import jax
-import orbax.checkpoint as ocp
 
-from videopoet.schemas.config import config_fingerprint, dump_yaml, to_dict
+from videopoet.rundir import checkpoints, record
+from videopoet.schemas import objstore
+from videopoet.schemas.config import config_fingerprint, to_dict
 from videopoet.schemas.errors import VideoPoetError
 from videopoet.trainer.config import TrainConfig, load_train_config
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
 # fields that may change between a run and its resumption (they do not affect the numbers)
-RESUMABLE_FIELDS = ("progress", "log_every", "checkpoint_every", "keep_checkpoints", "async_checkpoint", "peak_flops")
+RESUMABLE_FIELDS = (
+    "progress",
+    "log_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "async_checkpoint",
+    "peak_flops",
+    "data.prefetch",
+    "data.num_threads",
+    "data.verify",
+    "eval",  # evaluation during training reads the weights, never changes them
+)
 
 
 class RunError(VideoPoetError):
@@ -41,78 +60,82 @@ class RunError(VideoPoetError):
 
 
 def numeric_fingerprint(cfg: TrainConfig) -> str:
+    """sha256 of the config without the RESUMABLE_FIELDS: equal for runs that compute the same numbers."""
     d = to_dict(cfg)
-    for k in RESUMABLE_FIELDS:
-        d.pop(k, None)
-    d["data"].pop("prefetch", None)
-    d["data"].pop("num_threads", None)
-    d["data"].pop("verify", None)
+    for name in RESUMABLE_FIELDS:
+        *parents, leaf = name.split(".")
+        node = d
+        for p in parents:
+            node = node[p]
+        node.pop(leaf, None)
     return config_fingerprint(d)
 
 
-def manager(run_dir: str, cfg: TrainConfig) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(run_dir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True,
-                                             enable_async_checkpointing=cfg.async_checkpoint),
+def open_checkpoints(run_dir: str, cfg: TrainConfig) -> checkpoints.Checkpoints:
+    """The run's checkpoints; a wsd run keeps its decay-start checkpoint (what an extension goes back to)."""
+    keep = [cfg.decay_start] if 0 < cfg.decay_start < cfg.steps else []
+    return checkpoints.Checkpoints(
+        run_dir, max_to_keep=cfg.keep_checkpoints, async_save=cfg.async_checkpoint, keep_steps=keep
     )
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, data_iter, meta: dict[str, Any], force: bool = False) -> bool:
-    import grain
-
-    items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
-    if data_iter is not None:
-        items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    return mngr.save(step, args=ocp.args.Composite(**items), force=force)
-
-
-def restore(mngr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None) -> tuple[Any, dict]:
-    import grain
-
-    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-    if data_iter is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-    out = mngr.restore(step, args=ocp.args.Composite(**items))
-    return out["state"], out["meta"]
+def record_config(run_dir: str, cfg: TrainConfig, *, write: bool = True, changeable=()) -> TrainConfig | None:
+    """Write RUN/config.yaml (``write``: this process writes), or refuse a resume whose config computes
+    other numbers (fields other than RESUMABLE_FIELDS and ``changeable``). Returns the recorded config
+    (None for a new run)."""
+    return record.record_config(
+        run_dir,
+        cfg,
+        filename=CONFIG_FILE,
+        load=load_train_config,
+        changeable=(*RESUMABLE_FIELDS, *changeable),
+        error=RunError,
+        write=write,
+    )
 
 
-def write_run_files(run_dir: str, cfg: TrainConfig, info: dict[str, Any]) -> None:
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, CONFIG_FILE), "w") as f:
-        f.write(dump_yaml(cfg))
-    with open(os.path.join(run_dir, RUN_FILE), "w") as f:
-        json.dump(info, f, indent=2, sort_keys=True, default=str)
+def write_run_info(run_dir: str, info: dict[str, Any]) -> None:
+    """RUN/run.json (a local path or an fsspec URI; an object store replaces the object whole)."""
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    fs.makedirs(root, exist_ok=True)
+    blob = json.dumps(info, indent=2, sort_keys=True, default=str)
+    if objstore.is_remote(run_dir):
+        fs.pipe_file(f"{root}/{RUN_FILE}", blob.encode())
+        return
+    tmp = os.path.join(root, f".{RUN_FILE}.tmp-{os.getpid()}")  # readers never see a partial file
+    with open(tmp, "w") as f:
+        f.write(blob)
+    os.replace(tmp, os.path.join(root, RUN_FILE))
 
 
 def read_run_info(run_dir: str) -> dict[str, Any] | None:
-    p = os.path.join(run_dir, RUN_FILE)
-    if not os.path.exists(p):
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    try:
+        return json.loads(fs.cat_file(f"{root}/{RUN_FILE}"))
+    except FileNotFoundError:
         return None
-    with open(p) as f:
-        return json.load(f)
 
 
-def check_resumable(run_dir: str, cfg: TrainConfig) -> None:
-    p = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(p):
-        return
-    old = load_train_config(p)
-    if numeric_fingerprint(old) != numeric_fingerprint(cfg):
-        a, b = to_dict(old), to_dict(cfg)
-        diff = _first_diff(a, b)
-        raise RunError(f"{run_dir} holds a run with a different config ({diff}); resume with the same config or use a new --out")
+def run_dir_exists(run_dir: str) -> bool:
+    """Whether the directory ``run_dir`` (a path, or a URI with objects under it) exists (``default``:
+    whether the package ships its model)."""
+    from videopoet.trainer import export
+
+    if run_dir == export.DEFAULT_NAME:
+        return export.is_model_dir(export.DEFAULT)
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    if objstore.is_remote(run_dir):
+        fs.invalidate_cache(root)
+        return fs.exists(root)
+    return os.path.isdir(root)
 
 
-def _first_diff(a, b, path="") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if k in RESUMABLE_FIELDS and not path:
-                continue
-            if a.get(k) != b.get(k):
-                return _first_diff(a.get(k), b.get(k), f"{path}{k}.")
-        return path.rstrip(".") or "?"
-    return f"{path.rstrip('.')}: {a!r} -> {b!r}"
+def is_run_dir(run_dir: str) -> bool:
+    """Whether ``run_dir`` (a path or URI) holds a training run's config record."""
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    if objstore.is_remote(run_dir):
+        fs.invalidate_cache(root)
+    return fs.exists(f"{root}/{CONFIG_FILE}")
 
 
 @dataclasses.dataclass
@@ -126,26 +149,30 @@ class Run:
 
 
 def load_run(run_dir: str, step: int | None = None) -> Run:
-    """A trained run's config, model and float32 parameters (latest checkpoint unless ``step``)."""
-    from videopoet.trainer import model as M
+    """A trained run's config, model and float32 parameters (latest checkpoint unless ``step``); also a
+    model directory (:mod:`videopoet.trainer.export`), and ``default``, the shipped one."""
+    from videopoet.trainer import export, model
 
-    cfg_path = os.path.join(run_dir, CONFIG_FILE)
-    if not os.path.exists(cfg_path):
+    run_dir = export.resolve(run_dir)
+    if export.is_model_dir(run_dir):
+        if step is not None:
+            raise RunError(f"{run_dir} is a model directory: it holds one step, give no --step")
+        return export.load_model_dir(run_dir)
+
+    if not is_run_dir(run_dir):
         raise RunError(f"{run_dir} is not a training run directory (no {CONFIG_FILE})")
-    cfg = load_train_config(cfg_path)
-    mngr = ocp.CheckpointManager(os.path.abspath(os.path.join(run_dir, "checkpoints")))
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-        raise RunError(f"{run_dir} has no checkpoint yet")
-    if step not in mngr.all_steps():
-        raise RunError(f"{run_dir} has no checkpoint at step {step} (has {sorted(mngr.all_steps())})")
-    # params only (partial restore): the optimizer state (2x the params) never enters memory
-    one = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh saved it, load onto one device
-    abstract = jax.eval_shape(lambda r: M.init_params(cfg.model, r), jax.random.PRNGKey(0))
-    item = {"params": jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), abstract)}
-    restore = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                                     partial_restore=True)
-    state = mngr.restore(step, args=ocp.args.Composite(state=restore))["state"]
-    mngr.close()
-    return Run(cfg=cfg, model=M.build(cfg.model), params=state["params"], step=int(step),
-               info=read_run_info(run_dir) or {}, run_dir=run_dir)
+    cfg = load_train_config(f"{run_dir.rstrip('/')}/{CONFIG_FILE}")
+    # params only: the optimizer state (2x the params) never enters memory
+    spec = jax.eval_shape(lambda r: model.init_params(cfg.model, r), jax.random.PRNGKey(0))
+    try:
+        step, state = checkpoints.read_subtree(run_dir, {"params": spec}, step)
+    except FileNotFoundError as e:
+        raise RunError(f"{run_dir} has no usable checkpoint: {e}") from None
+    return Run(
+        cfg=cfg,
+        model=model.build(cfg.model),
+        params=state["params"],
+        step=int(step),
+        info=read_run_info(run_dir) or {},
+        run_dir=run_dir,
+    )

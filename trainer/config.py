@@ -9,7 +9,7 @@ Presets (``TrainConfig``; ``ModelConfig`` has the same names):
 * ``300m`` / ``1b`` / ``8b`` - VideoPoet's sizes (A.2) with the paper vocabulary (2^18 visual,
   4 x 1024 audio) and T5-XL text width (2048). The size names count the transformer blocks
   (non-embedding parameters); the unified-vocabulary embedding and output head add
-  ``2 x 266,496 x d_model`` on top (0.55B for 300m). ``tests/test_trainer_config.py`` checks the
+  ``2 x 266,496 x d_model`` on top (0.55B for 300m). ``tests/test_trainer_model.py`` checks the
   counts with ``jax.eval_shape``.
 
 Position encoding: rotary (RoPE) on queries and keys, by absolute position in the sequence. It is
@@ -96,8 +96,19 @@ class ModelConfig:
 
 
 def default_mixture() -> dict[str, float]:
-    return {"t2v": 1.0, "t2i": 1.0, "i2v": 0.5, "fp": 0.5, "uncond": 0.25, "inpaint": 0.25, "outpaint": 0.25,
-            "v2a": 0.5, "a2v": 0.25, "avcont": 0.25, "stylize": 0.25}
+    return {
+        "t2v": 1.0,
+        "t2i": 1.0,
+        "i2v": 0.5,
+        "fp": 0.5,
+        "uncond": 0.25,
+        "inpaint": 0.25,
+        "outpaint": 0.25,
+        "v2a": 0.5,
+        "a2v": 0.25,
+        "avcont": 0.25,
+        "stylize": 0.25,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +117,14 @@ class DataConfig:
 
     text_len: int = 24  # fixed text slot (T5 tokens after <bot_i>); captions are cut/padded to it
     mixture: Mapping[str, float] = dataclasses.field(default_factory=default_mixture)
-    # image -> video curriculum: P(image step) = image_frac_start for the first switch_fraction of steps
+    # image -> video curriculum: P(image step) = image_frac_start before the switch, image_frac_end after;
+    # the switch is at step switch_step, or (switch_step 0) at switch_fraction of the steps. A run meant to be
+    # extended later (lr_schedule=wsd) sets switch_step: a fraction moves the switch when steps grows.
     curriculum: bool = True
     image_frac_start: float = 0.9
     image_frac_end: float = 0.1
     switch_fraction: float = 0.25
+    switch_step: int = 0
     # classifier-free guidance: per example, hide the text / the input streams (positions kept, masked)
     cfg_dropout_text: float = 0.1
     cfg_dropout_inputs: float = 0.0
@@ -134,6 +148,8 @@ class DataConfig:
         for name in ("image_frac_start", "image_frac_end", "switch_fraction", "cfg_dropout_text", "cfg_dropout_inputs"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1]")
+        if self.switch_step < 0:
+            raise ValueError("switch_step must be >= 0")
         if any(k < 1 for k in self.fp_given_frames) or self.avcont_given_frames < 0:
             raise ValueError("given frame counts must be >= 1")
         if self.prefetch < 0 or self.num_threads < 0:
@@ -174,19 +190,51 @@ class MeshConfig:
                 raise ValueError(f"rules.{name}: unknown mesh axis {bad[0]!r}")
 
 
+EVAL_TASKS = ("t2v", "i2v", "fp", "v2a", "long")  # what the synthetic-world evaluation can score
+DEFAULT_EVAL_TASKS = ("t2v", "i2v", "fp", "v2a")  # "long" (several rounds of continuation) on request
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation during training (:mod:`videopoet.trainer.train_eval`): every ``every`` steps a few samples
+    are generated from the current weights and scored on the synthetic world. Not part of the run's
+    fingerprint: it reads the weights and never changes them, so a run's numbers are the same with it or
+    without it, and it can be switched on or off when a run resumes."""
+
+    every: int = 0  # steps between evaluations (0: none); a multiple of log_every (its row is that step's)
+    samples: int = 4  # scenes per split (seen and held-out combinations) and task
+    tasks: tuple[str, ...] = DEFAULT_EVAL_TASKS
+    seed: int = 1234
+    video_tokenizer: str = ""  # "" = the dataset's (as its manifest records it); else a preset or checkpoint
+    audio_tokenizer: str = ""
+
+    def validate(self) -> None:
+        if self.every < 0 or self.samples < 1:
+            raise ValueError("every must be >= 0 and samples >= 1")
+        bad = [t for t in self.tasks if t not in EVAL_TASKS]
+        if bad or not self.tasks:
+            raise ValueError(f"tasks must be some of {list(EVAL_TASKS)}, got {list(self.tasks)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     name: str = "small"
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     text_encoder: str = "default"  # "default", a text preset (tiny/small/paper) or a Hugging Face T5 directory
     steps: int = 300
     batch_size: int = 8  # global batch
     learning_rate: float = 1e-3
     warmup_steps: int = 30
-    lr_schedule: str = "cosine"  # cosine | constant (after warm-up)
+    # cosine | constant (after warm-up) | wsd: warm-up, stable at the peak, then a linear decay over the last
+    # decay_steps (or decay_fraction of the steps) to min_lr_ratio x the peak. Only wsd runs can be extended
+    # (a larger steps on resume; see trainer/extend.py).
+    lr_schedule: str = "cosine"
     min_lr_ratio: float = 0.1
+    decay_steps: int = 0  # wsd: length of the decay phase (0: decay_fraction of the steps)
+    decay_fraction: float = 0.0  # wsd: the decay phase as a fraction of the steps (with decay_steps 0)
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.95
@@ -197,7 +245,20 @@ class TrainConfig:
     keep_checkpoints: int = 3
     async_checkpoint: bool = True
     progress: bool = True  # tqdm progress bar
-    peak_flops: float = 0.0  # per device for MFU; 0 = look the device up in trainer.metrics.PEAK_FLOPS
+    peak_flops: float = 0.0  # per device for MFU; 0 = look the device up in infra.accelerators
+
+    @property
+    def decay_length(self) -> int:
+        """Steps of the wsd decay phase (0 for the other schedules)."""
+        if self.lr_schedule != "wsd":
+            return 0
+        return self.decay_steps or int(round(self.decay_fraction * self.steps))
+
+    @property
+    def decay_start(self) -> int:
+        """The first step of the wsd decay phase (``steps`` for the other schedules): the learning rates of
+        the steps before it do not depend on ``steps``."""
+        return self.steps - self.decay_length
 
     def validate(self) -> None:
         if self.steps < 0 or self.warmup_steps < 0:
@@ -207,19 +268,44 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.peak_flops < 0:
             raise ValueError("learning_rate must be > 0; weight_decay, grad_clip, peak_flops >= 0")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError("lr_schedule must be cosine or constant")
+        if self.lr_schedule not in ("cosine", "constant", "wsd"):
+            raise ValueError("lr_schedule must be cosine, constant or wsd")
+        if self.decay_steps < 0 or not 0.0 <= self.decay_fraction <= 1.0:
+            raise ValueError("decay_steps must be >= 0 and decay_fraction lie in [0, 1]")
+        if self.lr_schedule == "wsd":
+            if (self.decay_steps > 0) == (self.decay_fraction > 0):
+                raise ValueError("lr_schedule=wsd needs exactly one of decay_steps > 0 and decay_fraction > 0")
+            if self.warmup_steps + self.decay_length > self.steps:
+                raise ValueError(
+                    f"warmup_steps ({self.warmup_steps}) + the decay phase ({self.decay_length}) "
+                    f"exceed steps ({self.steps})"
+                )
+        elif self.decay_steps or self.decay_fraction:
+            raise ValueError("decay_steps and decay_fraction are for lr_schedule=wsd")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("min_lr_ratio must lie in [0, 1]")
         for name in ("b1", "b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1)")
+        if self.eval.every % self.log_every:
+            raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of log_every ({self.log_every})")
 
 
 # --------------------------------------------------------------------------------------- presets
 def _model_tiny() -> ModelConfig:
-    return ModelConfig(name="tiny", visual_size=64, audio_levels=2, audio_codebook=64, text_dim=32, d_model=32,
-                       layers=2, heads=2, head_dim=16, mlp_dim=64, dtype="float32")
+    return ModelConfig(
+        name="tiny",
+        visual_size=64,
+        audio_levels=2,
+        audio_codebook=64,
+        text_dim=32,
+        d_model=32,
+        layers=2,
+        heads=2,
+        head_dim=16,
+        mlp_dim=64,
+        dtype="float32",
+    )
 
 
 def _model_small() -> ModelConfig:
@@ -243,9 +329,20 @@ NOMINAL_PARAMS = {"300m": 300e6, "1b": 1e9, "8b": 8e9}
 
 
 def _train_tiny() -> TrainConfig:
-    return TrainConfig(name="tiny", model=_model_tiny(), data=DataConfig(text_len=8, prefetch=0, num_threads=0),
-                       text_encoder="tiny", steps=20, batch_size=4, learning_rate=3e-3, warmup_steps=2,
-                       log_every=5, checkpoint_every=10, progress=False, async_checkpoint=False)
+    return TrainConfig(
+        name="tiny",
+        model=_model_tiny(),
+        data=DataConfig(text_len=8, prefetch=0, num_threads=0),
+        text_encoder="tiny",
+        steps=20,
+        batch_size=4,
+        learning_rate=3e-3,
+        warmup_steps=2,
+        log_every=5,
+        checkpoint_every=10,
+        progress=False,
+        async_checkpoint=False,
+    )
 
 
 def _train_small() -> TrainConfig:
@@ -256,9 +353,19 @@ def _train_small() -> TrainConfig:
 def _train_paper(size: str) -> TrainConfig:
     # VideoPoet ablation set-up (§5.2): lr 1e-3 at 300M, batch 1024, 300k steps; FSDP over the pod.
     lr = {"300m": 1e-3, "1b": 6e-4, "8b": 3e-4}[size]
-    return TrainConfig(name=size, model=MODEL_PRESETS[size](), data=DataConfig(text_len=64),
-                       mesh=MeshConfig(data=1, fsdp=-1, tensor=1), text_encoder="paper", steps=300_000,
-                       batch_size=1024, learning_rate=lr, warmup_steps=5000, log_every=50, checkpoint_every=2000)
+    return TrainConfig(
+        name=size,
+        model=MODEL_PRESETS[size](),
+        data=DataConfig(text_len=64),
+        mesh=MeshConfig(data=1, fsdp=-1, tensor=1),
+        text_encoder="paper",
+        steps=300_000,
+        batch_size=1024,
+        learning_rate=lr,
+        warmup_steps=5000,
+        log_every=50,
+        checkpoint_every=2000,
+    )
 
 
 PRESETS = {

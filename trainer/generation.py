@@ -29,20 +29,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import numpy as np
 
 from videopoet.schemas.errors import VideoPoetError
+from videopoet.schemas.manifest import tokenizer_refs
 from videopoet.schemas.record import Lineage, TokenRecord
+from videopoet.schemas.tokenizer_ref import MODALITY_KINDS, TokenizerRef
 from videopoet.schemas.vocab import NUM_SPECIAL
-from videopoet.trainer import sampling as SA
-from videopoet.trainer import tasks as T
+from videopoet.trainer import sampling, tasks
 
 TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "v2a", "a2v", "avcont", "uncond")
-INPUT_KIND = {"i2v": "image", "fp": "video", "inpaint": "video", "outpaint": "video", "v2a": "video",
-              "a2v": "audio", "avcont": "video"}
+INPUT_KIND = {
+    "i2v": "image",
+    "fp": "video",
+    "inpaint": "video",
+    "outpaint": "video",
+    "v2a": "video",
+    "a2v": "audio",
+    "avcont": "video",
+}
 TEXT_TASKS = frozenset({"t2v", "t2i"})
 MASK_DEFAULT = {"inpaint": "inpaint_center", "outpaint": "outpaint_border"}
 
@@ -72,8 +79,16 @@ class MediaSpec:
         return int(round(self.frames / self.fps * self.sample_rate))
 
     @classmethod
-    def of(cls, video_tok, audio_tok=None, frames: int = 17, height: int = 64, width: int = 64, fps: float = 8.0,
-           sample_rate: int = 16000) -> "MediaSpec":
+    def of(
+        cls,
+        video_tok,
+        audio_tok=None,
+        frames: int = 17,
+        height: int = 64,
+        width: int = 64,
+        fps: float = 8.0,
+        sample_rate: int = 16000,
+    ) -> MediaSpec:
         latent = tuple(int(x) for x in video_tok.latent_shape(frames, height, width))
         n = int(round(frames / fps * sample_rate))
         af = audio_tok.config.frames_for(n) if audio_tok is not None else 0
@@ -106,10 +121,10 @@ class Result:
 
 
 # ------------------------------------------------------------------------------------- plans
-def plan_from_example(ex: T.Example, vocab) -> SA.OutputPlan:
+def plan_from_example(ex: tasks.Example, vocab) -> sampling.OutputPlan:
     """The output plan of a placeholder example: its output tokens are specials (forced) or code 0 of
     their modality / audio level (their range)."""
-    out = ex.tokens[ex.prefix_len:]
+    out = ex.tokens[ex.prefix_len :]
     lo, hi, forced = [], [], []
     for t in out.tolist():
         if t < NUM_SPECIAL:
@@ -120,12 +135,22 @@ def plan_from_example(ex: T.Example, vocab) -> SA.OutputPlan:
             level = (t - vocab.audio_offset) // vocab.audio_codebook
             a = vocab.audio_level_offset(level)
             lo.append(a), hi.append(a + vocab.audio_codebook), forced.append(-1)
-    as32 = lambda x: np.asarray(x, np.int32)
-    return SA.OutputPlan(as32(lo), as32(hi), as32(forced))
+
+    def as32(x):
+        return np.asarray(x, np.int32)
+
+    return sampling.OutputPlan(as32(lo), as32(hi), as32(forced))
 
 
-def read_output(ex: T.Example, out: np.ndarray, vocab, latent: tuple[int, int, int], given_video: np.ndarray | None,
-                given_audio: np.ndarray | None, audio_frames: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def read_output(
+    ex: tasks.Example,
+    out: np.ndarray,
+    vocab,
+    latent: tuple[int, int, int],
+    given_video: np.ndarray | None,
+    given_audio: np.ndarray | None,
+    audio_frames: int,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(video codes [T', H', W'] incl. given frames, audio codes [levels, F] incl. given frames)."""
     _, h, w = latent
     vis = out[(out >= vocab.visual_offset) & (out < vocab.audio_offset)]
@@ -144,51 +169,110 @@ def read_output(ex: T.Example, out: np.ndarray, vocab, latent: tuple[int, int, i
 
 # ------------------------------------------------------------------------------------- generator
 class Generator:
-    def __init__(self, model, params, train_cfg, video_tok, audio_tok, text_enc, spec: MediaSpec,
-                 options: SA.SamplingOptions | None = None, info: dict | None = None):
+    def __init__(
+        self,
+        model,
+        params,
+        train_cfg,
+        video_tok,
+        audio_tok,
+        text_enc,
+        spec: MediaSpec,
+        options: sampling.SamplingOptions | None = None,
+        info: dict | None = None,
+    ):
         self.model, self.params, self.cfg = model, params, train_cfg
         self.video_tok, self.audio_tok, self.text_enc = video_tok, audio_tok, text_enc
         self.spec = spec
-        self.options = options or SA.SamplingOptions()
+        self.options = options or sampling.SamplingOptions()
         self.info = info or {}
         self.vocab = train_cfg.model.vocab
-        self.opts = T.TaskOptions(vocab=self.vocab, text_len=train_cfg.data.text_len,
-                                  fp_given_frames=tuple(train_cfg.data.fp_given_frames),
-                                  avcont_given_frames=train_cfg.data.avcont_given_frames)
+        self.opts = tasks.TaskOptions(
+            vocab=self.vocab,
+            text_len=train_cfg.data.text_len,
+            fp_given_frames=tuple(train_cfg.data.fp_given_frames),
+            avcont_given_frames=train_cfg.data.avcont_given_frames,
+        )
         if video_tok.codebook_size != self.vocab.visual_size:
-            raise GenerationError(f"the video tokenizer has {video_tok.codebook_size} codes, the model {self.vocab.visual_size}")
-        if audio_tok is not None and self.vocab.audio_levels and (
+            raise GenerationError(
+                f"the video tokenizer has {video_tok.codebook_size} codes, the model {self.vocab.visual_size}"
+            )
+        if (
+            audio_tok is not None
+            and self.vocab.audio_levels
+            and (
                 audio_tok.config.codebook_size != self.vocab.audio_codebook
-                or audio_tok.config.levels_used != self.vocab.audio_levels):
+                or audio_tok.config.levels_used != self.vocab.audio_levels
+            )
+        ):
             raise GenerationError("the audio tokenizer's codebook/levels differ from the model's vocabulary")
         if text_enc is not None and text_enc.dim != train_cfg.model.text_dim:
-            raise GenerationError(f"the text encoder has width {text_enc.dim}, the model expects {train_cfg.model.text_dim}")
+            raise GenerationError(
+                f"the text encoder has width {text_enc.dim}, the model expects {train_cfg.model.text_dim}"
+            )
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def from_run(cls, run_dir: str, step: int | None = None, video_tokenizer: str | None = None,
-                 audio_tokenizer: str | None = None, options: SA.SamplingOptions | None = None) -> "Generator":
+    def from_run(
+        cls,
+        run_dir: str,
+        step: int | None = None,
+        video_tokenizer: str | None = None,
+        audio_tokenizer: str | None = None,
+        options: sampling.SamplingOptions | None = None,
+    ) -> Generator:
         from videopoet.trainer.checkpoint import load_run
 
         run = load_run(run_dir, step)
-        lineage = _dataset_lineage(run.info)
-        pcfg = lineage.get("pipeline_config", {})
-        toks = lineage.get("tokenizers", {})
-        vt = _load_tokenizer("video", video_tokenizer, toks.get("video"))
-        at = _load_tokenizer("audio", audio_tokenizer, toks.get("audio")) if run.cfg.model.audio_levels else None
+        return cls.from_parts(
+            run.model,
+            run.params,
+            run.cfg,
+            _dataset_manifest(run.info),
+            video_tokenizer,
+            audio_tokenizer,
+            options,
+            {"run": run_dir, "step": run.step},
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
+        model,
+        params,
+        train_cfg,
+        manifest: dict,
+        video_tokenizer: str | None = None,
+        audio_tokenizer: str | None = None,
+        options: sampling.SamplingOptions | None = None,
+        info: dict | None = None,
+    ) -> Generator:
+        """A generator for ``params`` of a model trained on the dataset of ``manifest``: its tokenizers
+        (unless overridden) and clip geometry (evaluation during training uses the live weights)."""
+        pcfg = (manifest.get("lineage") or {}).get("pipeline_config", {})
+        refs = tokenizer_refs(manifest) if manifest else {}
+        vt = _load_tokenizer("video", video_tokenizer, refs)
+        at = _load_tokenizer("audio", audio_tokenizer, refs) if train_cfg.model.audio_levels else None
         res = int(pcfg.get("resolution", vt.config.height))
-        spec = MediaSpec.of(vt, at, frames=int(pcfg.get("clip_frames", 17)), height=res, width=res,
-                            fps=float(pcfg.get("fps", 8.0)), sample_rate=int(pcfg.get("sample_rate", 16000)))
-        text_enc = _load_text(run.cfg.text_encoder)
-        info = {"run": run_dir, "step": run.step, "tokenizers": {"video": repr(vt), "audio": repr(at)}}
-        return cls(run.model, run.params, run.cfg, vt, at, text_enc, spec, options, info)
+        spec = MediaSpec.of(
+            vt,
+            at,
+            frames=int(pcfg.get("clip_frames", 17)),
+            height=res,
+            width=res,
+            fps=float(pcfg.get("fps", 8.0)),
+            sample_rate=int(pcfg.get("sample_rate", 16000)),
+        )
+        text_enc = _load_text(train_cfg.text_encoder)
+        info = {**(info or {}), "tokenizers": {"video": repr(vt), "audio": repr(at)}}
+        return cls(model, params, train_cfg, vt, at, text_enc, spec, options, info)
 
     # ---------------------------------------------------------------- records
     def _text(self, prompt: str | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         if not prompt or self.text_enc is None:
             return None, np.zeros(self.opts.text_len, np.int32), np.zeros(self.opts.text_len, np.int32)
         ids = np.asarray(self.text_enc.token_ids(prompt), np.int32)
-        slot_ids, slot_mask = T.text_slot(ids, self.opts.text_len)
+        slot_ids, slot_mask = tasks.text_slot(ids, self.opts.text_len)
         return ids, slot_ids, slot_mask
 
     def _encode_video(self, video: np.ndarray) -> np.ndarray:
@@ -216,7 +300,7 @@ class Generator:
             video = np.concatenate([codes[:k], zeros_v[k:]])
             given_v, given_px = codes[:k], 1 + 4 * (k - 1) if k else 0
         elif r.task in ("inpaint", "outpaint"):
-            kinds = T.INPAINT_KINDS if r.task == "inpaint" else T.OUTPAINT_KINDS
+            kinds = tasks.INPAINT_KINDS if r.task == "inpaint" else tasks.OUTPAINT_KINDS
             kind = r.mask or MASK_DEFAULT[r.task]
             if kind not in kinds:
                 raise GenerationError(f"--mask {kind!r} is not a {r.task} mask (one of {', '.join(kinds)})")
@@ -231,15 +315,23 @@ class Generator:
             codes = self._encode_video(r.video)
             acodes = self._encode_audio(r.audio)
             k = self._given(r.given, "avcont")
-            a = T.audio_split(acodes.shape[1], tl, k)
+            a = tasks.audio_split(acodes.shape[1], tl, k)
             video = np.concatenate([codes[:k], zeros_v[k:]])
             audio = np.concatenate([acodes[:, :a], np.zeros_like(acodes[:, a:])], axis=1)
             given_v, given_a, given_px = codes[:k], acodes[:, :a], 1 + 4 * (k - 1)
             variant = k
         if r.task == "fp":
             variant = self._given(r.given, "fp")
-        rec = TokenRecord(key="generate", lineage=Lineage("generate", "0" * 64, "generate"), video=video, audio=audio,
-                          text_ids=text_ids, caption=r.prompt, conditions=conds, meta={"bucket": "square"})
+        rec = TokenRecord(
+            key="generate",
+            lineage=Lineage("generate", "0" * 64, "generate"),
+            video=video,
+            audio=audio,
+            text_ids=text_ids,
+            caption=r.prompt,
+            conditions=conds,
+            meta={"bucket": "square"},
+        )
         return rec, variant, given_v, given_a, given_px
 
     def _given(self, given: int | None, task: str) -> int:
@@ -283,48 +375,98 @@ class Generator:
             raise GenerationError(f"--mask applies to inpaint and outpaint, not {r.task}")
         sp = self.spec
         if r.video is not None and tuple(r.video.shape) != (sp.frames, sp.height, sp.width, 3):
-            raise GenerationError(f"video must be uint8 [{sp.frames},{sp.height},{sp.width},3], got {tuple(r.video.shape)}")
+            raise GenerationError(
+                f"video must be uint8 [{sp.frames},{sp.height},{sp.width},3], got {tuple(r.video.shape)}"
+            )
         if r.image is not None and tuple(r.image.shape) != (sp.height, sp.width, 3):
             raise GenerationError(f"image must be uint8 [{sp.height},{sp.width},3], got {tuple(r.image.shape)}")
 
     # ---------------------------------------------------------------- generate
-    def generate(self, requests: list[Request], options: SA.SamplingOptions | None = None,
-                 decode: bool = True) -> list[Result]:
+    def generate(
+        self, requests: list[Request], options: sampling.SamplingOptions | None = None, decode: bool = True
+    ) -> list[Result]:
         """Generate a batch of requests of one task (one compiled shape)."""
         if not requests:
             return []
-        tasks = {r.task for r in requests}
-        if len(tasks) != 1:
-            raise GenerationError(f"one task per batch, got {sorted(tasks)}")
-        task = tasks.pop()
+        kinds = {r.task for r in requests}
+        if len(kinds) != 1:
+            raise GenerationError(f"one task per batch, got {sorted(kinds)}")
+        task = kinds.pop()
         for r in requests:
             self.check_request(r)
         built, examples = [], []
         for r in requests:
             rec, variant, gv, ga, gpx = self._record(r)
             try:
-                ex = T.build(task, rec, self.opts, variant)
-            except T.Skip as e:
+                ex = tasks.build(task, rec, self.opts, variant)
+            except tasks.MissingInputsError as e:
                 raise GenerationError(f"{task}: the inputs do not make a {task} prompt ({e.reason})") from None
             built.append((gv, ga, gpx))
             examples.append(ex)
-        prompt = SA.Prompt.stack(examples)
+        prompt = sampling.Prompt.stack(examples)
         plan = plan_from_example(examples[0], self.vocab)
         text_emb = None
         if (prompt.text_index >= 0).any() and self.text_enc is not None:
             ids = np.stack([e.text_ids for e in examples])
             mask = np.stack([e.text_mask for e in examples])
-            text_emb = self.text_enc.embed(ids, mask) if mask.any() else np.zeros(
-                (len(examples), self.opts.text_len, self.text_enc.dim), np.float32)
-        out = SA.sample(self.model, self.params, prompt, plan, options or self.options, text_emb=text_emb,
-                        seeds=[r.seed for r in requests])
+            text_emb = (
+                self.text_enc.embed(ids, mask)
+                if mask.any()
+                else np.zeros((len(examples), self.opts.text_len, self.text_enc.dim), np.float32)
+            )
+        out = sampling.sample(
+            self.model,
+            self.params,
+            prompt,
+            plan,
+            options or self.options,
+            text_emb=text_emb,
+            seeds=[r.seed for r in requests],
+        )
         results = []
-        for ex, (gv, ga, gpx), row in zip(examples, built, out):
+        for ex, (gv, ga, gpx), row in zip(examples, built, out, strict=True):
             vc, ac = read_output(ex, row, self.vocab, self.spec.latent, gv, ga, self.spec.audio_frames)
             results.append(Result(task, None, None, vc, ac, row, gpx))
         if decode:
             self.decode(results)
+            for r, res in zip(requests, results, strict=True):
+                self.keep_given(r, res)
         return results
+
+    def keep_given(self, r: Request, res: Result) -> Result:
+        """Put what the user gave back into a decoded result: the input's own frames at the start of a
+        continuation (fp, avcont: ``res.given_frames`` frames; i2v: the first frame) and of its audio
+        (avcont), and the input's pixels outside the hidden region of an inpainting / outpainting mask.
+
+        By compositing pixels, on top of placing the given tokens: the given frames' (or the visible
+        region's) tokens are in the sequence the model conditions on, but decoding them gives the
+        tokenizer's reconstruction of the input, not the input (a few dB below it, blurred detail; the
+        visible region of a condition is also blurred across the mask edge). What the user gave is
+        kept exactly; only what the model made is decoded from tokens. Long videos build on these
+        results, so their first frames are the input's as well."""
+        sp = self.spec
+        if res.frames is None:
+            return res
+        frames = np.array(res.frames, np.uint8)
+        if r.task == "i2v" and r.image is not None:
+            frames[0] = r.image
+        elif r.task in ("fp", "avcont") and r.video is not None and res.given_frames:
+            frames[: res.given_frames] = np.asarray(r.video, np.uint8)[: res.given_frames]
+        elif r.task in ("inpaint", "outpaint") and r.video is not None:
+            from videopoet.tokenizers.magvit2 import masks
+
+            kind = r.mask or MASK_DEFAULT[r.task]
+            hidden = masks.make_mask(
+                kind, sp.frames, sp.height, sp.width, align=self.video_tok.config.spatial_downsample
+            )
+            frames = np.where(hidden[..., None], frames, np.asarray(r.video, np.uint8))
+        res.frames = frames
+        if r.task == "avcont" and r.audio is not None and res.audio is not None and res.given_frames:
+            n = min(res.audio.shape[0], int(round(res.given_frames / sp.fps * sp.sample_rate)))
+            audio = np.array(res.audio, np.float32)
+            audio[:n] = np.asarray(r.audio, np.float32).reshape(-1)[:n]
+            res.audio = audio
+        return res
 
     def decode(self, results: list[Result]) -> list[Result]:
         vids = [r for r in results if r.video_codes is not None]
@@ -333,23 +475,40 @@ class Generator:
             for shape in shapes:
                 group = [r for r in vids if r.video_codes.shape == shape]
                 frames = self.video_tok.decode(np.stack([r.video_codes for r in group]))
-                for r, f in zip(group, frames):
+                for r, f in zip(group, frames, strict=True):
                     r.frames = f
         auds = [r for r in results if r.audio_codes is not None]
         if auds and self.audio_tok is not None:
             waves = self.audio_tok.decode(np.stack([r.audio_codes for r in auds]))
             n = self.spec.audio_samples
-            for r, wv in zip(auds, waves):  # F * hop samples: pad the last partial hop to the clip length
+            for r, wv in zip(auds, waves, strict=True):  # F * hop samples: pad the last partial hop to the clip length
                 r.audio = np.pad(wv[:n], (0, max(0, n - wv.shape[0])))
         return results
 
-    def long_video(self, prompt: str, seconds: float, seed: int = 0, options: SA.SamplingOptions | None = None,
-                   first: np.ndarray | None = None) -> np.ndarray:
+    def long_video(
+        self,
+        prompt: str,
+        seconds: float,
+        seed: int = 0,
+        options: sampling.SamplingOptions | None = None,
+        first: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Text-to-video (or ``first`` clip given), then repeated frame prediction on the last second.
 
         Each round re-encodes the last ``1 + 4k`` frames (about one second) as the start of a new clip,
         generates the rest of it, and appends the new frames. Returns uint8 [T, H, W, 3].
         """
+        return self.long_videos([prompt], seconds, [seed], options, None if first is None else [first])[0]
+
+    def long_videos(
+        self,
+        prompts: list[str | None],
+        seconds: float,
+        seeds: list[int],
+        options: sampling.SamplingOptions | None = None,
+        firsts: list[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """:meth:`long_video` for several prompts (or first clips) at once: every round is one batch."""
         sp = self.spec
         tl = sp.latent[0]
         # the latent frames covering the last second: 1 + 4(k-1) >= fps frames
@@ -357,23 +516,32 @@ class Generator:
         if self.opts.fp_given_frames and k not in self.opts.fp_given_frames:
             k = min(self.opts.fp_given_frames, key=lambda x: abs(x - k))
         ctx = 1 + 4 * (k - 1)
-        if first is None:
-            frames = self.generate([Request("t2v", prompt=prompt, seed=seed)], options)[0].frames
+        if firsts is None:
+            reqs = [Request("t2v", prompt=p, seed=s) for p, s in zip(prompts, seeds, strict=True)]
+            clips = [r.frames for r in self.generate(reqs, options)]
         else:
-            frames = np.asarray(first, np.uint8)
+            clips = [np.asarray(f, np.uint8) for f in firsts]
         want = int(round(seconds * sp.fps))
         rnd = 1
-        while frames.shape[0] < want:
-            clip = np.zeros((sp.frames, sp.height, sp.width, 3), np.uint8)
-            clip[:ctx] = frames[-ctx:]
-            res = self.generate([Request("fp", video=clip, given=k, seed=seed + rnd)], options)[0]
-            frames = np.concatenate([frames, res.frames[ctx:]])
+        while min(c.shape[0] for c in clips) < want:
+            given = []
+            for c in clips:
+                clip = np.zeros((sp.frames, sp.height, sp.width, 3), np.uint8)
+                clip[:ctx] = c[-ctx:]
+                given.append(clip)
+            reqs = [Request("fp", video=g, given=k, seed=s + rnd) for g, s in zip(given, seeds, strict=True)]
+            res = self.generate(reqs, options)
+            clips = [np.concatenate([c, r.frames[ctx:]]) for c, r in zip(clips, res, strict=True)]
             rnd += 1
-        return frames[:want] if want >= sp.frames else frames
+        return [c[:want] if want >= sp.frames else c for c in clips]
 
 
 # ------------------------------------------------------------------------------------- loading
-def _dataset_lineage(info: dict) -> dict:
+def _dataset_manifest(info: dict) -> dict:
+    """The manifest of the dataset a run was trained on ({} when it cannot be read); a model directory
+    carries the part generation needs (:mod:`videopoet.trainer.export`)."""
+    if info.get("dataset_manifest"):
+        return info["dataset_manifest"]
     uri = (info.get("dataset") or {}).get("uri")
     if not uri:
         return {}
@@ -381,49 +549,46 @@ def _dataset_lineage(info: dict) -> dict:
 
     try:
         with fsspec.open(f"{str(uri).rstrip('/')}/manifest.json", "r") as f:
-            return json.load(f).get("lineage", {})
+            return json.load(f)
     except (OSError, ValueError):
         return {}
 
 
-def _load_tokenizer(kind: str, override: str | None, lineage: dict | None):
-    from videopoet.tokenizers import magvit2, soundstream
+def _load_tokenizer(modality: str, override: str | None, refs: dict[str, TokenizerRef]):
+    """The tokenizer the run's dataset was made with (``refs``, fingerprint checked), or ``override``."""
+    from videopoet.tokenizers import registry
 
-    mod = {"video": magvit2, "audio": soundstream}[kind]
     if override:
-        return mod.default() if override == "default" else mod.load(override)
-    if not lineage:
-        raise GenerationError(f"the run's dataset records no {kind} tokenizer; give --{kind}-tokenizer PRESET|DIR")
-    source = str(lineage.get("source", ""))
-    if source.startswith("default"):
-        tok = mod.default()
-    elif " preset" in source:
-        tok = mod.load(source.split(" preset")[0])
-    elif os.path.exists(source) or "://" in source:
-        tok = mod.load(source)
-    else:
-        tok = mod.load(str(lineage.get("name", "small")).split("-")[-1])
-    fp = lineage.get("fingerprint")
-    if fp and tok.fingerprint != fp:
-        raise GenerationError(f"the {kind} tokenizer found ({source or tok!r}) is not the one the dataset was made with "
-                              f"(fingerprint {tok.fingerprint[:12]} != {fp[:12]}); give --{kind}-tokenizer")
-    return tok
+        return registry.resolve(override, MODALITY_KINDS[modality])[0]
+    if modality not in refs:
+        raise GenerationError(
+            f"the run's dataset records no {modality} tokenizer; give --{modality}-tokenizer PRESET|DIR"
+        )
+    return registry.load(refs[modality], hint=f"give --{modality}-tokenizer PRESET|DIR")
 
 
 def _load_text(spec: str):
-    from videopoet.tokenizers import text
+    from videopoet.tokenizers import registry
 
-    return text.default() if spec == "default" else text.load(spec)
+    return registry.resolve(spec, "text")[0]
 
 
 def load_generator(run_dir: str, **kw) -> Generator:
-    if not os.path.isdir(run_dir):
+    from videopoet.trainer.checkpoint import run_dir_exists
+
+    if not run_dir_exists(run_dir):
         raise GenerationError(f"run directory not found: {run_dir}")
     return Generator.from_run(run_dir, **kw)
 
 
 def describe(results: list[Result]) -> list[dict[str, Any]]:
-    return [{"task": r.task, "frames": None if r.frames is None else list(r.frames.shape),
-             "audio_samples": None if r.audio is None else int(r.audio.shape[0]),
-             "video_codes": None if r.video_codes is None else list(r.video_codes.shape),
-             "audio_codes": None if r.audio_codes is None else list(r.audio_codes.shape)} for r in results]
+    return [
+        {
+            "task": r.task,
+            "frames": None if r.frames is None else list(r.frames.shape),
+            "audio_samples": None if r.audio is None else int(r.audio.shape[0]),
+            "video_codes": None if r.video_codes is None else list(r.video_codes.shape),
+            "audio_codes": None if r.audio_codes is None else list(r.audio_codes.shape),
+        }
+        for r in results
+    ]

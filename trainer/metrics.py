@@ -1,4 +1,7 @@
-"""Observability: prefix-LM FLOPs and MFU, a peak-FLOPs table, JSONL + TensorBoard writers, loss-curve PNG.
+"""Observability: prefix-LM FLOPs and MFU, per-task sums, the loss-curve panels.
+
+Peak FLOP/s per device come from the accelerator catalogue (:mod:`videopoet.infra.accelerators`); the
+rows go to the run directory's metrics log (:mod:`videopoet.rundir.metrics`).
 
 FLOPs are the *useful* work of a step (the convention of MFU): per token ``6 x`` the matmul
 parameters (blocks + output head; the embedding lookup and the text projection of non-text tokens
@@ -11,28 +14,13 @@ query q >= P: ``P^2 + (S(S+1) - P(P+1)) / 2`` pairs, not the causal ``S(S+1)/2``
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from typing import Any
 
 import numpy as np
 
+from videopoet.infra import accelerators
+from videopoet.rundir.metrics import Panel
 from videopoet.trainer.config import TASKS, ModelConfig
-
-# Dense peak FLOP/s per device (bf16 unless noted). CPU is measured at start (float32 matmul).
-PEAK_FLOPS = {
-    "h100": 989e12,  # H100 SXM bf16 dense
-    "h200": 989e12,
-    "a100": 312e12,
-    "tpu v4": 275e12,
-    "tpu v5 lite": 197e12,  # v5e
-    "tpu v5e": 197e12,
-    "tpu v5p": 459e12,
-    "tpu v5": 459e12,
-    "tpu v6 lite": 918e12,  # v6e (Trillium)
-    "tpu v6e": 918e12,
-}
 
 
 def attention_pairs(seq_len: int, prefix_len: int) -> int:
@@ -83,62 +71,10 @@ def device_peak_flops(device=None, override: float = 0.0) -> tuple[float, str]:
     kind = getattr(d, "device_kind", "").lower()
     if d.platform == "cpu":
         return measured_cpu_peak(), "measured (float32 matmul, all host devices share the cores)"
-    for name, peak in PEAK_FLOPS.items():
-        if name in kind:
-            return peak, f"table ({name})"
+    found = accelerators.peak_flops_for_device_kind(kind)
+    if found is not None:
+        return found[0], f"catalogue ({found[1]}, videopoet.infra.accelerators)"
     return float("nan"), f"unknown device kind {kind!r}"
-
-
-# ------------------------------------------------------------------------------------- writers
-class MetricsWriter:
-    """JSONL always; TensorBoard (tensorboardX) when installed."""
-
-    def __init__(self, run_dir: str, enabled: bool = True):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
-        self.enabled = enabled
-        self.tb = None
-        if enabled:
-            os.makedirs(run_dir, exist_ok=True)
-            try:
-                from tensorboardX import SummaryWriter
-
-                self.tb = SummaryWriter(os.path.join(run_dir, "tb"))
-            except Exception:  # noqa: BLE001 - TensorBoard is optional
-                self.tb = None
-
-    def write(self, step: int, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **row}, sort_keys=True) + "\n")
-        if self.tb is not None:
-            for k, v in _flatten(row).items():
-                if isinstance(v, (int, float)) and np.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-def read_metrics(run_dir: str) -> list[dict[str, Any]]:
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def per_task(sums: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -147,35 +83,20 @@ def per_task(sums: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     for i, t in enumerate(TASKS):
         n = float(sums["task_tokens"][i])
         if n > 0:
-            out[t] = {"loss": float(sums["task_loss_sum"][i] / n), "accuracy": float(sums["task_correct"][i] / n),
-                      "tokens": int(n)}
+            out[t] = {
+                "loss": float(sums["task_loss_sum"][i] / n),
+                "accuracy": float(sums["task_correct"][i] / n),
+                "tokens": int(n),
+            }
     return out
 
 
-def plot_loss_curve(run_dir: str, out: str | None = None) -> str | None:
-    rows = [r for r in read_metrics(run_dir) if "loss" in r]
-    if not rows:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="loss (all tasks)", lw=2)
-    tasks = sorted({t for r in rows for t in r.get("tasks", {})})
-    for t in tasks:
-        pts = [(r["step"], r["tasks"][t]["loss"]) for r in rows if t in r.get("tasks", {})]
-        ax.plot(*zip(*pts), lw=0.8, alpha=0.7, label=t)
-    base = rows[-1].get("unigram_baseline")
-    if base:
-        ax.axhline(base, color="k", ls="--", lw=0.8, label="unigram baseline")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats / output token)")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out or os.path.join(run_dir, "loss_curve.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+# the loss curve: the loss over all tasks, each task's loss, and the unigram baseline to beat
+LOSS_PANELS = (
+    Panel(
+        "training loss",
+        ("loss", "tasks/*/loss"),
+        ylabel="cross-entropy (nats / output token)",
+        hline="unigram_baseline",
+    ),
+)

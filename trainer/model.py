@@ -96,7 +96,9 @@ def rope(x: Array, positions: Array, theta: float) -> Array:
 def attend(q: Array, k: Array, v: Array, mask: Array, implementation: str = "auto") -> Array:
     """q [B,T,N,D], k/v [B,S,K,D] (K divides N), mask bool [B,1,T,S] -> [B,T,N,D]."""
     if implementation != "einsum":
-        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=None if implementation == "auto" else implementation)
+        return jax.nn.dot_product_attention(
+            q, k, v, mask=mask, implementation=None if implementation == "auto" else implementation
+        )
     n, kv = q.shape[2], k.shape[2]
     if kv != n:
         k, v = jnp.repeat(k, n // kv, axis=2), jnp.repeat(v, n // kv, axis=2)
@@ -147,8 +149,14 @@ class Attention(nn.Module):
             new_cache = {"k": k, "v": v}
             k, v = k.astype(dt), v.astype(dt)
         out = attend(q, k, v, mask, cfg.attention)
-        out = HeadDense((cfg.heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "bthd,hde->bte",
-                        cfg.init_std / math.sqrt(2 * cfg.layers), dt, name="o")(out)
+        out = HeadDense(
+            (cfg.heads, cfg.head_dim, cfg.d_model),
+            ("heads", "kv", "embed"),
+            "bthd,hde->bte",
+            cfg.init_std / math.sqrt(2 * cfg.layers),
+            dt,
+            name="o",
+        )(out)
         return out, new_cache
 
 
@@ -162,8 +170,14 @@ class Mlp(nn.Module):
         init = nn.initializers.normal(cfg.init_std)
 
         def dense(features, name, axes, std=None):
-            return nn.Dense(features, use_bias=False, dtype=dt, param_dtype=jnp.float32,
-                            kernel_init=P(nn.initializers.normal(std) if std else init, axes), name=name)
+            return nn.Dense(
+                features,
+                use_bias=False,
+                dtype=dt,
+                param_dtype=jnp.float32,
+                kernel_init=P(nn.initializers.normal(std) if std else init, axes),
+                name=name,
+            )
 
         h = dense(cfg.mlp_dim, "up", ("embed", "mlp"))(x)
         if cfg.mlp == "swiglu":
@@ -180,7 +194,9 @@ class Block(nn.Module):
     def __call__(self, x, positions, mask, cache=None, cache_pos=None):
         cfg = self.cfg
         dt = _dtype(cfg.dtype)
-        h, new_cache = Attention(cfg, name="attn")(RMSNorm(cfg.norm_eps, dt, name="ln1")(x), positions, mask, cache, cache_pos)
+        h, new_cache = Attention(cfg, name="attn")(
+            RMSNorm(cfg.norm_eps, dt, name="ln1")(x), positions, mask, cache, cache_pos
+        )
         x = x + h
         x = x + Mlp(cfg, name="mlp")(RMSNorm(cfg.norm_eps, dt, name="ln2")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -197,13 +213,25 @@ class PrefixLM(nn.Module):
     def __call__(self, tokens, positions, mask, text_emb=None, text_index=None, cache=None, cache_pos=None):
         cfg = self.cfg
         dt = _dtype(cfg.dtype)
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=jnp.float32,
-                         embedding_init=P(nn.initializers.normal(1.0), ("vocab", "embed")), name="embed")
+        embed = nn.Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            dtype=dt,
+            param_dtype=jnp.float32,
+            embedding_init=P(nn.initializers.normal(1.0), ("vocab", "embed")),
+            name="embed",
+        )
         x = embed(tokens)
         # text projection: created even when unused so the parameter tree never depends on the inputs
-        text_proj = nn.Dense(cfg.d_model, use_bias=True, dtype=dt, param_dtype=jnp.float32,
-                             kernel_init=P(nn.initializers.normal(1.0 / math.sqrt(cfg.text_dim)), ("text_embed", "embed")),
-                             bias_init=P(nn.initializers.zeros, ("embed",)), name="text_proj")
+        text_proj = nn.Dense(
+            cfg.d_model,
+            use_bias=True,
+            dtype=dt,
+            param_dtype=jnp.float32,
+            kernel_init=P(nn.initializers.normal(1.0 / math.sqrt(cfg.text_dim)), ("text_embed", "embed")),
+            bias_init=P(nn.initializers.zeros, ("embed",)),
+            name="text_proj",
+        )
         if text_emb is None:
             text_emb = jnp.zeros((tokens.shape[0], 1, cfg.text_dim), dt)
             text_index = None
@@ -223,9 +251,14 @@ class PrefixLM(nn.Module):
             if cache is not None:
                 new_cache.append(c)
         x = RMSNorm(cfg.norm_eps, dt, name="ln_f")(x)
-        logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=jnp.float32,
-                          kernel_init=P(nn.initializers.normal(1.0 / math.sqrt(cfg.d_model)), ("embed", "vocab")),
-                          name="head")(x)
+        logits = nn.Dense(
+            cfg.vocab_size,
+            use_bias=False,
+            dtype=dt,
+            param_dtype=jnp.float32,
+            kernel_init=P(nn.initializers.normal(1.0 / math.sqrt(cfg.d_model)), ("embed", "vocab")),
+            name="head",
+        )(x)
         return logits.astype(jnp.float32), new_cache
 
 
@@ -297,17 +330,25 @@ def prefill(model: PrefixLM, params, tokens, valid, prefix_len, cache, text_emb=
     mask = prefix_lm_mask(cache_valid, prefix_len, num_queries=p)
     positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
     assert p <= c, f"prompt length {p} exceeds cache length {c}"
-    logits, layers = model.apply({"params": params}, tokens, positions, mask, text_emb, text_index,
-                                 cache["layers"], jnp.zeros((b,), jnp.int32))
+    logits, layers = model.apply(
+        {"params": params}, tokens, positions, mask, text_emb, text_index, cache["layers"], jnp.zeros((b,), jnp.int32)
+    )
     return logits, {"layers": layers, "valid": cache_valid}
 
 
 def decode_step(model: PrefixLM, params, token, pos, cache):
     """Append ``token`` [B] at ``pos`` [B]; returns (logits [B, V] for the following token, cache)."""
-    b = token.shape[0]
     onehot = jnp.arange(cache["valid"].shape[1])[None, :] == pos[:, None]
     cache_valid = cache["valid"] | onehot
     mask = decode_mask(cache_valid, pos)
-    logits, layers = model.apply({"params": params}, token[:, None], pos[:, None].astype(jnp.int32), mask, None, None,
-                                 cache["layers"], pos.astype(jnp.int32))
+    logits, layers = model.apply(
+        {"params": params},
+        token[:, None],
+        pos[:, None].astype(jnp.int32),
+        mask,
+        None,
+        None,
+        cache["layers"],
+        pos.astype(jnp.int32),
+    )
     return logits[:, 0], {"layers": layers, "valid": cache_valid}

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from videopoet.schemas.errors import VideoPoetError
-from videopoet.trainer import model as M
+from videopoet.trainer import model
 from videopoet.trainer.tasks import COND_INPUT, COND_TEXT
 
 __all__ = ["OutputPlan", "Prompt", "SamplingError", "SamplingOptions", "sample", "filter_logits"]
@@ -80,7 +80,7 @@ class Prompt:
         return tuple(self.tokens.shape)  # type: ignore[return-value]
 
     @classmethod
-    def stack(cls, examples) -> "Prompt":
+    def stack(cls, examples) -> Prompt:
         """From task Examples' prefixes (``tokens[:prefix_len]``); all must share one prefix length."""
         lens = {int(e.prefix_len) for e in examples}
         if len(lens) != 1:
@@ -107,7 +107,7 @@ class OutputPlan:
         return int(self.lo.shape[0])
 
     @classmethod
-    def build(cls, segments) -> "OutputPlan":
+    def build(cls, segments) -> OutputPlan:
         """``segments``: ("range", lo, hi, n) for n sampled tokens, or ("token", id)."""
         lo, hi, forced = [], [], []
         for seg in segments:
@@ -122,7 +122,10 @@ class OutputPlan:
                 forced.append(int(seg[1]))
             else:
                 raise ValueError(f"unknown plan segment {seg[0]!r}")
-        as32 = lambda x: np.asarray(x, np.int32)
+
+        def as32(x):
+            return np.asarray(x, np.int32)
+
         return cls(as32(lo), as32(hi), as32(forced))
 
 
@@ -173,7 +176,7 @@ def _guide(logits, b: int, guidance, use_guidance: bool):
 # ------------------------------------------------------------------------------------- compiled
 @functools.lru_cache(maxsize=32)
 def _compiled(cfg, use_cache: bool, greedy: bool, top_k: int, use_guidance: bool):
-    model = M.build(cfg)
+    lm = model.build(cfg)
 
     def run(params, tokens, valid, text_index, text_emb, lo, hi, forced, keys, temperature, top_p, guidance):
         rows, p = tokens.shape
@@ -188,13 +191,13 @@ def _compiled(cfg, use_cache: bool, greedy: bool, top_k: int, use_guidance: bool
             return jnp.concatenate([tok, tok]) if use_guidance else tok
 
         if use_cache:
-            cache = M.init_cache(cfg, rows, total)
-            logits, cache = M.prefill(model, params, tokens, valid, prefix_len, cache, text_emb, text_index)
+            cache = model.init_cache(cfg, rows, total)
+            logits, cache = model.prefill(lm, params, tokens, valid, prefix_len, cache, text_emb, text_index)
             first = pick(logits[:, -1], 0)
 
             def body(carry, i):
                 tok, cache = carry
-                logits, cache = M.decode_step(model, params, tok, jnp.full((rows,), p + i - 1, jnp.int32), cache)
+                logits, cache = model.decode_step(lm, params, tok, jnp.full((rows,), p + i - 1, jnp.int32), cache)
                 nxt = pick(logits, i)
                 return (nxt, cache), tok
 
@@ -209,7 +212,7 @@ def _compiled(cfg, use_cache: bool, greedy: bool, top_k: int, use_guidance: bool
 
         def body_nc(carry, i):
             seq, seq_valid = carry
-            logits = M.forward(model, params, seq, seq_valid, prefix_len, text_emb, tidx)
+            logits = model.forward(lm, params, seq, seq_valid, prefix_len, text_emb, tidx)
             q = p + i - 1
             tok = pick(jax.lax.dynamic_index_in_dim(logits, q, axis=1, keepdims=False), i)
             seq = jax.lax.dynamic_update_slice(seq, tok[:, None], (0, p + i))
@@ -231,15 +234,22 @@ def _uncond_rows(prompt: Prompt, options: SamplingOptions) -> np.ndarray:
     return prompt.valid & ~hide
 
 
-def sample(model: M.PrefixLM, params, prompt: Prompt, plan: OutputPlan, options: SamplingOptions | None = None,
-           text_emb=None, seeds=None) -> np.ndarray:
+def sample(
+    lm: model.PrefixLM,
+    params,
+    prompt: Prompt,
+    plan: OutputPlan,
+    options: SamplingOptions | None = None,
+    text_emb=None,
+    seeds=None,
+) -> np.ndarray:
     """Generate the output segment: int32 [B, plan.length] (forced tokens included)."""
     options = options or SamplingOptions()
     options.validate()
     b, p = prompt.shape
     if plan.length < 1:
         raise SamplingError("the output plan is empty")
-    vocab = model.cfg.vocab_size
+    vocab = lm.cfg.vocab_size
     sampled = plan.forced < 0
     if np.any(sampled & ((plan.lo < 0) | (plan.hi > vocab) | (plan.lo >= plan.hi))) or np.any(plan.forced >= vocab):
         raise SamplingError(f"output plan ranges must lie in [0, {vocab})")
@@ -250,7 +260,7 @@ def sample(model: M.PrefixLM, params, prompt: Prompt, plan: OutputPlan, options:
     use_guidance = options.guidance != 1.0
     tokens, valid, tidx = prompt.tokens, prompt.valid, prompt.text_index
     if text_emb is None:
-        text_emb = np.zeros((b, 1, model.cfg.text_dim), np.float32)
+        text_emb = np.zeros((b, 1, lm.cfg.text_dim), np.float32)
         tidx = np.full_like(tidx, -1)
     text_emb = np.asarray(text_emb, np.float32)
     if use_guidance:
@@ -258,8 +268,19 @@ def sample(model: M.PrefixLM, params, prompt: Prompt, plan: OutputPlan, options:
         valid = np.concatenate([valid, _uncond_rows(prompt, options)])
         tidx = np.concatenate([tidx, tidx])
         text_emb = np.concatenate([text_emb, text_emb])
-    fn = _compiled(model.cfg, options.use_cache, options.temperature == 0, int(options.top_k), use_guidance)
-    out = fn(params, jnp.asarray(tokens, jnp.int32), jnp.asarray(valid, bool), jnp.asarray(tidx, jnp.int32),
-             jnp.asarray(text_emb), jnp.asarray(plan.lo), jnp.asarray(plan.hi), jnp.asarray(plan.forced), keys,
-             jnp.float32(options.temperature), jnp.float32(options.top_p), jnp.float32(options.guidance))
+    fn = _compiled(lm.cfg, options.use_cache, options.temperature == 0, int(options.top_k), use_guidance)
+    out = fn(
+        params,
+        jnp.asarray(tokens, jnp.int32),
+        jnp.asarray(valid, bool),
+        jnp.asarray(tidx, jnp.int32),
+        jnp.asarray(text_emb),
+        jnp.asarray(plan.lo),
+        jnp.asarray(plan.hi),
+        jnp.asarray(plan.forced),
+        keys,
+        jnp.float32(options.temperature),
+        jnp.float32(options.top_p),
+        jnp.float32(options.guidance),
+    )
     return np.asarray(out, np.int32)

@@ -30,8 +30,10 @@ def mesh_shape(cfg: MeshConfig, n_devices: int) -> tuple[int, int, int]:
             raise ConfigError(f"mesh {sizes}: {n_devices} devices are not divisible by {known}")
         sizes[sizes.index(-1)] = n_devices // known
     if int(np.prod(sizes)) != n_devices:
-        raise ConfigError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {int(np.prod(sizes))} devices, "
-                          f"there are {n_devices}")
+        raise ConfigError(
+            f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs {int(np.prod(sizes))} devices, "
+            f"there are {n_devices}"
+        )
     return tuple(sizes)
 
 
@@ -77,28 +79,3 @@ def global_batch(local: dict, mesh: Mesh, cfg: MeshConfig) -> dict:
         if isinstance(v, np.ndarray) and v.ndim >= 1:
             out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, cfg, v.ndim), v)
     return out
-
-
-def initialize_distributed() -> bool:
-    """Join a multi-process run when ``VIDEOPOET_COORDINATOR`` (host:port), ``VIDEOPOET_NUM_PROCESSES`` and
-    ``VIDEOPOET_PROCESS_ID`` are set; with ``VIDEOPOET_DISTRIBUTED=auto`` let JAX detect the cluster
-    (Slurm, TPU pods, ...). Must run before anything touches the devices. Returns whether it joined."""
-    import os
-
-    coord = os.environ.get("VIDEOPOET_COORDINATOR")
-    auto = os.environ.get("VIDEOPOET_DISTRIBUTED") == "auto"
-    if not coord and not auto:
-        return False
-    try:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    except Exception:  # noqa: BLE001 - option absent in some jax versions; default is used then
-        pass
-    if auto:
-        jax.distributed.initialize()
-    else:
-        try:
-            n, i = int(os.environ["VIDEOPOET_NUM_PROCESSES"]), int(os.environ["VIDEOPOET_PROCESS_ID"])
-        except (KeyError, ValueError):
-            raise ConfigError("VIDEOPOET_COORDINATOR needs VIDEOPOET_NUM_PROCESSES and VIDEOPOET_PROCESS_ID (integers)") from None
-        jax.distributed.initialize(coordinator_address=coord, num_processes=n, process_id=i)
-    return True

@@ -8,7 +8,8 @@ per-task loss and accuracy whatever tasks a step mixes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -16,20 +17,34 @@ import jax.numpy as jnp
 import optax
 
 from videopoet.schemas.errors import ConfigError
-from videopoet.trainer import model as M
-from videopoet.trainer import sharding as SH
+from videopoet.trainer import model, sharding
 from videopoet.trainer.config import TASKS, TrainConfig
 
 
 def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """The learning rate of each step. ``wsd``: linear warm-up, the peak until ``cfg.decay_start``, then a
+    linear decay to ``min_lr_ratio`` x the peak at ``steps``; the steps before the decay get the same
+    rates whatever ``steps`` is, which is what lets a finished run be extended (trainer/extend.py)."""
     peak, warm = cfg.learning_rate, cfg.warmup_steps
     if cfg.lr_schedule == "constant":
-        return optax.join_schedules([optax.linear_schedule(0.0, peak, max(warm, 1)), optax.constant_schedule(peak)], [warm])
-    return optax.warmup_cosine_decay_schedule(0.0, peak, warm, max(cfg.steps, warm + 1), end_value=peak * cfg.min_lr_ratio)
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, max(warm, 1)), optax.constant_schedule(peak)], [warm]
+        )
+    if cfg.lr_schedule == "wsd":
+        decay = optax.linear_schedule(peak, peak * cfg.min_lr_ratio, max(cfg.decay_length, 1))
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, peak, max(warm, 1)), optax.constant_schedule(peak), decay],
+            [warm, cfg.decay_start],
+        )
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, warm, max(cfg.steps, warm + 1), end_value=peak * cfg.min_lr_ratio
+    )
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    decay_mask = lambda p: jax.tree_util.tree_map(lambda x: x.ndim >= 2, p)  # no decay on norms / biases
+    def decay_mask(p):  # no decay on norms / biases
+        return jax.tree_util.tree_map(lambda x: x.ndim >= 2, p)
+
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip > 0 else optax.identity(),
         optax.adamw(lr_schedule(cfg), b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask),
@@ -52,17 +67,43 @@ class TextTower:
 
 
 def load_text_tower(cfg: TrainConfig) -> TextTower:
-    from videopoet.tokenizers import text
+    from videopoet.tokenizers import registry
 
-    enc = text.default() if cfg.text_encoder == "default" else text.load(cfg.text_encoder)
+    enc, _ = registry.resolve(cfg.text_encoder, "text")
     if enc.dim != cfg.model.text_dim:
-        raise ConfigError(f"model.text_dim={cfg.model.text_dim} but the text encoder {cfg.text_encoder!r} has width {enc.dim}")
+        raise ConfigError(
+            f"model.text_dim={cfg.model.text_dim} but the text encoder {cfg.text_encoder!r} has width {enc.dim}"
+        )
     return TextTower(enc.model, enc.params, enc.fingerprint, enc.dim)
 
 
+def abstract_text_tower(cfg: TrainConfig) -> TextTower:
+    """The text tower with abstract parameters (``jax.ShapeDtypeStruct`` leaves, nothing materialized): what
+    an ahead-of-time compile of the step needs, without drawing or reading the encoder's weights (T5-XL's
+    are 1.2B). The fingerprint is empty: there are no weights to hash."""
+    from videopoet.tokenizers.text import T5Encoder, architecture
+
+    tcfg = architecture(cfg.text_encoder)
+    if tcfg.d_model != cfg.model.text_dim:
+        raise ConfigError(
+            f"model.text_dim={cfg.model.text_dim} but the text encoder {cfg.text_encoder!r} has width {tcfg.d_model}"
+        )
+    module = T5Encoder(tcfg)
+    ids = jnp.zeros((1, cfg.data.text_len), jnp.int32)
+    params = jax.eval_shape(lambda r: module.init(r, ids, ids)["params"], jax.random.PRNGKey(0))
+    return TextTower(module, params, "", tcfg.d_model)
+
+
+def _is_abstract(tree) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return bool(leaves) and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+
+
 # ------------------------------------------------------------------------------------- loss
-def loss_and_metrics(model: M.PrefixLM, params, batch: dict, text_emb) -> tuple[jax.Array, dict]:
-    logits = M.forward(model, params, batch["tokens"], batch["valid"], batch["prefix_len"], text_emb, batch["text_index"])
+def loss_and_metrics(lm: model.PrefixLM, params, batch: dict, text_emb) -> tuple[jax.Array, dict]:
+    logits = model.forward(
+        lm, params, batch["tokens"], batch["valid"], batch["prefix_len"], text_emb, batch["text_index"]
+    )
     targets, m = batch["targets"], batch["loss_mask"].astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
@@ -82,7 +123,7 @@ def loss_and_metrics(model: M.PrefixLM, params, batch: dict, text_emb) -> tuple[
 
 # ------------------------------------------------------------------------------------- state
 def _init_state(cfg: TrainConfig, tx, rng, boxed: bool):
-    params = M.init_params(cfg.model, rng, boxed=True)
+    params = model.init_params(cfg.model, rng, boxed=True)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
     return state if boxed else nn.meta.unbox(state)
 
@@ -93,7 +134,7 @@ class Trainer:
 
     cfg: TrainConfig
     mesh: Any
-    model: M.PrefixLM
+    model: model.PrefixLM
     tx: optax.GradientTransformation
     state_shardings: Any
     init_fn: Callable
@@ -107,15 +148,17 @@ class Trainer:
         return jax.eval_shape(self.init_fn, jax.random.PRNGKey(0))
 
     def step(self, state, batch: dict):
-        gb = SH.global_batch(batch, self.mesh, self.cfg.mesh)
+        gb = sharding.global_batch(batch, self.mesh, self.cfg.mesh)
         # traced under the mesh: the model's activation constraints (nn.with_logical_constraint) are
         # no-ops when no mesh is set
         with jax.set_mesh(self.mesh):
             return self.step_fn(state, gb, self.text.params)
 
     def lower(self, state, batch: dict):
-        """The step lowered as :meth:`step` traces it (to inspect it or compile it ahead of time)."""
-        gb = SH.global_batch(batch, self.mesh, self.cfg.mesh)
+        """The step lowered as :meth:`step` traces it (to inspect it or compile it ahead of time). ``state``
+        and ``batch`` may be abstract (``jax.ShapeDtypeStruct`` with shardings, as :mod:`.aot` gives them);
+        an abstract batch is already global."""
+        gb = batch if _is_abstract(batch) else sharding.global_batch(batch, self.mesh, self.cfg.mesh)
         with jax.set_mesh(self.mesh):
             return self.step_fn.lower(state, gb, self.text.params)
 
@@ -132,28 +175,38 @@ def fit_mesh(cfg: TrainConfig):
         if data < n:
             import warnings
 
-            warnings.warn(f"batch_size {cfg.batch_size} does not split over {n * m.fsdp} devices; "
-                          f"training on {data * m.fsdp * m.tensor} of {len(jax.devices())}", stacklevel=2)
+            warnings.warn(
+                f"batch_size {cfg.batch_size} does not split over {n * m.fsdp} devices; "
+                f"training on {data * m.fsdp * m.tensor} of {len(jax.devices())}",
+                stacklevel=2,
+            )
         m = dataclasses.replace(m, data=data)
-    mesh = SH.make_mesh(m)
+    mesh = sharding.make_mesh(m)
+    check_batch_split(cfg, mesh)
+    return mesh
+
+
+def check_batch_split(cfg: TrainConfig, mesh) -> None:
+    """Refuse a global batch that the mesh's batch axes cannot split evenly (one line)."""
     shards = 1
     for ax in tuple(cfg.mesh.rules.get("batch", ("data", "fsdp"))):
         shards *= mesh.shape[ax]
     if cfg.batch_size % shards:
-        raise ConfigError(f"batch_size {cfg.batch_size} does not split over the {shards} devices of the batch "
-                          f"mesh axes {dict(mesh.shape)}; use a multiple of {shards} or a smaller mesh.data")
-    return mesh
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not split over the {shards} devices of the batch "
+            f"mesh axes {dict(mesh.shape)}; use a multiple of {shards} or a smaller mesh.data"
+        )
 
 
 def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> Trainer:
     mesh = fit_mesh(cfg) if mesh is None else mesh
-    model = M.build(cfg.model)
+    lm = model.build(cfg.model)
     tx = optimizer(cfg)
     text = load_text_tower(cfg) if text is None else text
-    rules = list(SH.rules(cfg.mesh))
+    rules = list(sharding.rules(cfg.mesh))
     abstract = jax.eval_shape(lambda r: _init_state(cfg, tx, r, boxed=True), jax.random.PRNGKey(0))
-    state_sh = SH.logical_shardings(nn.get_partition_spec(abstract), mesh, cfg.mesh)
-    repl = SH.replicated(mesh)
+    state_sh = sharding.logical_shardings(nn.get_partition_spec(abstract), mesh, cfg.mesh)
+    repl = sharding.replicated(mesh)
 
     def init(rng):
         with nn.logical_axis_rules(rules):
@@ -164,7 +217,7 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
     def train_step(state, batch, text_params):
         with nn.logical_axis_rules(rules):
             text_emb = text(text_params, batch["text_ids"], batch["text_mask"])
-            grad_fn = jax.value_and_grad(lambda p: loss_and_metrics(model, p, batch, text_emb), has_aux=True)
+            grad_fn = jax.value_and_grad(lambda p: loss_and_metrics(lm, p, batch, text_emb), has_aux=True)
             (_, metrics), grads = grad_fn(state["params"])
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)
@@ -173,7 +226,13 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     text_sh = jax.tree_util.tree_map(lambda _: repl, text.params)
-    step_fn = jax.jit(train_step, in_shardings=(state_sh, None, text_sh), out_shardings=(state_sh, repl),
-                      donate_argnums=(0,))
-    text.params = jax.device_put(text.params, text_sh)
-    return Trainer(cfg, mesh, model, tx, state_sh, init_fn, step_fn, text)
+    step_fn = jax.jit(
+        train_step, in_shardings=(state_sh, None, text_sh), out_shardings=(state_sh, repl), donate_argnums=(0,)
+    )
+    if _is_abstract(text.params):  # an ahead-of-time compile: shapes on the mesh, nothing to place
+        text.params = jax.tree_util.tree_map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), text.params, text_sh
+        )
+    else:
+        text.params = jax.device_put(text.params, text_sh)
+    return Trainer(cfg, mesh, lm, tx, state_sh, init_fn, step_fn, text)

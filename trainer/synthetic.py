@@ -15,9 +15,17 @@ from videopoet.schemas.record import Lineage, TokenRecord
 from videopoet.schemas.vocab import Vocabulary
 
 
-def make_records(n: int, vocab: Vocabulary, latent: tuple[int, int, int] = (3, 2, 2), audio_frames: int = 6,
-                 images: int = 0, seed: int = 0, conditions: bool = True, attributes: int = 4,
-                 text_every: int = 1) -> list[TokenRecord]:
+def make_records(
+    n: int,
+    vocab: Vocabulary,
+    latent: tuple[int, int, int] = (3, 2, 2),
+    audio_frames: int = 6,
+    images: int = 0,
+    seed: int = 0,
+    conditions: bool = True,
+    attributes: int = 4,
+    text_every: int = 1,
+) -> list[TokenRecord]:
     """``n`` video records (+ ``images`` one-frame image records); every ``text_every``-th has a caption."""
     rng = np.random.default_rng(seed)
     t, h, w = latent
@@ -33,19 +41,27 @@ def make_records(n: int, vocab: Vocabulary, latent: tuple[int, int, int] = (3, 2
         audio = None
         if not image and vocab.audio_levels:
             f = np.arange(audio_frames)
-            audio = np.stack([(a * 7 + lvl * 3 + f // 4) % vocab.audio_codebook
-                              for lvl in range(vocab.audio_levels)]).astype(np.int32)
+            audio = np.stack(
+                [(a * 7 + lvl * 3 + f // 4) % vocab.audio_codebook for lvl in range(vocab.audio_levels)]
+            ).astype(np.int32)
         conds = {}
         if conditions and not image:
             centre = video.copy()
-            centre[:, h // 4: h - h // 4 or h, w // 4: w - w // 4 or w] = 0
+            centre[:, h // 4 : h - h // 4 or h, w // 4 : w - w // 4 or w] = 0
             left = video.copy()
             left[:, :, : max(1, w // 4)] = 0
             conds = {"inpaint_center": centre, "outpaint_left": left}
         text = np.array([10 + a, 40 + m, 1], np.int32) if i % text_every == 0 else None
-        out.append(TokenRecord(
-            key=f"clip{i:05d}", lineage=Lineage("synthetic.tar", "0" * 64, f"clip{i:05d}"),
-            video=video, audio=audio, text_ids=text, caption=None if text is None else f"attr {a} motion {m}",
-            conditions=conds, meta={"bucket": "square", "is_image": image},
-        ))
+        out.append(
+            TokenRecord(
+                key=f"clip{i:05d}",
+                lineage=Lineage("synthetic.tar", "0" * 64, f"clip{i:05d}"),
+                video=video,
+                audio=audio,
+                text_ids=text,
+                caption=None if text is None else f"attr {a} motion {m}",
+                conditions=conds,
+                meta={"bucket": "square", "is_image": image},
+            )
+        )
     return out

@@ -34,7 +34,7 @@ condition stream, ``|`` = end of the prefix)::
   ``outpaint_{left,right,top,bottom,border}`` (tokenizers.magvit2.masks kinds), stylize one of
   ``flow_depth``, ``depth``, ``flow``.
 
-A task whose inputs a record lacks raises :class:`Skip` (with the reason), which the data layer counts.
+A task whose inputs a record lacks raises :class:`MissingInputsError` (with the reason), which the data layer counts.
 """
 
 from __future__ import annotations
@@ -49,9 +49,17 @@ from videopoet.trainer.config import TASKS
 
 S = Special
 TASK_TOKEN = {
-    "uncond": Task.VIDEO, "t2v": Task.VIDEO, "i2v": Task.VIDEO, "t2i": Task.IMAGE,
-    "fp": Task.FRAME_PREDICTION, "inpaint": Task.INPAINT, "outpaint": Task.OUTPAINT, "stylize": Task.STYLIZE,
-    "v2a": Task.AUDIO, "a2v": Task.AUDIO_TO_VIDEO, "avcont": Task.AUDIO_VIDEO,
+    "uncond": Task.VIDEO,
+    "t2v": Task.VIDEO,
+    "i2v": Task.VIDEO,
+    "t2i": Task.IMAGE,
+    "fp": Task.FRAME_PREDICTION,
+    "inpaint": Task.INPAINT,
+    "outpaint": Task.OUTPAINT,
+    "stylize": Task.STYLIZE,
+    "v2a": Task.AUDIO,
+    "a2v": Task.AUDIO_TO_VIDEO,
+    "avcont": Task.AUDIO_VIDEO,
 }
 TASK_ID = {name: i for i, name in enumerate(TASKS)}
 INPAINT_KINDS = ("inpaint_center",)
@@ -65,7 +73,7 @@ TEXT_SLOT = frozenset({"t2v", "t2i", "i2v", "inpaint", "outpaint", "stylize"})
 COND_NONE, COND_TEXT, COND_INPUT = 0, 1, 2
 
 
-class Skip(Exception):
+class MissingInputsError(Exception):
     """The record lacks what the task needs (``reason`` is a short code)."""
 
     def __init__(self, reason: str):
@@ -96,7 +104,7 @@ class Example:
         tgt = np.zeros_like(self.tokens)
         tgt[:-1] = self.tokens[1:]
         m = np.zeros(self.tokens.shape, bool)
-        m[self.prefix_len - 1: -1] = True
+        m[self.prefix_len - 1 : -1] = True
         m[:-1] &= self.valid[1:]
         return tgt, m
 
@@ -120,7 +128,7 @@ class RecordInfo:
     portrait: bool
 
     @classmethod
-    def of(cls, rec: TokenRecord) -> "RecordInfo":
+    def of(cls, rec: TokenRecord) -> RecordInfo:
         return cls(
             video_shape=None if rec.video is None else tuple(int(s) for s in rec.video.shape),
             audio_shape=None if rec.audio is None else tuple(int(s) for s in rec.audio.shape),
@@ -227,18 +235,18 @@ def audio_split(frames: int, t_latent: int, k: int) -> int:
 
 
 def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = None) -> Example:
-    """Build ``task`` from ``rec``. Raises :class:`Skip` when the record lacks the task's inputs."""
+    """Build ``task`` from ``rec``. Raises :class:`MissingInputsError` when the record lacks the task's inputs."""
     info = RecordInfo.of(rec)
     reason = missing(task, info, opts)
     if reason:
-        raise Skip(reason)
+        raise MissingInputsError(reason)
     allowed = variants(task, info, opts)
     if not allowed:
-        raise Skip("no_variant")
+        raise MissingInputsError("no_variant")
     if variant is None:
         variant = allowed[0]
     elif variant not in allowed:
-        raise Skip("no_variant")
+        raise MissingInputsError("no_variant")
     vocab = opts.vocab
     video = vocab.visual_to_global(rec.video) if rec.video is not None else None
     t_lat = video.shape[0] if video is not None else 0
@@ -309,10 +317,17 @@ def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = 
     tokens = np.concatenate(seq.tok)
     text_index = np.full(tokens.shape, -1, np.int32)
     if seq.text_start >= 0:
-        text_index[seq.text_start: seq.text_start + opts.text_len] = np.arange(opts.text_len, dtype=np.int32)
+        text_index[seq.text_start : seq.text_start + opts.text_len] = np.arange(opts.text_len, dtype=np.int32)
     return Example(
-        task=task, variant=int(variant), tokens=tokens, valid=np.concatenate(seq.valid), text_index=text_index,
-        text_ids=text_ids, text_mask=text_mask, cond=np.concatenate(seq.cond), prefix_len=int(seq.prefix_len),
+        task=task,
+        variant=int(variant),
+        tokens=tokens,
+        valid=np.concatenate(seq.valid),
+        text_index=text_index,
+        text_ids=text_ids,
+        text_mask=text_mask,
+        cond=np.concatenate(seq.cond),
+        prefix_len=int(seq.prefix_len),
     )
 
 
@@ -323,7 +338,10 @@ def _dummy(info: RecordInfo) -> TokenRecord:
         return None if shape is None else np.zeros(shape, np.int32)
 
     return TokenRecord(
-        key="dummy", lineage=Lineage("", "", ""), video=z(info.video_shape), audio=z(info.audio_shape),
+        key="dummy",
+        lineage=Lineage("", "", ""),
+        video=z(info.video_shape),
+        audio=z(info.audio_shape),
         text_ids=np.ones(1, np.int32),  # lengths never depend on the caption
         conditions={c: np.zeros(info.video_shape, np.int32) for c in info.conditions if info.video_shape},
         meta={"bucket": "portrait"} if info.portrait else {},

@@ -6,7 +6,7 @@
 * Runner: the DirectRunner by default; ``workers > 1`` adds ``--direct_running_mode=multi_processing
   --direct_num_workers=N``. Any other flags (``--runner=DataflowRunner --project ...``) pass through
   to ``PipelineOptions`` unchanged; ``dry_run`` returns the options it would submit without running.
-* Unit of work: one input shard (:func:`videopoet.pipelines.stages.process_shard`), so work is
+* Unit of work: one input shard (:func:`videopoet.pipelines.shard.process_shard`), so work is
   resumable and the output does not depend on the number of workers or on retries.
 * Tokenizers are loaded once per worker process through ``apache_beam.utils.shared.Shared``.
 * Metrics: Beam counters ``videopoet/{shards,samples_in,records,clips,images,rejects,
@@ -19,8 +19,12 @@ import os
 import time
 from typing import Any
 
-from videopoet.pipelines import driver, stages
+from videopoet.pipelines import driver, shard
+from videopoet.pipelines.beam import quiet
 from videopoet.pipelines.config import PipelineConfig
+from videopoet.pipelines.errors import PipelineError
+from videopoet.pipelines.inputs import list_input_shards
+from videopoet.pipelines.tokenize import Tokenizers, load_tokenizers
 from videopoet.schemas.config import from_dict, to_dict
 from videopoet.schemas.errors import VideoPoetError
 
@@ -59,7 +63,7 @@ def build_options(workers: int = 1, runner_args: list[str] | tuple[str, ...] = (
 class _Loaded:
     """Weak-referenceable holder for the Shared cache."""
 
-    def __init__(self, toks: stages.Tokenizers):
+    def __init__(self, toks: Tokenizers):
         self.toks = toks
 
 
@@ -72,8 +76,9 @@ def _beam_dofn_base():
 class TokenizeShard(_beam_dofn_base()):
     """ParDo over input shard URIs: tokenizes each into the store's staging area."""
 
-    def __init__(self, cfg: dict[str, Any], root: str, name: str, version: str,
-                 fingerprints: dict[str, str] | None = None):
+    def __init__(
+        self, cfg: dict[str, Any], root: str, name: str, version: str, fingerprints: dict[str, str] | None = None
+    ):
         from apache_beam.utils import shared
 
         self.cfg_dict, self.root, self.name, self.version = cfg, root, name, version
@@ -83,12 +88,14 @@ class TokenizeShard(_beam_dofn_base()):
     def setup(self) -> None:
         self.cfg = from_dict(PipelineConfig, self.cfg_dict)
         key = f"{self.cfg.video_tokenizer}|{self.cfg.audio_tokenizer}|{self.cfg.text_tokenizer}"
-        self.loaded = self._shared.acquire(lambda: _Loaded(stages.load_tokenizers(self.cfg)), tag=key)
+        self.loaded = self._shared.acquire(lambda: _Loaded(load_tokenizers(self.cfg)), tag=key)
         got = self.loaded.toks.fingerprints()
         if self.fingerprints is not None and got != self.fingerprints:
             diff = sorted(k for k in got if got[k] != self.fingerprints.get(k))
-            raise stages.PipelineError(f"a Beam worker loaded different tokenizers than the driver "
-                                       f"({', '.join(diff)}); give every worker the same checkpoints")
+            raise PipelineError(
+                f"a Beam worker loaded different tokenizers than the driver "
+                f"({', '.join(diff)}); give every worker the same checkpoints"
+            )
         self.work = driver.open_work(self.root, self.name, self.version, self.cfg)
 
     def process(self, uri: str):
@@ -97,25 +104,22 @@ class TokenizeShard(_beam_dofn_base()):
         def c(name: str):
             return Metrics.counter(NAMESPACE, name)
 
-        stats = stages.process_shard(uri, self.cfg, self.loaded.toks, self.work,
-                                     on_sample=c("samples_seen").inc)
-        if stats.get("skipped"):
+        result = shard.process_shard(uri, self.cfg, self.loaded.toks, self.work, on_sample=c("samples_seen").inc)
+        if result.skipped:
             c("shards_skipped").inc()
             return
+        stats = result.stats
         c("shards").inc()
-        for k in ("samples_in", "samples_ok", "records", "clips", "images"):
-            c(k).inc(int(stats.get(k, 0)))
-        rj = stats.get("rejects") or {}
-        c("rejects").inc(int(rj.get("records", 0)))
-        for reason, n in (rj.get("by_reason") or {}).items():
-            c(f"reject_{reason}").inc(int(n))
-        for o in stats.get("outputs", []):
-            for k, v in (o.get("tokens") or {}).items():
-                c(f"tokens_{k}").inc(int(v))
-        for stage, sec in (stats.get("timing") or {}).items():
+        for k in ("samples_in", "samples_ok", "records", "clips", "images", "rejects"):
+            c(k).inc(getattr(stats, k))
+        for reason, n in stats.rejects_by_reason.items():
+            c(f"reject_{reason}").inc(n)
+        for k, v in stats.tokens.items():
+            c(f"tokens_{k}").inc(v)
+        for stage, sec in result.timing.items():
             c(f"ms_{stage}").inc(int(round(sec * 1000)))
         c(f"worker_pid_{os.getpid()}").inc()
-        yield stages.input_name(uri)
+        yield result.name
 
 
 def _counters(result) -> dict[str, int]:
@@ -132,19 +136,35 @@ def _counters(result) -> dict[str, int]:
     return out
 
 
-def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig, *, workers: int = 1,
-             runner_args: list[str] | tuple[str, ...] = (), dry_run: bool = False,
-             progress: bool | None = None) -> dict[str, Any]:
+def run_beam(
+    input_glob: str,
+    name: str,
+    version: str,
+    root: str,
+    cfg: PipelineConfig,
+    *,
+    workers: int = 1,
+    runner_args: list[str] | tuple[str, ...] = (),
+    dry_run: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Run (or, with ``dry_run``, describe) the Beam job; returns the summary dict."""
     flags = build_options(workers, runner_args)
     if dry_run:
         from apache_beam.options.pipeline_options import PipelineOptions
 
-        uris = stages.list_input_shards(input_glob)
+        uris = list_input_shards(input_glob)
         opts = PipelineOptions(flags)
-        return {"dry_run": True, "flags": flags, "options": opts.get_all_options(drop_default=True),
-                "inputs": len(uris), "first_input": uris[0], "dataset": f"{name}@{version}", "root": root,
-                "pipeline_config": to_dict(cfg)}
+        return {
+            "dry_run": True,
+            "flags": flags,
+            "options": opts.get_all_options(drop_default=True),
+            "inputs": len(uris),
+            "first_input": uris[0],
+            "dataset": f"{name}@{version}",
+            "root": root,
+            "pipeline_config": to_dict(cfg),
+        }
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -156,30 +176,40 @@ def run_beam(input_glob: str, name: str, version: str, root: str, cfg: PipelineC
         opts = PipelineOptions(flags)
         with driver.ShardProgress(job, enabled=progress):
             p = beam.Pipeline(options=opts)
-            _ = (p
-                 | "InputShards" >> beam.Create(job.todo)
-                 | "Spread" >> beam.Reshuffle()
-                 | "Tokenize" >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version,
-                                                         job.tokenizers.fingerprints())))
+            _ = (
+                p
+                | "InputShards" >> beam.Create(job.todo)
+                | "Spread" >> beam.Reshuffle()
+                | "Tokenize"
+                >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version, job.tokenizers.fingerprints()))
+            )
             try:
-                result = p.run()
-                result.wait_until_finish()
+                with quiet.quiet_workers():
+                    result = p.run()
+                    result.wait_until_finish()
             except VideoPoetError:
                 raise
             except Exception as e:  # noqa: BLE001 - a worker's failure surfaces as a runner error
-                raise stages.PipelineError(
+                raise PipelineError(
                     f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same command "
-                    f"again to resume") from e
+                    f"again to resume"
+                ) from e
         counters = _counters(result)
     before = set(job.done_before)
-    markers = {} if job.already_published is not None else {
-        n: mk for n, mk in job.work.done_shards().items() if n not in before}
+    markers = (
+        {}
+        if job.already_published is not None
+        else {n: mk for n, mk in job.work.done_shards().items() if n not in before}
+    )
     manifest = driver.commit_job(job, runner_info)
     wall = time.perf_counter() - t0
     timings = {k[3:]: v / 1000 for k, v in counters.items() if k.startswith("ms_")}
     summary = driver.summarize(job, manifest, wall, timings, markers)
-    summary["runner"] = {**runner_info, "counters": counters,
-                         "worker_processes": sum(1 for k in counters if k.startswith("worker_pid_"))}
+    summary["runner"] = {
+        **runner_info,
+        "counters": counters,
+        "worker_processes": sum(1 for k in counters if k.startswith("worker_pid_")),
+    }
     return summary
 
 

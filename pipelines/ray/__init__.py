@@ -1,4 +1,4 @@
-"""The Ray runner of the pre-tokenization pipeline (issue #8); see :mod:`.job`."""
+"""The Ray runner of the pre-tokenization pipeline; see :mod:`.job`."""
 
 from videopoet.pipelines.ray.job import run_ray
 

@@ -7,7 +7,7 @@
     then, on the driver: commit through the dataset store (manifest last) and print the summary.
 
 Same stages, store and commit as the Beam job (:mod:`videopoet.pipelines.driver`,
-:mod:`videopoet.pipelines.stages`), and the same tokenization windows (:mod:`.windows`), so both
+:mod:`videopoet.pipelines.shard`), and the same tokenization windows (:mod:`.windows`), so both
 runners write byte-identical shards and the same fingerprint.
 
 Cluster: ``address=None`` starts a local Ray on 127.0.0.1 for the job and shuts it down at the end;
@@ -33,11 +33,15 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from videopoet.pipelines import driver, stages
+from videopoet.pipelines import driver
 from videopoet.pipelines.config import PipelineConfig
+from videopoet.pipelines.errors import PipelineError
 from videopoet.pipelines.ray import windows
+from videopoet.pipelines.shard import TokenizedWindow, assemble_shard
+from videopoet.pipelines.tokenize import load_tokenizers, tokenize_items
 from videopoet.schemas.config import from_dict, to_dict
 from videopoet.schemas.record import decode_record, encode_record
+from videopoet.schemas.shard_stats import ShardStats
 
 __all__ = ["TokenizeWindows", "run_ray", "write_shard_group"]
 
@@ -47,21 +51,36 @@ class TokenizeWindows:
 
     def __init__(self, cfg: dict[str, Any], fingerprints: dict[str, str]):
         self.cfg = from_dict(PipelineConfig, cfg)
-        self.toks = stages.load_tokenizers(self.cfg)
+        self.toks = load_tokenizers(self.cfg)
         got = self.toks.fingerprints()
         if got != fingerprints:
             diff = sorted(k for k in got if got[k] != fingerprints.get(k))
-            raise stages.PipelineError(f"a Ray worker loaded different tokenizers than the driver ({', '.join(diff)}); "
-                                       f"give every node the same checkpoints")
+            raise PipelineError(
+                f"a Ray worker loaded different tokenizers than the driver ({', '.join(diff)}); "
+                f"give every node the same checkpoints"
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        out: dict[str, list] = {k: [] for k in ("shard", "uri", "window", "final", "samples_in", "sha256", "size",
-                                                "pre_rejects", "results", "timing")}
+        out: dict[str, list] = {
+            k: []
+            for k in (
+                "shard",
+                "uri",
+                "window",
+                "final",
+                "samples_in",
+                "sha256",
+                "size",
+                "pre_rejects",
+                "results",
+                "timing",
+            )
+        }
         for i in range(len(batch["shard"])):
             items = windows.unpack_items(batch["items"][i])
             timing: Counter = Counter(msgpack.unpackb(batch["timing"][i], raw=False))
             t0 = time.perf_counter()
-            recs, failed = stages.tokenize_items(items, self.toks, self.cfg, timing) if items else ([], {})
+            recs, failed = tokenize_items(items, self.toks, self.cfg, timing) if items else ([], {})
             timing["tokenize_wall"] += time.perf_counter() - t0
             seen: list[str] = []
             for it in items:
@@ -75,70 +94,43 @@ class TokenizeWindows:
         return out
 
 
-def write_shard_group(group: dict[str, np.ndarray], cfg: dict[str, Any], root: str, name: str, version: str,
-                      fingerprints: dict[str, str]) -> dict[str, Any]:
-    """All windows of one input shard -> its output shard, rejects file and done marker."""
-    from videopoet.schemas.shards import ShardWriter
-
+def write_shard_group(
+    group: dict[str, np.ndarray], cfg: dict[str, Any], root: str, name: str, version: str, fingerprints: dict[str, str]
+) -> dict[str, Any]:
+    """All windows of one input shard -> :func:`assemble_shard` (output shard, rejects file, done marker)."""
     pcfg = from_dict(PipelineConfig, cfg)
     order = np.argsort(np.asarray(group["window"], dtype=np.int64), kind="stable")
     windows_seen = [int(group["window"][i]) for i in order]
     shard = str(group["shard"][order[0]])
     if windows_seen != list(range(len(windows_seen))) or not bool(group["final"][order[-1]]):
-        raise stages.PipelineError(f"{shard}: windows {windows_seen} are incomplete (a bug; please report)")
+        raise PipelineError(f"{shard}: windows {windows_seen} are incomplete (a bug; please report)")
     work = driver.open_work(root, name, version, pcfg)
     if work.is_done(shard):  # a retried task after the marker was written: nothing to redo
-        return {"shard": [shard], "marker": [json.dumps(work.done_shards()[shard])], "timing": [b""]}
-    rejects: list[dict[str, str]] = []
-    counts: Counter = Counter()
+        return {"shard": [shard], "marker": [json.dumps(work.done_shards()[shard].to_marker())], "timing": [b""]}
     timing: Counter = Counter()
-    t_write = 0.0
-    writer = ShardWriter(work.shard_path(shard))
-    try:
+
+    def tokenized():
         for i in order:
-            rejects.extend(msgpack.unpackb(group["pre_rejects"][i], raw=False))
             res = msgpack.unpackb(group["results"][i], raw=False)
-            t0 = time.perf_counter()
-            for blob in res["records"]:
-                rec = decode_record(blob)
-                writer.write(rec)
-                counts["records"] += 1
-                counts["images" if rec.meta.get("is_image") else "clips"] += 1
-            t_write += time.perf_counter() - t0
-            failed = res["failed"]
-            for sk in res["samples"]:
-                if sk in failed:
-                    rejects.append(stages.make_reject(shard, sk, "tokenize", "tokenize_error", failed[sk]))
-                else:
-                    counts["samples_ok"] += 1
             for k, v in msgpack.unpackb(group["timing"][i], raw=False).items():
                 timing[k] += v
-        out = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+            yield TokenizedWindow(
+                rejects=msgpack.unpackb(group["pre_rejects"][i], raw=False),
+                samples_in=int(group["samples_in"][i]),
+                records=[decode_record(blob) for blob in res["records"]],
+                samples=list(res["samples"]),
+                failed=dict(res["failed"]),
+            )
+
     last = order[-1]
-    t0 = time.perf_counter()
-    stages.write_rejects(work.rejects_path(shard), rejects)
-    timing["write"] += t_write + time.perf_counter() - t0
-    samples_in = int(group["samples_in"][last])
-    stats = {
-        "input": {"name": shard, "size": int(group["size"][last]), "sha256": str(group["sha256"][last]),
-                  "uri": str(group["uri"][last])},
-        "outputs": [out],
-        "samples_in": samples_in,
-        "samples_ok": int(counts["samples_ok"]),
-        "records": int(counts["records"]),
-        "clips": int(counts["clips"]),
-        "images": int(counts["images"]),
-        "rejects": {"records": len(rejects), "by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items()))},
-        "tokenizers": dict(fingerprints),
+    source = {
+        "name": shard,
+        "size": int(group["size"][last]),
+        "sha256": str(group["sha256"][last]),
+        "uri": str(group["uri"][last]),
     }
-    if stats["samples_ok"] + len(rejects) != samples_in:  # the nothing-lost invariant
-        raise stages.PipelineError(f"{shard}: {samples_in} samples in but {stats['samples_ok']} ok + "
-                                   f"{len(rejects)} rejected (a bug; please report)")
-    marker = work.finish_shard(shard, stats)
-    return {"shard": [shard], "marker": [json.dumps(marker)], "timing": [msgpack.packb(dict(timing))]}
+    stats = assemble_shard(shard, source, tokenized(), work, fingerprints, timing)
+    return {"shard": [shard], "marker": [json.dumps(stats.to_marker())], "timing": [msgpack.packb(dict(timing))]}
 
 
 def _plan(row: dict[str, Any], cfg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,23 +157,43 @@ def _init_ray(address: str | None, num_cpus: int | None):
     return True
 
 
-def run_ray(input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig, *, workers: int = 1,
-            address: str | None = None, concurrency: int | None = None, num_cpus_per_actor: float = 1.0,
-            num_gpus_per_actor: float = 0.0, windows_per_call: int = 1, dry_run: bool = False,
-            progress: bool | None = None) -> dict[str, Any]:
+def run_ray(
+    input_glob: str,
+    name: str,
+    version: str,
+    root: str,
+    cfg: PipelineConfig,
+    *,
+    workers: int = 1,
+    address: str | None = None,
+    concurrency: int | None = None,
+    num_cpus_per_actor: float = 1.0,
+    num_gpus_per_actor: float = 0.0,
+    windows_per_call: int = 1,
+    dry_run: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the job on Ray and commit ``name@version``; returns the end summary."""
     t_start = time.time()
     job = driver.prepare_job(input_glob, name, version, os.path.abspath(root) if "://" not in root else root, cfg)
     concurrency = concurrency or max(1, workers)
-    plan = {"runner": "ray", "address": address or os.environ.get("RAY_ADDRESS") or "local (127.0.0.1)",
-            "tokenizer_actors": concurrency, "num_cpus_per_actor": num_cpus_per_actor,
-            "num_gpus_per_actor": num_gpus_per_actor, "windows_per_call": windows_per_call,
-            "inputs": len(job.inputs), "todo": len(job.todo), "dataset": f"{name}@{version}", "root": job.root}
+    plan = {
+        "runner": "ray",
+        "address": address or os.environ.get("RAY_ADDRESS") or "local (127.0.0.1)",
+        "tokenizer_actors": concurrency,
+        "num_cpus_per_actor": num_cpus_per_actor,
+        "num_gpus_per_actor": num_gpus_per_actor,
+        "windows_per_call": windows_per_call,
+        "inputs": len(job.inputs),
+        "todo": len(job.todo),
+        "dataset": f"{name}@{version}",
+        "root": job.root,
+    }
     if dry_run:
         return plan
     if job.already_published is not None:
         return driver.summarize(job, job.already_published, time.time() - t_start)
-    new_markers: dict[str, dict[str, Any]] = {}
+    new_markers: dict[str, ShardStats] = {}
     timings: Counter = Counter()
     if job.todo:
         import ray
@@ -191,33 +203,42 @@ def run_ray(input_glob: str, name: str, version: str, root: str, cfg: PipelineCo
         try:
             cpus = float(ray.cluster_resources().get("CPU", 0))
             if concurrency * num_cpus_per_actor > cpus - 1:
-                raise stages.PipelineError(
+                raise PipelineError(
                     f"{concurrency} tokenizer actor(s) x {num_cpus_per_actor:g} CPU leave no CPU of the cluster's "
-                    f"{cpus:g} for the read/decode tasks; use fewer --actors or a bigger cluster")
+                    f"{cpus:g} for the read/decode tasks; use fewer --actors or a bigger cluster"
+                )
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = bool(progress) if progress is not None else ctx.enable_progress_bars
             ctx.execution_options.preserve_order = False
             cfg_d, fps = to_dict(job.cfg), job.tokenizers.fingerprints()
             ds = ray.data.from_items([{"uri": u} for u in job.todo], override_num_blocks=len(job.todo))
             ds = ds.flat_map(_plan, fn_kwargs={"cfg": cfg_d}, num_cpus=1)
-            ds = ds.map_batches(TokenizeWindows, fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps},
-                                batch_size=windows_per_call, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                                num_cpus=num_cpus_per_actor,
-                                num_gpus=num_gpus_per_actor or None, batch_format="numpy")
+            ds = ds.map_batches(
+                TokenizeWindows,
+                fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps},
+                batch_size=windows_per_call,
+                compute=ray.data.ActorPoolStrategy(size=concurrency),
+                num_cpus=num_cpus_per_actor,
+                num_gpus=num_gpus_per_actor or None,
+                batch_format="numpy",
+            )
             ds = ds.groupby("shard", num_partitions=len(job.todo)).map_groups(
-                write_shard_group, batch_format="numpy",
-                fn_kwargs={"cfg": cfg_d, "root": job.root, "name": name, "version": version, "fingerprints": fps})
+                write_shard_group,
+                batch_format="numpy",
+                fn_kwargs={"cfg": cfg_d, "root": job.root, "name": name, "version": version, "fingerprints": fps},
+            )
             with driver.ShardProgress(job, enabled=progress):
                 rows = ds.take_all()
             for r in rows:
-                mk = json.loads(r["marker"])
-                new_markers[mk["input_name"]] = mk
+                mk = ShardStats.from_marker(json.loads(r["marker"]))
+                new_markers[mk.input_name] = mk
                 if r["timing"]:
                     for k, v in msgpack.unpackb(r["timing"], raw=False).items():
                         timings[k] += v
         finally:
             if started:
                 ray.shutdown()
-    manifest = driver.commit_job(job, runner={"name": "ray", "workers": workers, "tokenizer_actors": concurrency,
-                                              "address": plan["address"]})
+    manifest = driver.commit_job(
+        job, runner={"name": "ray", "workers": workers, "tokenizer_actors": concurrency, "address": plan["address"]}
+    )
     return driver.summarize(job, manifest, time.time() - t_start, dict(timings), new_markers)

@@ -22,6 +22,7 @@ CLI: ``videopoet corpus synth --out DIR [--clips N] [--shards K] [--seed S] [--w
 [--images M] [--split train|heldout] [--config tiny|small|paper|YAML] [key=value ...] [--json]``.
 """
 
+from videopoet.media.encode import encode_jpeg, encode_mp4
 from videopoet.pipelines.synth.config import PRESETS, SynthConfig, load_synth_config
 from videopoet.pipelines.synth.corpus import (
     CORRUPT_KINDS,
@@ -31,7 +32,6 @@ from videopoet.pipelines.synth.corpus import (
     sample_key,
     shard_name,
 )
-from videopoet.pipelines.synth.encode import encode_jpeg, encode_mp4
 from videopoet.pipelines.synth.render import Sample, render_audio, render_frames, render_sample
 from videopoet.pipelines.synth.world import (
     BACKGROUNDS,

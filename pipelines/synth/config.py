@@ -82,9 +82,7 @@ class SynthConfig:
 
 
 def _tiny() -> SynthConfig:
-    return SynthConfig(
-        sizes=((64, 64), (80, 64)), portrait_size=(64, 112), fps=8, frames=41, keyint=8
-    )
+    return SynthConfig(sizes=((64, 64), (80, 64)), portrait_size=(64, 112), fps=8, frames=41, keyint=8)
 
 
 def _small() -> SynthConfig:
@@ -93,8 +91,13 @@ def _small() -> SynthConfig:
 
 def _paper() -> SynthConfig:
     return SynthConfig(
-        sizes=((320, 256), (256, 256)), portrait_size=(256, 448), fps=24, frames=144, keyint=24,
-        crf=18, audio_bitrate=64000,
+        sizes=((320, 256), (256, 256)),
+        portrait_size=(256, 448),
+        fps=24,
+        frames=144,
+        keyint=24,
+        crf=18,
+        audio_bitrate=64000,
     )
 
 

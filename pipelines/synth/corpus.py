@@ -20,7 +20,7 @@ the corruption; good samples have no ``"corrupt"`` field. ``corpus.json`` lists 
 * ``bad_utf8_caption`` a good ``.mp4``; the ``.txt`` is not valid UTF-8
 
 Same arguments => byte-identical shards and ``corpus.json`` (tar headers carry a fixed mtime,
-uid/gid 0 and no user names; see ``encode.py`` for the codecs).
+uid/gid 0 and no user names; see :mod:`videopoet.media.encode` for the codecs).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from videopoet.media.encode import encode_jpeg, encode_mp4
 from videopoet.pipelines.synth.config import SynthConfig, load_synth_config
-from videopoet.pipelines.synth.encode import encode_jpeg, encode_mp4
 from videopoet.pipelines.synth.render import render_sample
 from videopoet.pipelines.synth.world import HELDOUT_COMBOS, SPLITS, _sample_rng, sample_attrs, world_description
 from videopoet.schemas.config import config_fingerprint, to_dict
@@ -79,15 +79,25 @@ def _json_bytes(obj: Any) -> bytes:
 
 def _mp4(sample, cfg: SynthConfig) -> bytes:
     return encode_mp4(
-        sample.frames, sample.audio, cfg.fps, cfg.audio_rate,
-        crf=cfg.crf, preset=cfg.x264_preset, keyint=cfg.keyint, audio_bitrate=cfg.audio_bitrate,
+        sample.frames,
+        sample.audio,
+        cfg.fps,
+        cfg.audio_rate,
+        crf=cfg.crf,
+        preset=cfg.x264_preset,
+        keyint=cfg.keyint,
+        audio_bitrate=cfg.audio_bitrate,
     )
 
 
 def build_sample(attrs: dict, cfg: SynthConfig) -> dict[str, bytes]:
     """The members (ext -> bytes) of a good sample from its attributes."""
     sample = render_sample(attrs)
-    media = ("mp4", _mp4(sample, cfg)) if attrs["kind"] == "video" else ("jpg", encode_jpeg(sample.frames[0], cfg.jpeg_quality))
+    media = (
+        ("mp4", _mp4(sample, cfg))
+        if attrs["kind"] == "video"
+        else ("jpg", encode_jpeg(sample.frames[0], cfg.jpeg_quality))
+    )
     return {media[0]: media[1], "txt": sample.caption.encode("utf-8"), "json": _json_bytes(attrs)}
 
 
@@ -239,8 +249,14 @@ def generate_corpus(
     n_objects: Counter = Counter()
     corrupt: list[dict] = []
     shard_entries: list[dict] = []
-    bar = tqdm(total=len(plans), desc=f"synth {split}", unit="sample", file=sys.stderr,
-               disable=(None if progress is None else not progress), leave=False)
+    bar = tqdm(
+        total=len(plans),
+        desc=f"synth {split}",
+        unit="sample",
+        file=sys.stderr,
+        disable=(None if progress is None else not progress),
+        leave=False,
+    )
     try:
         for s, group in enumerate(_assign(plans, shards)):
             name = shard_name(split, s)

@@ -44,7 +44,7 @@ def render_background(bg: dict, width: int, height: int) -> np.ndarray:
     return base + (light - base) * mix[..., None]
 
 
-def _distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+def shape_distance(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
     """Approximate signed distance (pixels) to the shape's outline; negative inside."""
     ax, ay = np.abs(dx), np.abs(dy)
     if shape == "circle":
@@ -71,7 +71,7 @@ def _draw(canvas: np.ndarray, obj: dict, cx: float, cy: float, r: float) -> None
     if x0 >= x1 or y0 >= y1:
         return
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    d = _distance(obj["shape"], xx + 0.5 - cx, yy + 0.5 - cy, r)
+    d = shape_distance(obj["shape"], xx + 0.5 - cx, yy + 0.5 - cy, r)
     alpha = np.clip(0.5 - d, 0.0, 1.0)[..., None]
     colour = np.array(COLOURS[obj["colour"]].rgb, dtype=np.float32)
     patch = canvas[y0:y1, x0:x1]

@@ -249,9 +249,7 @@ def _sample_object(rng, split, taken, cfg, width, height, still: bool) -> dict:
     }
 
 
-def sample_attrs(
-    cfg, seed: int, split: str, kind: str, index: int, key: str, stream: str | None = None
-) -> dict:
+def sample_attrs(cfg, seed: int, split: str, kind: str, index: int, key: str, stream: str | None = None) -> dict:
     """The attributes of sample ``index`` of ``kind`` ('video' | 'image') in ``split``.
 
     A pure function of (seed, split, stream, index, cfg), ``stream`` ('video' | 'image' |
@@ -307,7 +305,11 @@ def sample_attrs(
 # --------------------------------------------------------------------------------------------
 # Captions
 
-_SIZE_WORDS = {"small": ("small", "little", "tiny"), "medium": ("medium-sized", "", "mid-sized"), "large": ("large", "big", "huge")}
+_SIZE_WORDS = {
+    "small": ("small", "little", "tiny"),
+    "medium": ("medium-sized", "", "mid-sized"),
+    "large": ("large", "big", "huge"),
+}
 _VERBS = {
     "left": ("moves to the left", "slides left", "travels leftward", "drifts to the left"),
     "right": ("moves to the right", "slides right", "travels rightward", "drifts to the right"),
@@ -360,10 +362,8 @@ def make_caption(attrs: dict) -> str:
         text = _pick(rng, _IMAGE_TEMPLATES).format(objs=" and ".join(nps), bg=bg)
     else:
         verbs = [_pick(rng, _VERBS[o["motion"]]) for o in attrs["objects"]]
-        clauses = [f"{n} {v}" for n, v in zip(nps, verbs)]
-        rels = [f"{n} that {v}" for n, v in zip(nps, verbs)]
+        clauses = [f"{n} {v}" for n, v in zip(nps, verbs, strict=True)]
+        rels = [f"{n} that {v}" for n, v in zip(nps, verbs, strict=True)]
         joiner = _pick(rng, (" and ", " while "))
-        text = _pick(rng, _VIDEO_TEMPLATES).format(
-            clause=joiner.join(clauses), rel=" and ".join(rels), bg=bg
-        )
+        text = _pick(rng, _VIDEO_TEMPLATES).format(clause=joiner.join(clauses), rel=" and ".join(rels), bg=bg)
     return text[:1].upper() + text[1:]

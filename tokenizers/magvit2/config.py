@@ -142,22 +142,38 @@ class MagvitConfig:
                 f"= {2 ** (self.num_levels - 1)}"
             )
         if self.temporal_levels > self.num_levels - 1:
-            raise ValueError(f"temporal_downsample {self.temporal_downsample} needs more levels than channel_mults gives")
+            raise ValueError(
+                f"temporal_downsample {self.temporal_downsample} needs more levels than channel_mults gives"
+            )
         if self.channels < 1 or self.num_res_blocks < 0 or self.norm_groups < 1:
             raise ValueError("channels, norm_groups must be >= 1 and num_res_blocks >= 0")
         if self.level_res_blocks and (len(self.level_res_blocks) != self.num_levels or min(self.level_res_blocks) < 0):
-            raise ValueError(f"level_res_blocks must be () or {self.num_levels} counts >= 0 (one per level of "
-                             f"channel_mults), got {list(self.level_res_blocks)}")
+            raise ValueError(
+                f"level_res_blocks must be () or {self.num_levels} counts >= 0 (one per level of "
+                f"channel_mults), got {list(self.level_res_blocks)}"
+            )
         if self.temporal_kernel < 1:
             raise ValueError(f"temporal_kernel must be >= 1, got {self.temporal_kernel}")
-        for name in ("entropy_weight", "entropy_weight_start", "commitment_weight", "l1_weight", "l2_weight",
-                     "gan_weight", "lecam_weight", "perceptual_weight", "weight_decay", "grad_clip",
-                     "codebook_entropy_weight"):
+        for name in (
+            "entropy_weight",
+            "entropy_weight_start",
+            "commitment_weight",
+            "l1_weight",
+            "l2_weight",
+            "gan_weight",
+            "lecam_weight",
+            "perceptual_weight",
+            "weight_decay",
+            "grad_clip",
+            "codebook_entropy_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.perceptual_weight > 0 and not self.perceptual_checkpoint.strip():
-            raise ValueError("perceptual_weight > 0 needs perceptual_checkpoint (a safetensors file of VGG-16 "
-                             "weights, torchvision names; see tokenizers/magvit2/perceptual.py)")
+            raise ValueError(
+                "perceptual_weight > 0 needs perceptual_checkpoint (a safetensors file of VGG-16 "
+                "weights, torchvision names; see tokenizers/magvit2/perceptual.py)"
+            )
         if self.perceptual_frames < 0:
             raise ValueError(f"perceptual_frames must be >= 0, got {self.perceptual_frames}")
         if self.entropy_temperature <= 0:
@@ -167,22 +183,50 @@ class MagvitConfig:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.learning_rate <= 0 or self.disc_learning_rate <= 0:
             raise ValueError("learning rates must be > 0")
-        for name in ("batch_size", "image_batch_size", "log_every", "checkpoint_every", "pool_clips",
-                     "image_frames_per_clip"):
+        for name in (
+            "batch_size",
+            "image_batch_size",
+            "log_every",
+            "checkpoint_every",
+            "pool_clips",
+            "image_frames_per_clip",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not 0.0 <= self.lr_min_ratio <= 1.0:
             raise ValueError(f"lr_min_ratio must lie in [0, 1], got {self.lr_min_ratio}")
-        for name in ("steps", "image_steps", "warmup_steps", "entropy_anneal_steps", "gan_start_step", "lr_decay_steps"):
+        for name in (
+            "steps",
+            "image_steps",
+            "warmup_steps",
+            "entropy_anneal_steps",
+            "gan_start_step",
+            "lr_decay_steps",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
 
 def _tiny() -> MagvitConfig:
     return MagvitConfig(
-        name="magvit2-tiny", height=32, width=32, frames=5, lfq_bits=6, channels=8, channel_mults=(1, 2, 2, 2),
-        num_res_blocks=1, norm_groups=4, disc_channels=8, batch_size=2, image_batch_size=4, steps=20,
-        warmup_steps=0, learning_rate=1e-3, disc_learning_rate=1e-3, log_every=5, checkpoint_every=10,
+        name="magvit2-tiny",
+        height=32,
+        width=32,
+        frames=5,
+        lfq_bits=6,
+        channels=8,
+        channel_mults=(1, 2, 2, 2),
+        num_res_blocks=1,
+        norm_groups=4,
+        disc_channels=8,
+        batch_size=2,
+        image_batch_size=4,
+        steps=20,
+        warmup_steps=0,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        log_every=5,
+        checkpoint_every=10,
         ema_decay=0.9,
     )
 
@@ -193,20 +237,66 @@ def _small() -> MagvitConfig:
     # model; stage 2 fine-tunes the video model (`--init-from`, lr 2e-4, 9-frame crops). Adam b1=0.9
     # (not the paper's 0) converges faster in a short run.
     return MagvitConfig(
-        name="magvit2-small", height=64, width=64, frames=17, lfq_bits=10, channels=32, channel_mults=(1, 2, 2, 2),
-        num_res_blocks=1, norm_groups=8, learning_rate=1e-3, adam_b1=0.9, warmup_steps=50, batch_size=2,
-        image_batch_size=8, image_steps=1600, steps=0, train_frames=9, entropy_anneal_steps=300,
-        entropy_weight_start=0.1, entropy_weight=0.05, ema_decay=0.99, checkpoint_every=20,
+        name="magvit2-small",
+        height=64,
+        width=64,
+        frames=17,
+        lfq_bits=10,
+        channels=32,
+        channel_mults=(1, 2, 2, 2),
+        num_res_blocks=1,
+        norm_groups=8,
+        learning_rate=1e-3,
+        adam_b1=0.9,
+        warmup_steps=50,
+        batch_size=2,
+        image_batch_size=8,
+        image_steps=1600,
+        steps=0,
+        train_frames=9,
+        entropy_anneal_steps=300,
+        entropy_weight_start=0.1,
+        entropy_weight=0.05,
+        ema_decay=0.99,
+        checkpoint_every=20,
     )
 
 
 def _paper() -> MagvitConfig:
     return MagvitConfig(
-        name="magvit2-paper", height=128, width=128, frames=17, lfq_bits=18, channels=128, channel_mults=(1, 2, 2, 4),
-        num_res_blocks=4, norm_groups=32, gan_weight=0.3, lecam_weight=0.05, disc_channels=64,
-        learning_rate=1e-4, disc_learning_rate=1e-4, batch_size=256, image_batch_size=256, warmup_steps=1000,
-        image_steps=100_000, steps=500_000, ema_decay=0.999, entropy_anneal_steps=2000, entropy_weight_start=0.1,
+        name="magvit2-paper",
+        height=128,
+        width=128,
+        frames=17,
+        lfq_bits=18,
+        channels=128,
+        channel_mults=(1, 2, 2, 4),
+        num_res_blocks=4,
+        norm_groups=32,
+        gan_weight=0.3,
+        lecam_weight=0.05,
+        disc_channels=64,
+        learning_rate=1e-4,
+        disc_learning_rate=1e-4,
+        batch_size=256,
+        image_batch_size=256,
+        warmup_steps=1000,
+        image_steps=100_000,
+        steps=500_000,
+        ema_decay=0.999,
+        entropy_anneal_steps=2000,
+        entropy_weight_start=0.1,
     )
+
+
+def image_config(cfg: MagvitConfig) -> MagvitConfig:
+    """The image ("2D") model of the image-first stage: 1-frame inputs, temporal kernels of size 1."""
+    return dataclasses.replace(cfg, temporal_kernel=1, frames=1)
+
+
+def phase_of(cfg: MagvitConfig, step: int) -> str:
+    """ "image" for the steps of the image-first stage, then "video"."""
+    return "image" if step < cfg.image_steps else "video"
 
 
 PRESETS = {"tiny": _tiny, "small": _small, "paper": _paper}

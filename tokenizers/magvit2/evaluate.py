@@ -48,7 +48,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     yb = _luma(b).reshape(-1, *b.shape[-3:-1])
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     vals = []
-    for x, y in zip(ya, yb):
+    for x, y in zip(ya, yb, strict=True):
         f = lambda z: gaussian_filter(z, 1.5, truncate=3.5)  # noqa: E731
         mx, my = f(x), f(y)
         sxx, syy, sxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
@@ -129,27 +129,22 @@ def save_grid(orig: np.ndarray, recon: np.ndarray, path: str, max_clips: int = 4
 
 
 def save_side_by_side_mp4(orig: np.ndarray, recon: np.ndarray, path: str, fps: int = 8, max_clips: int = 4) -> None:
-    """mp4 of [original | reconstruction] with the clips one after another (libx264, CRF 10)."""
-    import av
+    """mp4 of [original | reconstruction] with the clips one after another (H.264, CRF 10)."""
+    import fsspec
 
-    frames = np.concatenate([np.concatenate([o, r], axis=2) for o, r in zip(orig[:max_clips], recon[:max_clips])])
+    from videopoet.media.encode import encode_mp4
+
+    pairs = zip(orig[:max_clips], recon[:max_clips], strict=True)
+    frames = np.concatenate([np.concatenate([o, r], axis=2) for o, r in pairs])
     h, w = frames.shape[1:3]
-    with av.open(path, mode="w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-        vs.options = {"crf": "10", "threads": "1"}
-        for i, fr in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(fr[: h - h % 2, : w - w % 2]), format="rgb24")
-            vf.pts = i
-            for pkt in vs.encode(vf):
-                out.mux(pkt)
-        for pkt in vs.encode():
-            out.mux(pkt)
+    with fsspec.open(path, "wb") as f:
+        f.write(encode_mp4(np.ascontiguousarray(frames[:, : h - h % 2, : w - w % 2]), None, fps, crf=10))
 
 
 # ------------------------------------------------------------------------------------- driver
-def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = None,
-              region: np.ndarray | None = None) -> dict:
+def breakdown(
+    clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = None, region: np.ndarray | None = None
+) -> dict:
     """Where the error sits. ``psnr_per_frame``: mean over clips of each frame position's PSNR (a causal
     tokenizer codes frame 0 alone); with ``groups`` (a label per clip) the mean clip PSNR per label; with
     ``region`` (bool [N,T,H,W]) the PSNR of the pooled squared error inside and outside it."""
@@ -158,9 +153,13 @@ def breakdown(clips: np.ndarray, recon: np.ndarray, groups: list[str] | None = N
     out: dict = {"psnr_per_frame": [float(x) for x in frame_psnr.mean(axis=0)]}
     if groups is not None:
         clip_psnr = [psnr_of_mse(m) for m in se.mean(axis=(1, 2, 3))]  # = psnr(clip, recon) per clip
-        out["psnr_by_group"] = {g: {"clips": int(sum(1 for x in groups if x == g)),
-                                    "psnr": float(np.mean([p for p, x in zip(clip_psnr, groups) if x == g]))}
-                                for g in sorted(set(groups))}
+        out["psnr_by_group"] = {
+            g: {
+                "clips": int(sum(1 for x in groups if x == g)),
+                "psnr": float(np.mean([p for p, x in zip(clip_psnr, groups, strict=True) if x == g])),
+            }
+            for g in sorted(set(groups))
+        }
     if region is not None:
         region = np.asarray(region, bool)
         if region.shape != se.shape:
@@ -185,16 +184,31 @@ def perceptual_distance(loaded: tuple, a: np.ndarray, b: np.ndarray, batch: int 
     fa = a.reshape(-1, *a.shape[-3:])
     fb = b.reshape(-1, *b.shape[-3:])
     # the weights are an argument, not constants baked into the compiled program
-    fn = jax.jit(lambda w, x, y: perceptual.distance(w, x.astype(jnp.float32) / 127.5 - 1.0,
-                                                     y.astype(jnp.float32) / 127.5 - 1.0))
-    d = np.concatenate([np.asarray(fn(weights, fa[i:i + batch], fb[i:i + batch])) for i in range(0, len(fa), batch)])
-    return {"distance": float(d.mean()), "frames": int(len(d)), "heads": weights["lins"] is not None,
-            "weights_sha256": sha}
+    fn = jax.jit(
+        lambda w, x, y: perceptual.distance(w, x.astype(jnp.float32) / 127.5 - 1.0, y.astype(jnp.float32) / 127.5 - 1.0)
+    )
+    d = np.concatenate(
+        [np.asarray(fn(weights, fa[i : i + batch], fb[i : i + batch])) for i in range(0, len(fa), batch)]
+    )
+    return {
+        "distance": float(d.mean()),
+        "frames": int(len(d)),
+        "heads": weights["lins"] is not None,
+        "weights_sha256": sha,
+    }
 
 
-def evaluate(tokenizer, clips: np.ndarray, out_dir: str | None = None, h264: bool = True, h264_clips: int = 8,
-             fps: int = 8, groups: list[str] | None = None, region: np.ndarray | None = None,
-             perceptual_weights: str | None = None) -> dict:
+def evaluate(
+    tokenizer,
+    clips: np.ndarray,
+    out_dir: str | None = None,
+    h264: bool = True,
+    h264_clips: int = 8,
+    fps: int = 8,
+    groups: list[str] | None = None,
+    region: np.ndarray | None = None,
+    perceptual_weights: str | None = None,
+) -> dict:
     """Metrics of ``tokenizer`` on uint8 clips [N,T,H,W,3]; artifacts under ``out_dir`` if given.
     ``groups`` / ``region``: see :func:`breakdown` (the CLI passes background patterns and object
     neighbourhoods for the synthetic world); ``perceptual_weights``: adds :func:`perceptual_distance`."""

@@ -26,7 +26,7 @@ import numpy as np
 def bits_to_codes(bits):
     """bool/int {0,1} [..., B] -> int32 codes [...] (bit i has weight 2**i)."""
     b = jnp.asarray(bits).astype(jnp.int32)
-    weights = (2 ** jnp.arange(b.shape[-1], dtype=jnp.int32))
+    weights = 2 ** jnp.arange(b.shape[-1], dtype=jnp.int32)
     return jnp.sum(b * weights, axis=-1).astype(jnp.int32)
 
 

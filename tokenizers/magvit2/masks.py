@@ -46,8 +46,9 @@ def _size(n: int, ratio: float, align: int) -> int:
     return max(0, min(n, s))
 
 
-def make_mask(kind: str, frames: int, height: int, width: int, ratio: float | None = None,
-              keep_frames: int = 5, align: int = 8) -> np.ndarray:
+def make_mask(
+    kind: str, frames: int, height: int, width: int, ratio: float | None = None, keep_frames: int = 5, align: int = 8
+) -> np.ndarray:
     """bool ``[T, H, W]``, True where the content is hidden."""
     if kind not in MASK_KINDS:
         raise MaskError(f"unknown mask kind {kind!r} (one of {', '.join(MASK_KINDS)})")
@@ -67,22 +68,28 @@ def make_mask(kind: str, frames: int, height: int, width: int, ratio: float | No
             y0 = (y0 // align) * align
         if align > 1 and width >= 2 * align:
             x0 = (x0 // align) * align
-        m[:, y0:y0 + bh, x0:x0 + bw] = True
+        m[:, y0 : y0 + bh, x0 : x0 + bw] = True
         return m
     bh, bw = _size(height, r, align), _size(width, r, align)
     if kind in ("outpaint_left", "outpaint_border") and bw:
         m[:, :, :bw] = True
     if kind in ("outpaint_right", "outpaint_border") and bw:
-        m[:, :, width - bw:] = True
+        m[:, :, width - bw :] = True
     if kind in ("outpaint_top", "outpaint_border") and bh:
         m[:, :bh] = True
     if kind in ("outpaint_bottom", "outpaint_border") and bh:
-        m[:, height - bh:] = True
+        m[:, height - bh :] = True
     return m
 
 
-def apply_mask(video: np.ndarray, kind: str, ratio: float | None = None, keep_frames: int = 5,
-               fill: int = FILL_VALUE, align: int = 8) -> np.ndarray:
+def apply_mask(
+    video: np.ndarray,
+    kind: str,
+    ratio: float | None = None,
+    keep_frames: int = 5,
+    fill: int = FILL_VALUE,
+    align: int = 8,
+) -> np.ndarray:
     """uint8 ``[B, T, H, W, 3]`` (or ``[T, H, W, 3]``) -> the masked clip (hidden pixels = ``fill``)."""
     v = np.asarray(video)
     if v.ndim not in (4, 5) or v.shape[-1] != 3:
@@ -94,12 +101,13 @@ def apply_mask(video: np.ndarray, kind: str, ratio: float | None = None, keep_fr
     return out
 
 
-def token_mask(kind: str, frames: int, height: int, width: int, temporal_downsample: int = 4,
-               spatial_downsample: int = 8, **kw) -> np.ndarray:
+def token_mask(
+    kind: str, frames: int, height: int, width: int, temporal_downsample: int = 4, spatial_downsample: int = 8, **kw
+) -> np.ndarray:
     """bool ``[T', H', W']``: latent tokens that see any hidden pixel (causal temporal grouping)."""
     m = make_mask(kind, frames, height, width, align=spatial_downsample, **kw)
     s = spatial_downsample
     hs, ws = height // s, width // s
     m = m[:, : hs * s, : ws * s].reshape(frames, hs, s, ws, s).any(axis=(2, 4))
-    groups = [m[:1]] + [m[1 + i: 1 + i + temporal_downsample] for i in range(0, frames - 1, temporal_downsample)]
+    groups = [m[:1]] + [m[1 + i : 1 + i + temporal_downsample] for i in range(0, frames - 1, temporal_downsample)]
     return np.stack([g.any(axis=0) for g in groups])

@@ -56,7 +56,8 @@ class TapConv3d(nn.Module):
 
     Same maths as one ``lax`` 3D convolution, but XLA's CPU backend runs 3D convolutions through a
     slow generic path: with the few channels of the ``tiny``/``small`` presets the per-tap 2D form
-    is 3-8x faster on one core (``bench/magvit2_bench.py --conv``) and never slower. Time is
+    is several times faster on one core and never slower (``bench/magvit2_bench.py --conv``, figures
+    in BENCHMARKS.md). Time is
     ``VALID`` (the caller pads the past), space is padded ``k // 2`` on both sides.
     """
 
@@ -76,12 +77,14 @@ class TapConv3d(nn.Module):
         bsz, t = x.shape[0], x.shape[1]
         t_out = (t - kt) // st + 1
         if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
-            y = sum(jnp.einsum("bthwc,co->bthwo", x[:, i:i + (t_out - 1) * st + 1:st], w[i, 0, 0]) for i in range(kt))
+            y = sum(
+                jnp.einsum("bthwc,co->bthwo", x[:, i : i + (t_out - 1) * st + 1 : st], w[i, 0, 0]) for i in range(kt)
+            )
             return y + b
         pad = ((kh // 2, kh // 2), (kw // 2, kw // 2))
         y = 0
         for i in range(kt):
-            xi = x[:, i:i + (t_out - 1) * st + 1:st]
+            xi = x[:, i : i + (t_out - 1) * st + 1 : st]
             xi = xi.reshape((bsz * t_out,) + xi.shape[2:])
             y = y + jax.lax.conv_general_dilated(xi, w[i], (sh, sw), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y.reshape((bsz, t_out) + y.shape[1:]) + b
@@ -372,7 +375,9 @@ def grow_params(params, fresh):
         key = "/".join(str(getattr(k, "key", k)) for k in path)
         if key in src:
             if src[key].shape != tuple(leaf.shape):
-                raise ValueError(f"cannot grow {key}: shape {src[key].shape} vs {tuple(leaf.shape)} in the larger network")
+                raise ValueError(
+                    f"cannot grow {key}: shape {src[key].shape} vs {tuple(leaf.shape)} in the larger network"
+                )
             used.add(key)
             return jnp.asarray(src[key], leaf.dtype)
         parts = key.split("/")
@@ -385,6 +390,8 @@ def grow_params(params, fresh):
     out = jax.tree_util.tree_map_with_path(place, fresh)
     missing = sorted(set(src) - used)
     if missing:
-        raise ValueError(f"cannot grow: the larger network has no {missing[0]} ({len(missing)} parameters of the "
-                         f"trained model have no place)")
+        raise ValueError(
+            f"cannot grow: the larger network has no {missing[0]} ({len(missing)} parameters of the "
+            f"trained model have no place)"
+        )
     return out

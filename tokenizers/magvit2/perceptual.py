@@ -89,14 +89,18 @@ def parse_weights(tensors: dict[str, np.ndarray], where: str = "perceptual weigh
             lins[k] = arr
     missing = [f"features.{i}.{k}" for i in CONV_INDICES for k in ("weight", "bias") if k not in convs.get(i, {})]
     if missing:
-        raise PerceptualWeightsError(f"{where}: not a VGG-16 trunk, missing {len(missing)} tensors "
-                                     f"(first: {missing[0]}; torchvision names features.N.weight/bias expected)")
+        raise PerceptualWeightsError(
+            f"{where}: not a VGG-16 trunk, missing {len(missing)} tensors "
+            f"(first: {missing[0]}; torchvision names features.N.weight/bias expected)"
+        )
     out_convs, c_in, tap_channels = [], 3, []
     for i in CONV_INDICES:
         w, b = np.asarray(convs[i]["weight"]), np.asarray(convs[i]["bias"])
         if w.ndim != 4 or w.shape[1:] != (c_in, 3, 3) or b.shape != (w.shape[0],):
-            raise PerceptualWeightsError(f"{where}: features.{i} has weight {tuple(w.shape)} and bias "
-                                         f"{tuple(b.shape)}; expected [out, {c_in}, 3, 3] and [out]")
+            raise PerceptualWeightsError(
+                f"{where}: features.{i} has weight {tuple(w.shape)} and bias "
+                f"{tuple(b.shape)}; expected [out, {c_in}, 3, 3] and [out]"
+            )
         if w.dtype.kind != "f" or not (np.isfinite(w).all() and np.isfinite(b).all()):
             raise PerceptualWeightsError(f"{where}: features.{i} holds non-float or non-finite values")
         out_convs.append((np.ascontiguousarray(w.astype(np.float32).transpose(2, 3, 1, 0)), b.astype(np.float32)))
@@ -106,8 +110,9 @@ def parse_weights(tensors: dict[str, np.ndarray], where: str = "perceptual weigh
     out_lins = None
     if lins:
         if sorted(lins) != list(range(len(TAP_AFTER))):
-            raise PerceptualWeightsError(f"{where}: LPIPS heads lin0..lin4 expected, found "
-                                         f"{', '.join(f'lin{k}' for k in sorted(lins))}")
+            raise PerceptualWeightsError(
+                f"{where}: LPIPS heads lin0..lin4 expected, found {', '.join(f'lin{k}' for k in sorted(lins))}"
+            )
         out_lins = []
         for k, c in enumerate(tap_channels):
             w = np.asarray(lins[k])
@@ -139,7 +144,7 @@ def _features(weights, x):
     """[N, H, W, 3] in [-1, 1] -> the five tapped ReLU feature maps."""
     h = (x - SHIFT) / SCALE
     taps = []
-    for i, (w, b) in zip(CONV_INDICES, weights["convs"]):
+    for i, (w, b) in zip(CONV_INDICES, weights["convs"], strict=True):
         h = jax.lax.conv_general_dilated(h, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
         h = jax.nn.relu(h + b)
         if i in TAP_AFTER:
@@ -161,7 +166,7 @@ def distance(weights, x, y):
         raise PerceptualWeightsError(f"perceptual loss needs images of at least 16 x 16, got {x.shape[-3:-1]}")
     fx, fy = _features(weights, x), _features(weights, y)
     total = 0.0
-    for k, (a, b) in enumerate(zip(fx, fy)):
+    for k, (a, b) in enumerate(zip(fx, fy, strict=True)):
         d = jnp.square(_unit(a) - _unit(b))
         d = jnp.sum(d * weights["lins"][k], axis=-1) if weights["lins"] is not None else jnp.sum(d, axis=-1)
         total = total + jnp.mean(d, axis=(1, 2))
@@ -192,10 +197,12 @@ def write_vgg_like(path: str, widths=(64, 128, 256, 512, 512), seed: int = 0, li
 
     rng = np.random.default_rng(seed)
     per_block = (2, 2, 3, 3, 3)
-    chans = [w for w, n in zip(widths, per_block) for _ in range(n)]
+    chans = [w for w, n in zip(widths, per_block, strict=True) for _ in range(n)]
     tensors, c_in = {}, 3
-    for i, c in zip(CONV_INDICES, chans):
-        tensors[f"features.{i}.weight"] = (rng.standard_normal((c, c_in, 3, 3)) * np.sqrt(2.0 / (9 * c_in))).astype(np.float32)
+    for i, c in zip(CONV_INDICES, chans, strict=True):
+        tensors[f"features.{i}.weight"] = (rng.standard_normal((c, c_in, 3, 3)) * np.sqrt(2.0 / (9 * c_in))).astype(
+            np.float32
+        )
         tensors[f"features.{i}.bias"] = (0.01 * rng.standard_normal(c)).astype(np.float32)
         c_in = c
     if lin:

@@ -5,7 +5,8 @@ Storage formats :func:`load` reads (a local directory or an fsspec URI):
 * **export** - ``config.yaml`` + ``model.safetensors`` (flat keys ``params/encoder/...``); what
   ships in ``assets/small/`` and what ``train`` writes at the end of a run (the EMA weights).
 * **training run** - ``config.yaml`` + ``checkpoints/`` (an Orbax ``CheckpointManager``); the
-  latest step's EMA weights are restored.
+  latest step's EMA weights are restored (:func:`read_run_params`, through :mod:`videopoet.rundir`, so
+  loading never imports the training module).
 
 Never pickled: weights are safetensors or Orbax, configs are YAML read with ``yaml.safe_load``.
 """
@@ -23,11 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from videopoet.rundir import checkpoints
 from videopoet.schemas.config import dump_yaml, to_dict
 from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.magvit2 import masks
-from videopoet.tokenizers.magvit2.config import PRESETS, MagvitConfig, load_magvit_config
-from videopoet.tokenizers.magvit2.model import MagvitVQ
+from videopoet.tokenizers.magvit2.config import PRESETS, MagvitConfig, image_config, load_magvit_config, phase_of
+from videopoet.tokenizers.magvit2.model import MagvitVQ, inflate_params, reinflate_params
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 WEIGHTS_FILE = "model.safetensors"
@@ -85,8 +87,19 @@ def fingerprint_of(cfg: MagvitConfig, params) -> str:
     return h.hexdigest()
 
 
-ARCH_FIELDS = ("lfq_bits", "temporal_downsample", "spatial_downsample", "channels", "channel_mults",
-               "num_res_blocks", "level_res_blocks", "temporal_kernel", "norm_groups", "adaptive_norm", "lfq_scale")
+ARCH_FIELDS = (
+    "lfq_bits",
+    "temporal_downsample",
+    "spatial_downsample",
+    "channels",
+    "channel_mults",
+    "num_res_blocks",
+    "level_res_blocks",
+    "temporal_kernel",
+    "norm_groups",
+    "adaptive_norm",
+    "lfq_scale",
+)
 
 
 def arch_config(config: MagvitConfig) -> MagvitConfig:
@@ -117,7 +130,9 @@ def param_spec(arch: MagvitConfig):
     """Parameter shapes of the network (``jax.eval_shape``, no compute)."""
     s = arch.spatial_downsample
     model = MagvitVQ(arch)
-    return jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 1, s, s, 3), jnp.float32)), jax.random.PRNGKey(0))["params"]
+    return jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 1, s, s, 3), jnp.float32)), jax.random.PRNGKey(0))[
+        "params"
+    ]
 
 
 def seeded_init(spec, seed: int, zero_modules=("scale", "shift")):
@@ -132,8 +147,11 @@ def seeded_init(spec, seed: int, zero_modules=("scale", "shift")):
     def init(path, leaf):
         names = [str(getattr(k, "key", k)) for k in path]
         shape, leafname = tuple(leaf.shape), names[-1]
-        if leafname == "kernel" and not (len(names) > 1 and names[-2] in zero_modules) and \
-                not (len(names) > 2 and names[-3] in zero_modules):
+        if (
+            leafname == "kernel"
+            and not (len(names) > 1 and names[-2] in zero_modules)
+            and not (len(names) > 2 and names[-3] in zero_modules)
+        ):
             fan_in = int(np.prod(shape[:-1]))
             rng = np.random.default_rng([seed, zlib.crc32("/".join(names).encode())])
             return jnp.asarray(rng.standard_normal(shape, np.float32) / np.sqrt(fan_in), leaf.dtype)
@@ -158,7 +176,7 @@ class MagvitTokenizer:
         self._encode, self._decode = _compiled(arch_config(config))
 
     @classmethod
-    def init(cls, config: MagvitConfig, seed: int | None = None) -> "MagvitTokenizer":
+    def init(cls, config: MagvitConfig, seed: int | None = None) -> MagvitTokenizer:
         return cls(config, init_params(config, config.seed if seed is None else seed))
 
     @cached_property
@@ -196,9 +214,7 @@ class MagvitTokenizer:
                 f"frame count must be 1 + {cfg.temporal_downsample}k (1, 5, 9, 13, 17, ...); got T={t}"
             )
         if h % cfg.spatial_downsample or w % cfg.spatial_downsample:
-            raise VideoInputError(
-                f"height and width must be multiples of {cfg.spatial_downsample}; got {h}x{w} (HxW)"
-            )
+            raise VideoInputError(f"height and width must be multiples of {cfg.spatial_downsample}; got {h}x{w} (HxW)")
         return v
 
     def check_codes(self, codes) -> np.ndarray:
@@ -216,8 +232,10 @@ class MagvitTokenizer:
 
     # ------------------------------------------------------------------ encode / decode
     def _batched(self, fn, arr):
-        outs = [np.asarray(fn(self.params, jnp.asarray(arr[i:i + self.max_batch])))
-                for i in range(0, arr.shape[0], self.max_batch)]
+        outs = [
+            np.asarray(fn(self.params, jnp.asarray(arr[i : i + self.max_batch])))
+            for i in range(0, arr.shape[0], self.max_batch)
+        ]
         return np.concatenate(outs, axis=0)
 
     def encode(self, video) -> np.ndarray:
@@ -231,14 +249,20 @@ class MagvitTokenizer:
     def encode_condition(self, video, mask_kind: str, ratio: float | None = None, keep_frames: int = 5) -> np.ndarray:
         """COMMIT condition tokens: the clip with the ``mask_kind`` region filled, then :meth:`encode`."""
         v = self.check_video(video)
-        masked = masks.apply_mask(v, mask_kind, ratio=ratio, keep_frames=keep_frames,
-                                  align=self.config.spatial_downsample)
+        masked = masks.apply_mask(
+            v, mask_kind, ratio=ratio, keep_frames=keep_frames, align=self.config.spatial_downsample
+        )
         return self.encode(masked)
 
     def condition_clip(self, video, mask_kind: str, ratio: float | None = None, keep_frames: int = 5) -> np.ndarray:
         """The masked clip :meth:`encode_condition` tokenizes (uint8, same shape)."""
-        return masks.apply_mask(self.check_video(video), mask_kind, ratio=ratio, keep_frames=keep_frames,
-                                align=self.config.spatial_downsample)
+        return masks.apply_mask(
+            self.check_video(video),
+            mask_kind,
+            ratio=ratio,
+            keep_frames=keep_frames,
+            align=self.config.spatial_downsample,
+        )
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str, dtype: str | None = None) -> str:
@@ -291,16 +315,61 @@ def load_dir(directory: str) -> MagvitTokenizer:
         with fs.open(f"{root}/{WEIGHTS_FILE}", "rb") as f:
             params = unflatten(stn.load(f.read())).get("params")
         params = _as_float32(params) if params else params  # half-precision exports compute in float32
-    elif fs.exists(f"{root}/checkpoints"):
-        from videopoet.tokenizers.magvit2.train import restore_latest_params
-
-        params = restore_latest_params(directory, cfg)
+    elif fs.exists(f"{root}/{checkpoints.CHECKPOINTS_DIR}"):
+        params = read_run_params(directory, cfg)
     else:
         raise CheckpointNotFoundError(f"{directory}: neither {WEIGHTS_FILE} nor checkpoints/")
     if not params:
         raise CheckpointNotFoundError(f"{directory}: no 'params' in the weights")
     check_params(cfg, params, directory)
     return MagvitTokenizer(cfg, params)
+
+
+INIT_FROM_DIR = "init_from"  # RUN/init_from/: the export a run started from (--init-from), kept with the run
+
+
+def read_run_params(run_dir: str, cfg: MagvitConfig):
+    """EMA params of the latest checkpoint of a training run, as video-model params.
+
+    Only the EMA weights are read (not the optimizer moments). A checkpoint still in the image phase is
+    inflated exactly as the run will inflate it (:func:`to_video_params`): on 1-frame clips the result
+    *is* the image model, so a long image-first stage can be evaluated on images (``tokenizer eval
+    --frames 1``) before it reaches its video phase; on longer clips it is the sample-and-hold video
+    model the video phase starts from."""
+    with checkpoints.Checkpoints(run_dir, read_only=True) as ckpts:
+        step = ckpts.latest_step()
+        if step is None:
+            raise CheckpointNotFoundError(f"{run_dir}: {checkpoints.CHECKPOINTS_DIR}/ holds no steps")
+        phase = phase_of(cfg, step)
+        spec = param_spec(arch_config(image_config(cfg) if phase == "image" else cfg))
+        _, state = ckpts.restore_subtree(step, {"ema": spec})
+    ema = state["ema"]
+    if phase == "image":
+        ema = to_video_params(cfg, ema, init_source_params(run_dir))
+    return ema
+
+
+def init_source_params(run_dir: str):
+    """The (float32) video params a run started from (``RUN/init_from/``), or None."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(run_dir)
+    if not fs.exists(f"{root}/{INIT_FROM_DIR}"):
+        return None
+    return load_dir(f"{run_dir.rstrip('/')}/{INIT_FROM_DIR}").params
+
+
+def to_video_params(cfg: MagvitConfig, image_params, src=None):
+    """Image-phase params -> the causal video model the run's video phase starts from.
+
+    A run started from a video model ``src`` (``--init-from`` with ``image_steps > 0``: its
+    :func:`init_source_params`) keeps that model's temporal taps and adds what the image phase learnt
+    (:func:`~.model.reinflate_params`); a run from scratch (``src`` None) inflates
+    (:func:`~.model.inflate_params`). Either way the result computes exactly what the image model
+    computes on 1-frame clips."""
+    if src is not None:
+        return reinflate_params(image_params, src)
+    return inflate_params(image_params, param_spec(arch_config(cfg)), cfg)
 
 
 def param_shapes(params) -> dict[str, tuple]:

@@ -21,9 +21,11 @@ Run directory layout::
     OUT/config.yaml            the MagvitConfig (YAML, loadable with load_magvit_config)
     OUT/checkpoints/<step>/    Orbax CheckpointManager: params, ema, opt state, disc, lecam, step
     OUT/model.safetensors      EMA weights of the last step (what ``magvit2.load(OUT)`` prefers)
-    OUT/metrics.jsonl          one JSON line per logged step
+    OUT/metrics.jsonl, OUT/tb/ one JSON line per logged step, and TensorBoard events
     OUT/loss_curve.png         the loss curves
     OUT/perceptual.json        (perceptual loss only) the VGG weights' sha256: a resume must use the same
+
+(written through :mod:`videopoet.rundir`; a SIGTERM or ``max_seconds`` saves the step, then stops).
 
 Resume: a run directory with checkpoints continues from the latest step (same config required);
 batches are a pure function of ``(seed, step)``, so the resumed run sees the same data.
@@ -34,45 +36,43 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from videopoet.schemas.config import dump_yaml, to_dict
+from videopoet.rundir import checkpoints, record
+from videopoet.rundir.loop import Hook, Run, StepInfo
+from videopoet.rundir.metrics import Panel
 from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.magvit2 import lfq, perceptual
-from videopoet.tokenizers.magvit2.config import MagvitConfig, load_magvit_config
-from videopoet.tokenizers.magvit2.data import ClipPool, resolve_source, take
+from videopoet.tokenizers.magvit2.config import MagvitConfig, image_config, load_magvit_config, phase_of
+from videopoet.tokenizers.magvit2.data import ClipPool, take
 from videopoet.tokenizers.magvit2.model import (
     Discriminator,
     MagvitVQ,
     deflate_params,
     grow_params,
     inflate_params,
-    reinflate_params,
 )
 from videopoet.tokenizers.magvit2.tokenizer import (
     CONFIG_FILE,
+    INIT_FROM_DIR,
     MagvitTokenizer,
     arch_config,
     init_params,
-    param_spec,
+    init_source_params,
+    load_dir,
     seeded_init,
+    to_video_params,
 )
 
 
-class TrainConfigMismatch(VideoPoetError, ValueError):
+class TrainConfigMismatchError(VideoPoetError, ValueError):
     """Resuming a run directory with a different config."""
-
-
-def image_config(cfg: MagvitConfig) -> MagvitConfig:
-    """The image ("2D") model of the image-first stage: 1-frame inputs, temporal kernels of size 1."""
-    return dataclasses.replace(cfg, temporal_kernel=1, frames=1)
 
 
 def entropy_weight_at(cfg: MagvitConfig, step) -> jax.Array:
@@ -91,8 +91,10 @@ def lr_schedule(cfg: MagvitConfig, lr: float, phase_steps: int = 0) -> optax.Sch
     decay = min(cfg.lr_decay_steps, phase_steps) if phase_steps > 0 else 0
     start = max(phase_steps - decay, warm)
     if decay > 0 and start < phase_steps:
-        parts += [optax.constant_schedule(lr),
-                  optax.cosine_decay_schedule(lr, phase_steps - start, alpha=cfg.lr_min_ratio)]
+        parts += [
+            optax.constant_schedule(lr),
+            optax.cosine_decay_schedule(lr, phase_steps - start, alpha=cfg.lr_min_ratio),
+        ]
         bounds += [start]
     else:
         parts.append(optax.constant_schedule(lr))
@@ -108,8 +110,11 @@ def phase_length(cfg: MagvitConfig, phase: str) -> int:
 
 def make_optimizer(cfg: MagvitConfig, lr: float, phase_steps: int = 0) -> optax.GradientTransformation:
     sched = lr_schedule(cfg, lr, phase_steps)
-    adam = (optax.adamw(sched, b1=cfg.adam_b1, b2=cfg.adam_b2, weight_decay=cfg.weight_decay)
-            if cfg.weight_decay > 0 else optax.adam(sched, b1=cfg.adam_b1, b2=cfg.adam_b2))
+    adam = (
+        optax.adamw(sched, b1=cfg.adam_b1, b2=cfg.adam_b2, weight_decay=cfg.weight_decay)
+        if cfg.weight_decay > 0
+        else optax.adam(sched, b1=cfg.adam_b1, b2=cfg.adam_b2)
+    )
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), adam) if cfg.grad_clip > 0 else adam
 
 
@@ -152,9 +157,23 @@ def _opt_init(cfg: MagvitConfig, which: str):
 # ---------------------------------------------------------------------------------- train step
 # fields the step function never reads (run length, logging, data shapes, init seed): reset in the
 # cache key so runs that differ only in them share one compiled step
-_STEP_FREE_FIELDS = ("name", "height", "width", "frames", "train_frames", "batch_size", "image_batch_size",
-                     "image_steps", "steps", "seed", "log_every", "checkpoint_every", "pool_clips",
-                     "image_frames_per_clip", "perceptual_checkpoint")  # the VGG weights are an input of the step
+_STEP_FREE_FIELDS = (
+    "name",
+    "height",
+    "width",
+    "frames",
+    "train_frames",
+    "batch_size",
+    "image_batch_size",
+    "image_steps",
+    "steps",
+    "seed",
+    "log_every",
+    "checkpoint_every",
+    "pool_clips",
+    "image_frames_per_clip",
+    "perceptual_checkpoint",
+)  # the VGG weights are an input of the step
 
 
 def _step_key(cfg: MagvitConfig) -> MagvitConfig:
@@ -193,11 +212,16 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         recon, z, codes = model.apply({"params": params}, x)
         l1 = jnp.mean(jnp.abs(recon - x))
         l2 = jnp.mean(jnp.square(recon - x))
-        ent, aux = lfq.entropy_loss(z, cfg.lfq_scale, cfg.entropy_temperature, cfg.codebook_entropy_weight,
-                                    cfg.exact_entropy_max_bits)
+        ent, aux = lfq.entropy_loss(
+            z, cfg.lfq_scale, cfg.entropy_temperature, cfg.codebook_entropy_weight, cfg.exact_entropy_max_bits
+        )
         commit = lfq.commitment_loss(z, cfg.lfq_scale)
-        total = cfg.l1_weight * l1 + cfg.l2_weight * l2 + entropy_weight_at(cfg, step) * ent \
+        total = (
+            cfg.l1_weight * l1
+            + cfg.l2_weight * l2
+            + entropy_weight_at(cfg, step) * ent
             + cfg.commitment_weight * commit
+        )
         metrics = {"l1": l1, "l2": l2, "entropy": ent, "commit": commit, **aux}
         if use_perceptual:  # frames drawn as a pure function of the step
             key = jax.random.fold_in(jax.random.PRNGKey(0), step)
@@ -224,7 +248,8 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         x = batch.astype(jnp.float32) / 127.5 - 1.0
         step = state["step"]
         (_, (metrics, recon, codes)), grads = jax.value_and_grad(gen_loss, has_aux=True)(
-            state["params"], state.get("disc"), x, step, pweights)
+            state["params"], state.get("disc"), x, step, pweights
+        )
         updates, opt_state = opt.update(grads, state["opt"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema = jax.tree_util.tree_map(lambda e, p: cfg.ema_decay * e + (1 - cfg.ema_decay) * p, state["ema"], params)
@@ -239,7 +264,8 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         if use_gan:
             on = (step >= cfg.gan_start_step).astype(jnp.float32)
             (dl, (mr, mf, adv)), dgrads = jax.value_and_grad(disc_loss, has_aux=True)(
-                state["disc"], x, jax.lax.stop_gradient(recon), state["lecam"])
+                state["disc"], x, jax.lax.stop_gradient(recon), state["lecam"]
+            )
             dgrads = jax.tree_util.tree_map(lambda g: g * on, dgrads)
             dup, dopt_state = dopt.update(dgrads, state["disc_opt"], state["disc"])
             new["disc"] = optax.apply_updates(state["disc"], dup)
@@ -253,84 +279,11 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def _manager(run_dir: str, max_to_keep: int = 2):
-    import orbax.checkpoint as ocp
-
-    path = run_dir if "://" in run_dir else os.path.abspath(run_dir)
-    return ocp.CheckpointManager(
-        f"{path}/checkpoints", options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-    )
-
-
-def save_checkpoint(mngr, state: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mngr.save(int(state["step"]), args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
-    mngr.wait_until_finished()
-
-
-def restore_checkpoint(mngr, step: int, template: dict) -> dict:
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-
-
-def phase_of(cfg: MagvitConfig, step: int) -> str:
-    return "image" if step < cfg.image_steps else "video"
-
-
 def state_template(cfg: MagvitConfig, step: int) -> dict:
+    """Shapes of the train state at ``step`` (the image model's before the inflation)."""
     phase = phase_of(cfg, step)
     pcfg = image_config(cfg) if phase == "image" else cfg
     return jax.eval_shape(lambda: init_state(cfg, pcfg, 1 if phase == "image" else cfg.frames))
-
-
-def restore_latest_params(run_dir: str, cfg: MagvitConfig):
-    """EMA params of the latest checkpoint of a run directory, as video-model params.
-
-    A checkpoint still in the image phase is inflated exactly as the run will inflate it
-    (``inflate_params``): on 1-frame clips the result *is* the image model, so a long image-first stage
-    can be evaluated on images (``tokenizer eval --frames 1``) before it reaches its video phase; on
-    longer clips it is the sample-and-hold video model the video phase starts from."""
-    mngr = _manager(run_dir)
-    step = mngr.latest_step()
-    if step is None:
-        from videopoet.tokenizers.magvit2.tokenizer import CheckpointNotFoundError
-
-        raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no steps")
-    ema = restore_checkpoint(mngr, step, state_template(cfg, step))["ema"]
-    if phase_of(cfg, step) == "image":
-        ema = to_video_params(cfg, ema, init_source_params(run_dir))
-    return ema
-
-
-INIT_FROM_DIR = "init_from"  # OUT/init_from/: the export a run started from (--init-from), kept with the run
-
-
-def init_source_params(run_dir: str):
-    """The (float32) video params a run started from (``OUT/init_from/``), or None."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    if not fs.exists(f"{root}/{INIT_FROM_DIR}"):
-        return None
-    from videopoet.tokenizers.magvit2.tokenizer import load_dir
-
-    return load_dir(f"{run_dir.rstrip('/')}/{INIT_FROM_DIR}").params
-
-
-def to_video_params(cfg: MagvitConfig, image_params, src=None):
-    """Image-phase params -> the causal video model the run's video phase starts from.
-
-    A run started from a video model ``src`` (``--init-from`` with ``image_steps > 0``: its
-    :func:`init_source_params`) keeps that model's temporal taps and adds what the image phase learnt
-    (:func:`~.model.reinflate_params`); a run from scratch (``src`` None) inflates
-    (:func:`~.model.inflate_params`). Either way the result computes exactly what the image model
-    computes on 1-frame clips."""
-    if src is not None:
-        return reinflate_params(image_params, src)
-    return inflate_params(image_params, param_spec(arch_config(cfg)), cfg)
 
 
 # ---------------------------------------------------------------------------------- loop
@@ -346,28 +299,27 @@ def write_config(run_dir: str, cfg: MagvitConfig, latest_step: int | None = None
     A resume may change the RUN_LENGTH_FIELDS, and ``image_steps`` as long as the latest checkpoint
     (``latest_step``; None: no checkpoint yet) is still in the image phase under both the old and the
     new value: the image phase can be made longer or shorter before the inflation, never after it."""
-    import fsspec
 
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    fs.makedirs(root, exist_ok=True)
-    path = f"{root}/{CONFIG_FILE}"
-    if fs.exists(path):
-        old = load_magvit_config(path if "://" not in run_dir else fs.unstrip_protocol(path))
-        diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
-        changeable = set(RUN_LENGTH_FIELDS) | set(also_changeable)
+    def changeable(old: MagvitConfig) -> set[str]:
+        fields = set(RUN_LENGTH_FIELDS) | set(also_changeable)
         if (latest_step or 0) < min(cfg.image_steps, old.image_steps):
-            changeable.add("image_steps")
+            fields.add("image_steps")
         elif cfg.image_steps != old.image_steps:
-            raise TrainConfigMismatch(f"{run_dir}: image_steps can change only during the image phase; the run "
-                                      f"is at step {latest_step} with image_steps={old.image_steps} "
-                                      f"(asked: {cfg.image_steps})")
-        if set(diff) - changeable:
-            raise TrainConfigMismatch(f"{run_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
-                                      "use a new --out or the same config")
-        if not diff:
-            return
-    with fs.open(path, "w") as f:
-        f.write(dump_yaml(cfg))
+            raise TrainConfigMismatchError(
+                f"{run_dir}: image_steps can change only during the image phase; the run "
+                f"is at step {latest_step} with image_steps={old.image_steps} "
+                f"(asked: {cfg.image_steps})"
+            )
+        return fields
+
+    record.record_config(
+        run_dir,
+        cfg,
+        filename=CONFIG_FILE,
+        load=load_magvit_config,
+        changeable=changeable,
+        error=TrainConfigMismatchError,
+    )
 
 
 PERCEPTUAL_FILE = "perceptual.json"
@@ -385,8 +337,10 @@ def check_perceptual_record(run_dir: str, sha256: str, latest_step: int | None) 
     with fs.open(path, "r") as f:
         rec = json.load(f)
     if rec.get("sha256") != sha256 and latest_step is not None:
-        raise TrainConfigMismatch(f"{run_dir} trained with other perceptual weights (sha256 {rec.get('sha256', '?')[:16]}..., "
-                                  f"{rec.get('checkpoint')}); perceptual_checkpoint now has sha256 {sha256[:16]}...")
+        raise TrainConfigMismatchError(
+            f"{run_dir} trained with other perceptual weights (sha256 {rec.get('sha256', '?')[:16]}..., "
+            f"{rec.get('checkpoint')}); perceptual_checkpoint now has sha256 {sha256[:16]}..."
+        )
     return rec.get("sha256") == sha256
 
 
@@ -398,35 +352,11 @@ def write_perceptual_record(run_dir: str, checkpoint: str, sha256: str) -> None:
         json.dump({"checkpoint": checkpoint, "sha256": sha256}, f, indent=1)
 
 
-def plot_losses(history: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not history:
-        return
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for key in ("loss", "l1", "l2", "perceptual"):
-        if key in history[-1]:
-            axes[0].plot(steps, [h.get(key, np.nan) for h in history], label=key)
-    axes[0].set_yscale("log")
-    axes[0].set_title("reconstruction / total")
-    axes[1].plot(steps, [h["psnr"] for h in history], label="psnr (train batch)")
-    axes[1].set_title("PSNR dB")
-    for key in ("entropy", "per_sample_entropy", "codebook_entropy", "batch_usage"):
-        axes[2].plot(steps, [h[key] for h in history], label=key)
-    axes[2].set_title("LFQ")
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    if history and history[0].get("phase_switch"):
-        for ax in axes:
-            ax.axvline(history[0]["phase_switch"], color="gray", ls="--", lw=0.8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+LOSS_PANELS = (
+    Panel("reconstruction / total", ("loss", "l1", "l2", "perceptual"), log_y=True),
+    Panel("PSNR dB", ("psnr",)),
+    Panel("LFQ", ("entropy", "per_sample_entropy", "codebook_entropy", "batch_usage")),
+)
 
 
 def image_frame_indices(frames: int, per_clip: int) -> np.ndarray:
@@ -440,8 +370,9 @@ def build_pools(cfg: MagvitConfig, source) -> tuple[ClipPool, ClipPool]:
     made of evenly spaced frames of the pooled clips)."""
     clips = take(source, cfg.pool_clips)
     if clips.shape[1:] != (cfg.frames, cfg.height, cfg.width, 3):
-        raise VideoPoetError(f"data clips have shape {clips.shape[1:]}, the config wants "
-                             f"{(cfg.frames, cfg.height, cfg.width, 3)}")
+        raise VideoPoetError(
+            f"data clips have shape {clips.shape[1:]}, the config wants {(cfg.frames, cfg.height, cfg.width, 3)}"
+        )
     images = clips[:, image_frame_indices(cfg.frames, cfg.image_frames_per_clip)]
     return ClipPool(clips, cfg.seed), ClipPool(images.reshape(-1, 1, cfg.height, cfg.width, 3), cfg.seed + 7)
 
@@ -452,20 +383,22 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
     With ``image_steps > 0`` the run first continues the model as an image model
     (:func:`~.model.deflate_params`: exactly the video model on 1-frame clips), then goes back to video
     keeping the source's temporal taps (:func:`to_video_params`)."""
-    from videopoet.tokenizers.magvit2.tokenizer import arch_config, load_dir
-
     src = load_dir(init_from)
     have, want = arch_config(src.config), arch_config(cfg)
     params = src.params
     if have != want:
-        diff = sorted(f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name))
+        diff = sorted(
+            f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name)
+        )
         if not set(diff) <= set(GROWABLE_FIELDS):
-            raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})")
+            raise TrainConfigMismatchError(
+                f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})"
+            )
         # more residual blocks: the source grown into this config's network, computing what the source computes
         try:
             params = grow_params(params, init_params(cfg, cfg.seed))
         except ValueError as e:
-            raise TrainConfigMismatch(f"--init-from {init_from}: {e}") from None
+            raise TrainConfigMismatchError(f"--init-from {init_from}: {e}") from None
     return jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), params)
 
 
@@ -473,9 +406,18 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
 GROWABLE_FIELDS = ("num_res_blocks", "level_res_blocks")
 
 
-def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | None = None, *, pool_size: int | None = None,
-              progress: bool = True, max_seconds: float | None = None, log: Callable[[str], None] | None = None,
-              init_from: str | None = None) -> dict:
+def train_run(
+    cfg: MagvitConfig,
+    out_dir: str,
+    source: Iterable | Callable,
+    *,
+    pool_size: int | None = None,
+    progress: bool = True,
+    max_seconds: float | None = None,
+    log: Callable[[str], None] | None = None,
+    init_from: str | None = None,
+    hooks: Sequence[Hook] = (),
+) -> dict:
     """Train (or resume) a run in ``out_dir``; returns a summary dict. ``source``: clips iterator/callable.
 
     ``init_from`` (a run / export directory or URI of a video model with the same architecture) starts a
@@ -483,109 +425,144 @@ def train_run(cfg: MagvitConfig, out_dir: str, source: Iterable | Callable | Non
     trains them as an image model (deflated, exactly the video model on images) and then returns to the
     video model with the source's temporal taps kept; the source is copied to ``OUT/init_from/`` so a
     resume needs no flag. A run directory that already holds checkpoints resumes instead.
+
+    ``max_seconds`` (wall time) and SIGTERM stop the run after saving its state (no export then);
+    ``hooks`` (:class:`~videopoet.rundir.loop.Hook`) are called every N steps after the row and checkpoint.
     """
     if pool_size is not None:  # the run's config records the pool it trained from
         cfg = dataclasses.replace(cfg, pool_clips=pool_size)
         cfg.validate()
     init_params_from = init_weights_from(cfg, init_from) if init_from else None
-    mngr = _manager(out_dir)
-    latest = mngr.latest_step()
-    if cfg.freeze_encoder and init_from is None and latest is None:
-        raise TrainConfigMismatch("freeze_encoder=true trains the decoder of a trained model: give --init-from")
-    pweights, same_perceptual = None, False
-    if cfg.perceptual_weight > 0:
-        pweights, psha = perceptual.load_weights(cfg.perceptual_checkpoint)
-        same_perceptual = check_perceptual_record(out_dir, psha, latest)
-    write_config(out_dir, cfg, latest, also_changeable=("perceptual_checkpoint",) if same_perceptual else ())
-    if cfg.perceptual_weight > 0:
-        write_perceptual_record(out_dir, cfg.perceptual_checkpoint, psha)
-    if init_params_from is not None and latest is None:
-        MagvitTokenizer(cfg, init_params_from).save(f"{out_dir.rstrip('/')}/{INIT_FROM_DIR}")
-    if source is None:
-        source = resolve_source("synth", cfg.frames, cfg.height, cfg.width, seed=cfg.seed)
-    vpool, ipool = build_pools(cfg, source)
-    total = cfg.image_steps + cfg.steps
-    if latest is not None:
-        state = restore_checkpoint(mngr, latest, state_template(cfg, latest))
-        start = int(latest)
-    else:
-        start = 0
-        phase = phase_of(cfg, 0)
-        if init_params_from is not None and phase == "image":
-            init_params_from = deflate_params(init_params_from)
-        state = init_state(cfg, image_config(cfg) if phase == "image" else cfg, 1 if phase == "image" else cfg.frames,
-                           params=init_params_from)
-    metrics_path = os.path.join(out_dir, "metrics.jsonl") if "://" not in out_dir else None
-    history: list[dict] = []
-    if metrics_path and os.path.exists(metrics_path):
-        with open(metrics_path) as f:
-            history = [json.loads(line) for line in f if line.strip()]
-        history = [h for h in history if h["step"] <= start]
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, initial=start, desc=cfg.name, dynamic_ncols=True)
-    t0 = time.time()
-    step = start
-    stopped_early = False
-    while step < total:
-        phase = phase_of(cfg, step)
-        pcfg = image_config(cfg) if phase == "image" else cfg
-        fn = make_train_step(cfg, pcfg, phase_length(cfg, phase), pweights)
-        if phase == "image":
-            batch = ipool.batch(step, cfg.image_batch_size)
+    ckpts = checkpoints.Checkpoints(out_dir, max_to_keep=2)
+    latest = ckpts.latest_step()
+    try:
+        if cfg.freeze_encoder and init_from is None and latest is None:
+            raise TrainConfigMismatchError(
+                "freeze_encoder=true trains the decoder of a trained model: give --init-from"
+            )
+        pweights, same_perceptual = None, False
+        if cfg.perceptual_weight > 0:
+            pweights, psha = perceptual.load_weights(cfg.perceptual_checkpoint)
+            same_perceptual = check_perceptual_record(out_dir, psha, latest)
+        write_config(out_dir, cfg, latest, also_changeable=("perceptual_checkpoint",) if same_perceptual else ())
+        if cfg.perceptual_weight > 0:
+            write_perceptual_record(out_dir, cfg.perceptual_checkpoint, psha)
+        if init_params_from is not None and latest is None:
+            MagvitTokenizer(cfg, init_params_from).save(f"{out_dir.rstrip('/')}/{INIT_FROM_DIR}")
+        if source is None:
+            raise ValueError("train_run needs a clip source (an iterator of uint8 [T, H, W, 3] clips)")
+        vpool, ipool = build_pools(cfg, source)
+        if latest is not None:
+            state, _ = ckpts.restore(latest, checkpoints.abstract(state_template(cfg, latest)))
         else:
-            batch = vpool.batch(step, cfg.batch_size, frames=cfg.train_frames or None)  # crops if < frames
-        state, m = fn(state, jnp.asarray(batch))
-        step += 1
-        if bar is not None:
-            bar.update(1)
-        if step % cfg.log_every == 0 or step == total:
-            rec = {k: float(v) for k, v in m.items()}
-            phase_step = step - 1 - (cfg.image_steps if phase == "video" else 0)  # the optimizer's count
-            lr_now = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, phase))(phase_step)
-            rec.update(step=step, phase=phase, entropy_weight=float(entropy_weight_at(cfg, step - 1)),
-                       lr=float(lr_now),
-                       time=round(time.time() - t0, 2))
-            history.append(rec)
-            if metrics_path:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-            if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.1f}", use=f"{rec['batch_usage']:.2f}")
-            elif log:
-                log(json.dumps(rec))
-        if phase == "image" and step == cfg.image_steps:
-            # inflate the image model into the causal video model; fresh optimizer moments
-            src = init_source_params(out_dir)
-            params = to_video_params(cfg, state["params"], src)
-            ema = to_video_params(cfg, state["ema"], src)
-            disc = None
-            if cfg.gan_weight > 0:
-                disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))
-            state = init_state(cfg, cfg, cfg.frames, step=step, params=params, disc=disc)
-            state["ema"] = ema
-            save_checkpoint(mngr, state)
-        elif step % cfg.checkpoint_every == 0 or step == total:
-            save_checkpoint(mngr, state)
-        if max_seconds is not None and time.time() - t0 > max_seconds and step < total:
-            stopped_early = True  # the state is saved below unless this step was just saved
-            break
-    if bar is not None:
-        bar.close()
-    if int(state["step"]) != (mngr.latest_step() or -1):
-        save_checkpoint(mngr, state)
-    final_phase = phase_of(cfg, step)
-    export_cfg = image_config(cfg) if final_phase == "image" else cfg
+            phase = phase_of(cfg, 0)
+            if init_params_from is not None and phase == "image":
+                init_params_from = deflate_params(init_params_from)
+            state = init_state(
+                cfg,
+                image_config(cfg) if phase == "image" else cfg,
+                1 if phase == "image" else cfg.frames,
+                params=init_params_from,
+            )
+        summary = _loop(
+            cfg, out_dir, ckpts, state, int(latest or 0), vpool, ipool, pweights, progress, max_seconds, log, hooks
+        )
+    finally:
+        ckpts.close()
+    summary["init_from"] = init_from
+    return summary
+
+
+def _loop(
+    cfg: MagvitConfig,
+    out_dir: str,
+    ckpts: checkpoints.Checkpoints,
+    state: dict,
+    start: int,
+    vpool: ClipPool,
+    ipool: ClipPool,
+    pweights,
+    progress: bool,
+    max_seconds: float | None,
+    log,
+    hooks: Sequence[Hook],
+) -> dict:
+    total = cfg.image_steps + cfg.steps
+
+    def row_of(info: StepInfo) -> dict:
+        phase = phase_of(cfg, info.step - 1)
+        rec = {k: float(v) for k, v in info.metrics.items()}
+        phase_step = info.step - 1 - (cfg.image_steps if phase == "video" else 0)  # the optimizer's count
+        lr_now = lr_schedule(cfg, cfg.learning_rate, phase_length(cfg, phase))(phase_step)
+        rec.update(
+            phase=phase,
+            entropy_weight=float(entropy_weight_at(cfg, info.step - 1)),
+            lr=float(lr_now),
+            time=round(time.time() - run.t0, 2),
+        )
+        run.show(loss=f"{rec['loss']:.4f}", psnr=f"{rec['psnr']:.1f}", use=f"{rec['batch_usage']:.2f}")
+        return rec
+
+    def save(_step: int, state_n) -> None:
+        ckpts.save(_step, state_n)
+
+    vlines = (cfg.image_steps,) if cfg.image_steps and cfg.steps else ()
+    run = Run(
+        out_dir,
+        total_steps=total,
+        start_step=start,
+        save=save,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=progress,
+        desc=cfg.name,
+        max_seconds=max_seconds,
+        panels=LOSS_PANELS,
+        vlines=vlines,
+    )
+    run.add_log_hook(row_of, every=cfg.log_every)
+    if log is not None and not progress:
+        run.add_hook(lambda info: log(json.dumps(run.last_row)), every=cfg.log_every)
+    for hook in hooks:
+        run.add_hook(hook)
+    step = start
+    with run:
+        while step < total:
+            phase = phase_of(cfg, step)
+            pcfg = image_config(cfg) if phase == "image" else cfg
+            fn = make_train_step(cfg, pcfg, phase_length(cfg, phase), pweights)
+            if phase == "image":
+                batch = ipool.batch(step, cfg.image_batch_size)
+            else:
+                batch = vpool.batch(step, cfg.batch_size, frames=cfg.train_frames or None)  # crops if < frames
+            state, m = fn(state, jnp.asarray(batch))
+            step += 1
+            if phase == "image" and step == cfg.image_steps:
+                # inflate the image model into the causal video model; fresh optimizer moments
+                src = init_source_params(out_dir)
+                params = to_video_params(cfg, state["params"], src)
+                ema = to_video_params(cfg, state["ema"], src)
+                disc = None
+                if cfg.gan_weight > 0:
+                    disc = inflate_params(state["disc"], disc_params_init(cfg, cfg.frames, cfg.seed))
+                state = init_state(cfg, cfg, cfg.frames, step=step, params=params, disc=disc)
+                state["ema"] = ema
+                run.save(step, state)
+            if run.step_done(step, state, m):
+                break
+    stopped_early = run.stop_reason is not None
+    export_cfg = image_config(cfg) if phase_of(cfg, step) == "image" else cfg
     tok = MagvitTokenizer(export_cfg, state["ema"])
     if not stopped_early:
         tok.save(out_dir)
-    if "://" not in out_dir and history:
-        plot_losses(history, os.path.join(out_dir, "loss_curve.png"))
-    last = history[-1] if history else {}
+    run.plot()
+    last = run.last_row
     return {
-        "out": out_dir, "step": step, "total_steps": total, "stopped_early": stopped_early, "init_from": init_from,
-        "seconds": round(time.time() - t0, 1), "fingerprint": tok.fingerprint,
+        "out": out_dir,
+        "step": step,
+        "total_steps": total,
+        "stopped_early": stopped_early,
+        "status": run.status,
+        "seconds": round(time.time() - run.t0, 1),
+        "fingerprint": tok.fingerprint,
         "final": {k: last.get(k) for k in ("loss", "l1", "l2", "psnr", "batch_usage", "entropy")},
     }

@@ -1,30 +1,31 @@
 """Waveform sources for SoundStream training and evaluation.
 
-* :func:`world_waves` - the synthetic corpus's own audio (``videopoet.pipelines.synth``: one tone per
-  object, pitch by colour, timbre by shape, loudness by size, a click per bounce), rendered directly
-  from the scene attributes (no mp4 decode), for its ``train`` or ``heldout`` split.
 * :func:`synthetic_waves` - generic deterministic synthetic audio (1-3 harmonic tones with glides,
   envelopes, vibrato, soft noise) that widens the training distribution; ``split="train"`` and
   ``split="heldout"`` draw from disjoint seed streams.
-* ``--data synth`` alternates the two (world clips first); ``synth-world`` / ``synth-tones`` pick one.
+* ``--data synth`` alternates the synthetic corpus's own audio (``videopoet.pipelines.synth.sources``,
+  resolved by the CLI so this package never imports the pipelines) with these; ``synth-world`` /
+  ``synth-tones`` pick one.
 * :func:`file_waves` - a directory, glob or list of wav/flac files (or any fsspec URI), mono-mixed
   and resampled to the config's rate with soxr.
-* :func:`media_waves` - audio tracks of videos (mp4/webm/mkv) or webdataset shards, through
-  ``videopoet.pipelines.media`` once it is available.
-* :func:`resolve_source` - what ``--data`` on the CLI means: ``synth[:train|heldout]``, a glob/dir of
-  audio files, or media.
+* :func:`media_waves` - audio tracks of videos (mp4/webm/mkv) or of webdataset shards' members
+  (:mod:`videopoet.media`, :mod:`videopoet.media.webdataset`).
+* :func:`resolve_source` - ``synth-tones[:SPLIT]`` or a glob/dir/URI of audio files or media.
 * :func:`crops` - an endless, seeded stream of ``[batch, segment]`` float32 training crops.
 """
 
 from __future__ import annotations
 
-import glob as _glob
+import glob
 import io
 import os
 from collections.abc import Iterable, Iterator
 
+import fsspec
 import numpy as np
 
+from videopoet import media
+from videopoet.media import webdataset
 from videopoet.schemas.errors import VideoPoetError
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
@@ -61,7 +62,10 @@ def synth_clip(rng: np.random.Generator, num_samples: int, sample_rate: int = 16
 
 
 def synthetic_waves(
-    num_samples: int = 34000, sample_rate: int = 16000, split: str = "train", seed: int = 0,
+    num_samples: int = 34000,
+    sample_rate: int = 16000,
+    split: str = "train",
+    seed: int = 0,
     count: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Deterministic stream of synthetic clips; ``heldout`` never overlaps ``train``."""
@@ -75,40 +79,8 @@ def synthetic_waves(
         i += 1
 
 
-def world_waves(split: str = "train", seed: int = 0, sample_rate: int = 16000, count: int | None = None,
-                preset: str = "small") -> Iterator[np.ndarray]:
-    """Audio of the synthetic corpus's video samples (``videopoet.pipelines.synth``)."""
-    try:
-        from videopoet.pipelines.synth import load_synth_config, render_audio, sample_attrs, sample_key
-    except ImportError:
-        raise AudioDataError("videopoet.pipelines.synth is not available; use --data synth-tones") from None
-    cfg = load_synth_config(preset, [f"audio_rate={sample_rate}"])
-    i = 0
-    while count is None or i < count:
-        attrs = sample_attrs(cfg, seed, split, "video", i, sample_key(split, "video", i))
-        yield render_audio(attrs)
-        i += 1
-
-
-def mixed_synth(split: str = "train", seed: int = 0, sample_rate: int = 16000, num_samples: int = 34000):
-    """Alternate world clips and generic tone clips (generic only if the synth world is missing)."""
-    try:
-        world = world_waves(split, seed, sample_rate)
-        first = next(world)
-    except AudioDataError:
-        yield from synthetic_waves(num_samples, sample_rate, split, seed)
-        return
-    tones = synthetic_waves(num_samples, sample_rate, split, seed)
-    yield first
-    yield next(tones)
-    for w, t in zip(world, tones):
-        yield w
-        yield t
-
-
 def read_audio_file(path: str, sample_rate: int = 16000) -> np.ndarray:
     """wav/flac/ogg (local or fsspec) -> mono float32 at ``sample_rate``."""
-    import fsspec
     import soundfile as sf
     import soxr
 
@@ -130,8 +102,6 @@ def _expand(pattern: str | list[str]) -> list[str]:
             out.extend(_expand(p))
         return out
     if "://" in pattern:
-        import fsspec
-
         fs, _, paths = fsspec.get_fs_token_paths(pattern)
         return sorted(fs.unstrip_protocol(p) for p in paths)
     if os.path.isdir(pattern):
@@ -141,7 +111,7 @@ def _expand(pattern: str | list[str]) -> list[str]:
             for f in files
             if f.lower().endswith(AUDIO_EXTS + MEDIA_EXTS)
         )
-    return sorted(_glob.glob(pattern, recursive=True))
+    return sorted(glob.glob(pattern, recursive=True))
 
 
 def file_waves(paths: str | list[str], sample_rate: int = 16000) -> Iterator[np.ndarray]:
@@ -157,47 +127,41 @@ def file_waves(paths: str | list[str], sample_rate: int = 16000) -> Iterator[np.
 
 
 def media_waves(paths: list[str], sample_rate: int = 16000) -> Iterator[np.ndarray]:
-    """Audio tracks of videos / webdataset shards via ``videopoet.pipelines.media`` (if installed)."""
-    try:
-        from videopoet.pipelines import media  # noqa: F401
-    except ImportError:
-        raise AudioDataError(
-            "reading audio from videos needs videopoet.pipelines.media, which is not available; "
-            "give wav/flac files or --data synth"
-        ) from None
+    """Audio tracks of videos, and audio / video members of webdataset shards (the hardened reader; refused
+    samples and undecodable members of a shard are skipped, as the video readers skip them)."""
     for p in paths:
         if p.endswith(".tar"):
-            import tarfile
-
-            import fsspec
-
-            with fsspec.open(p, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-                for member in tar:
-                    name = member.name.lower()
-                    if not member.isfile():
+            for sample in webdataset.iter_samples(p):
+                if not isinstance(sample, webdataset.Sample):
+                    continue
+                for ext, blob in sorted(sample.members.items()):
+                    try:
+                        w = _member_wave(ext, blob, sample_rate)
+                    except media.MediaError:
                         continue
-                    blob = tar.extractfile(member).read()
-                    if name.endswith(AUDIO_EXTS):
-                        yield _decode_bytes(media, blob, sample_rate)
-                    elif name.endswith(MEDIA_EXTS[:-1]):
-                        w = _track(media, blob, sample_rate)
-                        if w is not None:
-                            yield w
+                    if w is not None:
+                        yield w
         else:
-            import fsspec
-
             with fsspec.open(p, "rb") as f:
-                w = _track(media, f.read(), sample_rate)
+                w = _track(f.read(), sample_rate)
             if w is not None:
                 yield w
 
 
-def _decode_bytes(media, blob: bytes, sample_rate: int) -> np.ndarray:
+def _member_wave(ext: str, blob: bytes, sample_rate: int) -> np.ndarray | None:
+    if f".{ext}" in AUDIO_EXTS:
+        return _decode_bytes(blob, sample_rate)
+    if f".{ext}" in MEDIA_EXTS[:-1]:
+        return _track(blob, sample_rate)
+    return None
+
+
+def _decode_bytes(blob: bytes, sample_rate: int) -> np.ndarray:
     out = media.decode_audio(blob, sample_rate=sample_rate)
     return _as_mono(out)
 
 
-def _track(media, blob: bytes, sample_rate: int):
+def _track(blob: bytes, sample_rate: int):
     out = media.extract_audio_track(blob, sample_rate=sample_rate)
     return None if out is None else _as_mono(out)
 
@@ -208,26 +172,22 @@ def _as_mono(out) -> np.ndarray:
     return wave.mean(axis=-1) if wave.ndim == 2 and wave.shape[-1] <= 8 else wave.reshape(-1)
 
 
-def resolve_source(data: str | None, sample_rate: int, num_samples: int, seed: int, split: str = "train"):
-    """``--data`` -> a (finite or endless) iterator of mono waveforms.
-
-    ``synth[:SPLIT]``, ``synth-world[:SPLIT]``, ``synth-tones[:SPLIT]`` (SPLIT train | heldout), else a
-    directory, glob, or fsspec URI of wav/flac files (and of mp4/webm/mkv/webdataset .tar shards when
-    ``videopoet.pipelines.media`` is installed).
-    """
-    if data is None or data.split(":")[0] in ("synth", "synth-world", "synth-tones"):
-        kind, _, sp = (data or "synth").partition(":")
-        sp = sp or split
-        if kind == "synth-world":
-            return world_waves(sp, seed, sample_rate)
-        if kind == "synth-tones":
-            return synthetic_waves(num_samples, sample_rate, split=sp, seed=seed)
-        return mixed_synth(sp, seed, sample_rate, num_samples)
+def resolve_source(data: str, sample_rate: int, num_samples: int, seed: int, split: str = "train"):
+    """``--data`` -> a (finite or endless) iterator of mono waveforms: ``synth-tones[:SPLIT]`` (SPLIT train |
+    heldout), else a directory, glob, or fsspec URI of wav/flac files, mp4/webm/mkv files or webdataset
+    .tar shards. (``synth`` / ``synth-world``, the synthetic corpus's audio, are resolved by the CLI.)"""
+    kind, _, sp = data.partition(":")
+    if kind == "synth-tones":
+        return synthetic_waves(num_samples, sample_rate, split=sp or split, seed=seed)
     return file_waves(data, sample_rate)
 
 
 def crops(
-    waves: Iterable[np.ndarray], batch: int, segment: int, seed: int = 0, pool: int = 256,
+    waves: Iterable[np.ndarray],
+    batch: int,
+    segment: int,
+    seed: int = 0,
+    pool: int = 256,
     cycle: bool = True,
 ) -> Iterator[np.ndarray]:
     """Endless seeded stream of ``[batch, segment]`` random crops from a pool of waveforms.

@@ -34,7 +34,9 @@ def si_snr(ref: np.ndarray, est: np.ndarray, eps: float = 1e-8) -> np.ndarray:
 _MEL_CACHE: dict = {}
 
 
-def log_mel(wave: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> np.ndarray:
+def log_mel(
+    wave: np.ndarray, sample_rate: int = 16000, n_fft: int = 1024, hop: int = 256, n_mels: int = 80
+) -> np.ndarray:
     import librosa
 
     key = (sample_rate, n_fft, n_mels)
@@ -70,7 +72,11 @@ def windows(waves: Iterable[np.ndarray], clip_samples: int, max_clips: int) -> n
 
 
 def evaluate(
-    tok: SoundStreamTokenizer, waves: Iterable[np.ndarray], *, clip_samples: int = 34000, max_clips: int = 64,
+    tok: SoundStreamTokenizer,
+    waves: Iterable[np.ndarray],
+    *,
+    clip_samples: int = 34000,
+    max_clips: int = 64,
     batch_size: int = 8,
 ) -> dict:
     cfg = tok.config

@@ -10,9 +10,9 @@ the encoder through the straight-through estimator and the commitment loss.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from videopoet.tokenizers.soundstream.config import SoundStreamConfig
 
@@ -77,11 +77,7 @@ class Decoder(nn.Module):
 
 def nearest_code(r: jax.Array, codebook: jax.Array) -> jax.Array:
     """Index of the nearest codebook row (squared L2) for each vector of ``r`` [..., D]."""
-    d = (
-        jnp.sum(r * r, axis=-1, keepdims=True)
-        - 2.0 * r @ codebook.T
-        + jnp.sum(codebook * codebook, axis=-1)
-    )
+    d = jnp.sum(r * r, axis=-1, keepdims=True) - 2.0 * r @ codebook.T + jnp.sum(codebook * codebook, axis=-1)
     return jnp.argmin(d, axis=-1).astype(jnp.int32)
 
 
@@ -173,7 +169,7 @@ def ema_update(vq: dict, aux: dict, rng, cfg: SoundStreamConfig) -> tuple[dict, 
     Returns (new vq, number of codes re-seeded per level [Q]).
     """
     decay, k = cfg.ema_decay, cfg.codebook_size
-    cb, cs, es = vq["codebook"], vq["cluster_size"], vq["embed_sum"]
+    cs, es = vq["cluster_size"], vq["embed_sum"]
     new_cb, new_cs, new_es, reseeded = [], [], [], []
     rngs = jax.random.split(rng, cfg.num_quantizers)
     for q in range(cfg.num_quantizers):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
 import os
 from functools import cached_property
@@ -22,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from videopoet.rundir import checkpoints
 from videopoet.schemas.config import from_dict, to_dict
 from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.soundstream.config import PRESETS, SoundStreamConfig, load_soundstream_config
@@ -95,7 +95,7 @@ class SoundStreamTokenizer:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def init(cls, config: SoundStreamConfig, seed: int | None = None) -> "SoundStreamTokenizer":
+    def init(cls, config: SoundStreamConfig, seed: int | None = None) -> SoundStreamTokenizer:
         return cls(config, init_variables(config, config.seed if seed is None else seed))
 
     @cached_property
@@ -115,7 +115,9 @@ class SoundStreamTokenizer:
             raise AudioInputError("encode expects one float32 array [B, N], not a list (stack clips of equal length)")
         a = np.asarray(wave)
         if a.ndim != 2:
-            raise AudioInputError(f"encode expects float32 audio [B, N]; got shape {a.shape} (use wave[None] for one clip)")
+            raise AudioInputError(
+                f"encode expects float32 audio [B, N]; got shape {a.shape} (use wave[None] for one clip)"
+            )
         if not np.issubdtype(a.dtype, np.floating):
             raise AudioInputError(
                 f"encode expects float audio in [-1, 1], got dtype {a.dtype} (int16 PCM: divide by 32768)"
@@ -124,7 +126,8 @@ class SoundStreamTokenizer:
             raise AudioInputError(f"empty audio: shape {a.shape}")
         if a.shape[1] < self.config.hop:
             raise AudioInputError(
-                f"audio too short: {a.shape[1]} samples < one frame ({self.config.hop} samples at {self.config.sample_rate} Hz)"
+                f"audio too short: {a.shape[1]} samples < one frame "
+                f"({self.config.hop} samples at {self.config.sample_rate} Hz)"
             )
         if not np.all(np.isfinite(a)):
             raise AudioInputError("audio contains NaN or infinite samples")
@@ -163,15 +166,27 @@ class SoundStreamTokenizer:
         with fs.open(f"{root}/{CONFIG_FILE}", "w") as f:
             json.dump(to_dict(self.config), f, indent=2, sort_keys=True)
         # embed_sum (EMA training statistic) is not exported: it is codebook * cluster_size again on load
-        flat = {k: v for k, v in flatten(jax.tree_util.tree_map(np.asarray, self.variables)).items() if k != "vq/embed_sum"}
+        flat = {
+            k: v for k, v in flatten(jax.tree_util.tree_map(np.asarray, self.variables)).items() if k != "vq/embed_sum"
+        }
         blob = stn.save(flat, metadata={"fingerprint": self.fingerprint})
         with fs.open(f"{root}/{WEIGHTS_FILE}", "wb") as f:
             f.write(blob)
         return directory
 
 
-ARCH_FIELDS = ("sample_rate", "strides", "codebook_size", "num_quantizers", "levels_used", "channels",
-               "max_channels", "code_dim", "res_dilations", "kernel_size")
+ARCH_FIELDS = (
+    "sample_rate",
+    "strides",
+    "codebook_size",
+    "num_quantizers",
+    "levels_used",
+    "channels",
+    "max_channels",
+    "code_dim",
+    "res_dilations",
+    "kernel_size",
+)
 
 
 def arch_config(config: SoundStreamConfig) -> SoundStreamConfig:
@@ -213,6 +228,17 @@ def read_config(directory: str) -> SoundStreamConfig:
         return from_dict(SoundStreamConfig, json.load(f))
 
 
+def read_run_variables(run_dir: str, cfg: SoundStreamConfig | None = None) -> dict:
+    """{"params", "vq"} of the latest checkpoint of a training run (the optimizer state is not read)."""
+    cfg = cfg or read_config(run_dir)
+    spec = jax.eval_shape(lambda: init_variables(cfg))
+    try:
+        _, state = checkpoints.read_subtree(run_dir, {"params": spec["params"], "vq": spec["vq"]})
+    except FileNotFoundError as e:
+        raise CheckpointNotFoundError(str(e)) from None
+    return {"params": state["params"], "vq": state["vq"]}
+
+
 def load_dir(directory: str) -> SoundStreamTokenizer:
     import fsspec
     import safetensors.numpy as stn
@@ -226,10 +252,8 @@ def load_dir(directory: str) -> SoundStreamTokenizer:
         vq = variables.get("vq", {})
         if "embed_sum" not in vq and "codebook" in vq and "cluster_size" in vq:
             vq["embed_sum"] = vq["codebook"] * vq["cluster_size"][..., None]
-    elif fs.exists(f"{root}/checkpoints"):
-        from videopoet.tokenizers.soundstream.train import restore_latest_weights
-
-        variables = restore_latest_weights(directory, cfg)
+    elif fs.exists(f"{root}/{checkpoints.CHECKPOINTS_DIR}"):
+        variables = read_run_variables(directory, cfg)
     else:
         raise CheckpointNotFoundError(f"{directory}: neither {WEIGHTS_FILE} nor checkpoints/")
     if "params" not in variables or "vq" not in variables:

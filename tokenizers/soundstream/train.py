@@ -13,7 +13,8 @@ Run directory layout::
     OUT/config.json            the SoundStreamConfig (JSON)
     OUT/checkpoints/<step>/    Orbax CheckpointManager: {"state": params, vq, opt states, rng, step}
     OUT/model.safetensors      weights-only export of the last step (what ``soundstream.load`` prefers)
-    OUT/metrics.jsonl          one JSON line per logged step
+    OUT/metrics.jsonl          one JSON line per logged step (+ TensorBoard events in OUT/tb/)
+    OUT/loss_curve.png         the loss and SI-SNR curves
 
 Resume: a run directory with checkpoints continues from the latest step (same config required). The
 model/optimizer state restores exactly; the data stream is re-seeded from ``(seed, step)``.
@@ -23,28 +24,31 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from videopoet.schemas.config import to_dict
+from videopoet.rundir import checkpoints, record
+from videopoet.rundir.loop import Hook, Run, StepInfo
+from videopoet.rundir.metrics import Panel
+from videopoet.schemas.config import from_dict
 from videopoet.schemas.errors import VideoPoetError
 from videopoet.tokenizers.soundstream.config import SoundStreamConfig
 from videopoet.tokenizers.soundstream.model import SoundStream, STFTDiscriminator, ema_update, sample_n_active, stft
 from videopoet.tokenizers.soundstream.tokenizer import (
     CONFIG_FILE,
     SoundStreamTokenizer,
+    arch_config,
     init_variables,
-    read_config,
+    load_dir,
 )
 
 
-class TrainConfigMismatch(VideoPoetError, ValueError):
+class TrainConfigMismatchError(VideoPoetError, ValueError):
     """Resuming a run directory with a different config."""
 
 
@@ -74,7 +78,9 @@ def make_optimizer(cfg: SoundStreamConfig):
     """Adam with linear warm-up, then cosine decay to 10% over ``lr_decay_steps`` (0: constant)."""
     warm = max(cfg.warmup_steps, 1)
     if cfg.lr_decay_steps > warm:
-        sched = optax.warmup_cosine_decay_schedule(0.0, cfg.learning_rate, warm, cfg.lr_decay_steps, cfg.learning_rate * 0.1)
+        sched = optax.warmup_cosine_decay_schedule(
+            0.0, cfg.learning_rate, warm, cfg.lr_decay_steps, cfg.learning_rate * 0.1
+        )
     else:
         sched = optax.join_schedules(
             [optax.linear_schedule(0.0, cfg.learning_rate, warm), optax.constant_schedule(cfg.learning_rate)], [warm]
@@ -114,14 +120,19 @@ def make_train_step(cfg: SoundStreamConfig):
         spec = multiscale_stft_loss(wave, recon, cfg.stft_scales)
         loud = (jnp.mean(wave * wave, -1) > 1e-6).astype(jnp.float32)
         snr = jnp.sum(si_snr_db(wave, recon) * loud) / jnp.maximum(jnp.sum(loud), 1.0)
-        loss = (cfg.waveform_weight * wav_l1 + cfg.stft_weight * spec + cfg.commitment_weight * aux["commit"]
-                - cfg.sisnr_weight * snr)
+        loss = (
+            cfg.waveform_weight * wav_l1
+            + cfg.stft_weight * spec
+            + cfg.commitment_weight * aux["commit"]
+            - cfg.sisnr_weight * snr
+        )
         metrics = {"wave_l1": wav_l1, "stft": spec, "commit": aux["commit"], "si_snr": snr}
         if disc is not None:
             fake_logits, fake_feats = disc.apply({"params": disc_params}, recon)
             _, real_feats = disc.apply({"params": disc_params}, wave)
             adv = jnp.mean(jax.nn.relu(1.0 - fake_logits))
-            feat = sum(jnp.mean(jnp.abs(a - jax.lax.stop_gradient(b))) for a, b in zip(fake_feats, real_feats)) / len(fake_feats)
+            pairs = zip(fake_feats, real_feats, strict=True)
+            feat = sum(jnp.mean(jnp.abs(a - jax.lax.stop_gradient(b))) for a, b in pairs) / len(fake_feats)
             loss = loss + adv_on * (cfg.adv_weight * adv + cfg.feat_weight * feat)
             metrics.update(adv=adv, feat=feat)
         metrics["loss"] = loss
@@ -152,71 +163,36 @@ def make_train_step(cfg: SoundStreamConfig):
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["reseeded"] = jnp.sum(reseeded)
         for q in range(cfg.num_quantizers):
-            used = jnp.zeros(cfg.codebook_size).at[aux["codes"][:, q].reshape(-1)].max(aux["masks"][q][:, None].repeat(aux["codes"].shape[-1], 1).reshape(-1))
+            used = (
+                jnp.zeros(cfg.codebook_size)
+                .at[aux["codes"][:, q].reshape(-1)]
+                .max(aux["masks"][q][:, None].repeat(aux["codes"].shape[-1], 1).reshape(-1))
+            )
             metrics[f"used_l{q}"] = jnp.sum(used > 0)
         return new, metrics
 
     return jax.jit(step_fn, donate_argnums=(0,))
 
 
-# ---------------------------------------------------------------------------------------- checkpoints
-def _manager(run_dir: str, max_to_keep: int = 2):
-    import orbax.checkpoint as ocp
-
-    path = run_dir if "://" in run_dir else os.path.abspath(run_dir)
-    return ocp.CheckpointManager(
-        f"{path}/checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-    )
+# ---------------------------------------------------------------------------------------- loop
+LOSS_PANELS = (
+    Panel("loss", ("loss", "wave_l1", "stft", "commit"), log_y=True),
+    Panel("SI-SNR dB", ("si_snr",)),
+)
 
 
-def save_checkpoint(mngr, state: dict) -> None:
-    import orbax.checkpoint as ocp
-
-    mngr.save(int(state["step"]), args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
-
-
-def restore_checkpoint(mngr, template: dict, step: int | None = None) -> dict:
-    import orbax.checkpoint as ocp
-
-    step = mngr.latest_step() if step is None else step
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
-    return mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+def write_config(run_dir: str, cfg: SoundStreamConfig) -> None:
+    """Write ``RUN/config.json``, or refuse a resume with any other config."""
+    record.record_config(run_dir, cfg, filename=CONFIG_FILE, load=_load_config, error=TrainConfigMismatchError)
 
 
-def restore_latest_weights(run_dir: str, cfg: SoundStreamConfig | None = None) -> dict:
-    """{"params", "vq"} of the latest Orbax step in a run directory."""
-    cfg = cfg or read_config(run_dir)
-    mngr = _manager(run_dir)
-    if mngr.latest_step() is None:
-        from videopoet.tokenizers.soundstream.tokenizer import CheckpointNotFoundError
-
-        raise CheckpointNotFoundError(f"{run_dir}: checkpoints/ holds no step")
-    state = restore_checkpoint(mngr, init_state(cfg))
-    mngr.close()
-    return {"params": state["params"], "vq": state["vq"]}
-
-
-def _write_config(run_dir: str, cfg: SoundStreamConfig) -> None:
+def _load_config(path: str) -> SoundStreamConfig:
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    fs.makedirs(root, exist_ok=True)
-    path = f"{root}/{CONFIG_FILE}"
-    if fs.exists(path):
-        old = read_config(run_dir)
-        if to_dict(old) != to_dict(cfg):
-            diff = sorted(k for k, v in to_dict(cfg).items() if to_dict(old).get(k) != v)
-            raise TrainConfigMismatch(
-                f"{run_dir} was trained with a different config (differs in: {', '.join(diff)}); "
-                "use a new --out or the same config"
-            )
-        return
-    with fs.open(path, "w") as f:
-        json.dump(to_dict(cfg), f, indent=2, sort_keys=True)
+    with fsspec.open(path, "r") as f:
+        return from_dict(SoundStreamConfig, json.load(f))
 
 
-# ---------------------------------------------------------------------------------------- loop
 def train(
     cfg: SoundStreamConfig,
     waves: Iterable[np.ndarray] | Iterator[np.ndarray] | None,
@@ -230,71 +206,80 @@ def train(
     resume: bool = True,
     init_from: str | None = None,
     log=None,
+    hooks: Sequence[Hook] = (),
 ) -> dict:
     """Train to ``steps`` total steps in ``run_dir`` (resuming if it holds checkpoints).
 
     Give either ``waves`` (mono waveforms, cropped into ``[batch_size, segment_samples]``) or
     ``batches`` (ready ``[B, segment]`` float32 arrays). ``init_from`` (a run or export directory)
     starts a *new* run from those weights and codebooks (fine-tuning: fresh optimizer, step 0; the
-    architecture must match). Returns the last logged metrics plus ``step``, ``steps_per_s`` and
-    ``resumed_from``.
+    architecture must match). ``log(row)`` gets each logged row; ``hooks``
+    (:class:`~videopoet.rundir.loop.Hook`) are called every N steps; SIGTERM saves and stops. Returns
+    the last logged metrics plus ``step``, ``steps_per_s``, ``resumed_from`` and ``status``.
     """
-    from tqdm import tqdm
-
     from videopoet.tokenizers.soundstream.data import crops
 
-    _write_config(run_dir, cfg)
-    mngr = _manager(run_dir)
-    state = init_state(cfg)
-    resumed_from = None
-    if resume and mngr.latest_step() is not None:
-        resumed_from = int(mngr.latest_step())
-        state = restore_checkpoint(mngr, state)
-    elif init_from:
-        from videopoet.tokenizers.soundstream.tokenizer import arch_config, load_dir
-
-        src = load_dir(init_from)
-        if arch_config(src.config) != arch_config(cfg):
-            raise TrainConfigMismatch(f"--init-from {init_from}: its architecture differs from this config")
-        state["params"] = jax.tree_util.tree_map(jnp.asarray, src.variables["params"])
-        state["vq"] = jax.tree_util.tree_map(jnp.asarray, src.variables["vq"])
-    start = int(state["step"])
-    if batches is None:
-        if waves is None:
-            raise ValueError("train() needs waves or batches")
-        batches = crops(waves, cfg.batch_size, cfg.segment_samples, seed=cfg.seed * 1_000_003 + start)
-    step_fn = make_train_step(cfg)
-    metrics: dict = {}
-    logged: dict = {}
-    t0 = time.time()
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(run_dir)
-    bar = tqdm(total=steps, initial=start, disable=not progress, desc=cfg.name, unit="step")
+    write_config(run_dir, cfg)
+    ckpts = checkpoints.Checkpoints(run_dir, max_to_keep=2)
     try:
-        for step in range(start, steps):
-            wave = jnp.asarray(next(batches), jnp.float32)
-            state, metrics = step_fn(state, wave)
-            done = step + 1
-            if done % log_every == 0 or done == steps:
-                logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                logged["step"] = done
-                bar.set_postfix(loss=f"{logged['loss']:.3f}", sisnr=f"{logged['si_snr']:.2f}")
-                with fs.open(f"{root}/metrics.jsonl", "a") as f:
-                    f.write(json.dumps(logged) + "\n")
-                if log is not None:
-                    log(logged)
-            if done % ckpt_every == 0 or done == steps:
-                save_checkpoint(mngr, state)
-            bar.update(1)
+        state = init_state(cfg)
+        resumed_from = None
+        if resume and ckpts.latest_step() is not None:
+            resumed_from = int(ckpts.latest_step())
+            state, _ = ckpts.restore(resumed_from, checkpoints.abstract(state))
+        elif init_from:
+            src = load_dir(init_from)
+            if arch_config(src.config) != arch_config(cfg):
+                raise TrainConfigMismatchError(f"--init-from {init_from}: its architecture differs from this config")
+            state["params"] = jax.tree_util.tree_map(jnp.asarray, src.variables["params"])
+            state["vq"] = jax.tree_util.tree_map(jnp.asarray, src.variables["vq"])
+        start = int(state["step"])
+        if batches is None:
+            if waves is None:
+                raise ValueError("train() needs waves or batches")
+            batches = crops(waves, cfg.batch_size, cfg.segment_samples, seed=cfg.seed * 1_000_003 + start)
+        step_fn = make_train_step(cfg)
+
+        def row_of(info: StepInfo) -> dict:
+            row = {k: float(v) for k, v in jax.device_get(dict(info.metrics)).items()}
+            run.show(loss=f"{row['loss']:.3f}", sisnr=f"{row['si_snr']:.2f}")
+            return row
+
+        run = Run(
+            run_dir,
+            total_steps=steps,
+            start_step=start,
+            save=ckpts.save,
+            checkpoint_every=ckpt_every,
+            progress=progress,
+            desc=cfg.name,
+            panels=LOSS_PANELS,
+        )
+        run.add_log_hook(row_of, every=log_every)
+        if log is not None:
+            run.add_hook(lambda info: log(dict(run.last_row)), every=log_every)
+        for hook in hooks:
+            run.add_hook(hook)
+        done = start
+        with run:
+            while done < steps:
+                state, metrics = step_fn(state, jnp.asarray(next(batches), jnp.float32))
+                done += 1
+                if run.step_done(done, state, metrics):
+                    break
     finally:
-        bar.close()
-        mngr.wait_until_finished()
-        mngr.close()
-    elapsed = time.time() - t0
+        ckpts.close()
+    elapsed = time.time() - run.t0
     tok = SoundStreamTokenizer(cfg, {"params": state["params"], "vq": state["vq"]})
-    tok.save(run_dir)
-    out = dict(logged)
-    out.update(step=int(state["step"]), steps_per_s=(int(state["step"]) - start) / max(elapsed, 1e-9),
-               resumed_from=resumed_from, fingerprint=tok.fingerprint)
+    if run.stop_reason is None:
+        tok.save(run_dir)
+    run.plot()
+    out = dict(run.last_row)
+    out.update(
+        step=int(state["step"]),
+        steps_per_s=(int(state["step"]) - start) / max(elapsed, 1e-9),
+        resumed_from=resumed_from,
+        fingerprint=tok.fingerprint,
+        status=run.status,
+    )
     return out

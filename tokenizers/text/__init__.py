@@ -14,7 +14,7 @@ Pipelines store ids; the trainer runs the frozen encoder (see :mod:`.tokenizer` 
 from videopoet.tokenizers.text.config import PRESETS, TextConfig, load_text_config
 from videopoet.tokenizers.text.spm import CaptionDataError, load_sentencepiece, train_sentencepiece
 from videopoet.tokenizers.text.t5 import T5CheckpointError, T5Encoder, load_hf_t5, relative_position_bucket
-from videopoet.tokenizers.text.tokenizer import TextEncoder, TextInputError, default, load
+from videopoet.tokenizers.text.tokenizer import TextEncoder, TextInputError, architecture, default, load
 
 __all__ = [
     "PRESETS",
@@ -24,6 +24,7 @@ __all__ = [
     "TextConfig",
     "TextEncoder",
     "TextInputError",
+    "architecture",
     "default",
     "load",
     "load_hf_t5",

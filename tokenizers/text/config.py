@@ -56,18 +56,35 @@ class TextConfig:
 
 
 PRESETS = {
-    "tiny": lambda: TextConfig(name="t5-tiny-random", vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+    "tiny": lambda: TextConfig(
+        name="t5-tiny-random", vocab_size=512, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4
+    ),
     "small": lambda: TextConfig(),
     "paper": lambda: TextConfig(
-        name="t5-v1_1-xl", vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32,
-        feed_forward_proj="gated-gelu", dtype="bfloat16",
+        name="t5-v1_1-xl",
+        vocab_size=32128,
+        d_model=2048,
+        d_kv=64,
+        d_ff=5120,
+        num_layers=24,
+        num_heads=32,
+        feed_forward_proj="gated-gelu",
+        dtype="bfloat16",
     ),
 }
 
 # HF config.json keys <-> TextConfig fields (same names).
 HF_KEYS = (
-    "vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
-    "relative_attention_max_distance", "layer_norm_epsilon", "feed_forward_proj",
+    "vocab_size",
+    "d_model",
+    "d_kv",
+    "d_ff",
+    "num_layers",
+    "num_heads",
+    "relative_attention_num_buckets",
+    "relative_attention_max_distance",
+    "layer_norm_epsilon",
+    "feed_forward_proj",
 )
 
 
@@ -95,10 +112,20 @@ def from_hf_config(hf: dict, name: str = "t5", **extra) -> TextConfig:
 def to_hf_config(cfg: TextConfig) -> dict:
     out = {k: getattr(cfg, k) for k in HF_KEYS}
     out.update(
-        _name_or_path=cfg.name, architectures=["T5EncoderModel"], model_type="t5", is_encoder_decoder=False, d_model=cfg.d_model,
+        _name_or_path=cfg.name,
+        architectures=["T5EncoderModel"],
+        model_type="t5",
+        is_encoder_decoder=False,
+        d_model=cfg.d_model,
         dense_act_fn="gelu_new" if cfg.feed_forward_proj == "gated-gelu" else cfg.activation,
-        is_gated_act=cfg.gated, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        num_decoder_layers=cfg.num_layers, dropout_rate=0.0, initializer_factor=1.0, use_cache=False,
+        is_gated_act=cfg.gated,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        num_decoder_layers=cfg.num_layers,
+        dropout_rate=0.0,
+        initializer_factor=1.0,
+        use_cache=False,
         tie_word_embeddings=False,
     )
     return out

@@ -10,17 +10,18 @@ and splits words into letters, while BPE reaches the requested size and keeps wo
 
 Caption sources (:func:`read_captions`): a ``.txt`` file (one caption per line), a directory or glob
 of ``.txt`` files (each file one caption, as in webdataset samples), or webdataset ``.tar`` shards
-(their ``*.txt`` members); ``synth`` draws captions from the synthetic corpus's world.
+(their ``*.txt`` members, read with the hardened reader :mod:`videopoet.media.webdataset`). The CLI
+resolves ``synth[:N]`` to the synthetic corpus's captions (``videopoet.pipelines.synth.sources``).
 """
 
 from __future__ import annotations
 
-import glob as _glob
+import glob
 import io
 import os
-import tarfile
 from collections.abc import Iterable, Iterator
 
+from videopoet.media import webdataset
 from videopoet.schemas.errors import VideoPoetError
 
 
@@ -29,7 +30,10 @@ class CaptionDataError(VideoPoetError, ValueError):
 
 
 def train_sentencepiece(
-    captions: Iterable[str], vocab_size: int = 512, model_type: str = "bpe", character_coverage: float = 1.0,
+    captions: Iterable[str],
+    vocab_size: int = 512,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
 ) -> bytes:
     """Train a SentencePiece model on captions; returns the serialized ``.model`` bytes."""
     import sentencepiece as spm
@@ -45,7 +49,10 @@ def train_sentencepiece(
             vocab_size=vocab_size,
             model_type=model_type,
             character_coverage=character_coverage,
-            pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+            pad_id=0,
+            eos_id=1,
+            unk_id=2,
+            bos_id=-1,
             num_threads=1,
             input_sentence_size=0,
             shuffle_input_sentence=False,
@@ -77,35 +84,23 @@ def load_sentencepiece(model: bytes | str):
     return sp
 
 
-def synth_captions(count: int = 4000, seed: int = 0, split: str = "train") -> list[str]:
-    """Captions of the synthetic corpus world (videos and images), a pure function of the arguments."""
-    from videopoet.pipelines.synth import load_synth_config, sample_attrs, sample_key
-
-    cfg = load_synth_config("small")
-    out = []
-    for i in range(count):
-        kind = "video" if i % 2 == 0 else "image"
-        out.append(sample_attrs(cfg, seed, split, kind, i // 2, sample_key(split, kind, i // 2))["caption"])
-    return out
-
-
 def _tar_captions(path: str) -> Iterator[str]:
-    import fsspec
-
-    with fsspec.open(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for m in tar:
-            if m.isfile() and m.name.endswith(".txt"):
+    """The ``.txt`` members of a webdataset shard (the hardened reader; refused samples and captions that
+    are not UTF-8 are skipped)."""
+    for sample in webdataset.iter_samples(path):
+        if not isinstance(sample, webdataset.Sample):
+            continue
+        for ext, blob in sorted(sample.members.items()):
+            if ext == "txt" or ext.endswith(".txt"):
                 try:
-                    yield tar.extractfile(m).read().decode("utf-8")
+                    yield blob.decode("utf-8")
                 except UnicodeDecodeError:
-                    continue  # corrupt caption: skipped
+                    continue
 
 
 def read_captions(source: str) -> list[str]:
-    """``--data``: ``synth[:N]``, a captions .txt (one per line), a dir/glob of .txt files or .tar shards."""
-    if source == "synth" or source.startswith("synth:"):
-        n = int(source.split(":", 1)[1]) if ":" in source else 4000
-        return synth_captions(n)
+    """A captions .txt (one per line), a dir/glob of .txt files or .tar shards (``synth[:N]``, the synthetic
+    corpus's captions, is resolved by the CLI)."""
     if os.path.isdir(source):
         files = sorted(os.path.join(r, f) for r, _, fs in os.walk(source) for f in fs if f.endswith((".txt", ".tar")))
     elif "://" in source:
@@ -114,7 +109,7 @@ def read_captions(source: str) -> list[str]:
         fs, _, paths = fsspec.get_fs_token_paths(source)
         files = sorted(fs.unstrip_protocol(p) for p in paths)
     else:
-        files = sorted(_glob.glob(source, recursive=True))
+        files = sorted(glob.glob(source, recursive=True))
     if not files:
         raise CaptionDataError(f"no caption files match {source!r}")
     out: list[str] = []

@@ -132,8 +132,12 @@ class T5Encoder(nn.Module):
         cfg = self.cfg
         dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
         emb = nn.Embed(cfg.vocab_size, cfg.d_model, name="shared", embedding_init=nn.initializers.normal(1.0))
-        rel = nn.Embed(cfg.relative_attention_num_buckets, cfg.num_heads, name="relative_attention_bias",
-                       embedding_init=nn.initializers.normal(1.0))
+        rel = nn.Embed(
+            cfg.relative_attention_num_buckets,
+            cfg.num_heads,
+            name="relative_attention_bias",
+            embedding_init=nn.initializers.normal(1.0),
+        )
         length = ids.shape[1]
         buckets = jnp.asarray(bucket_table(length, cfg))
         pos_bias = jnp.transpose(rel(buckets), (2, 0, 1))[None].astype(jnp.float32)  # [1, H, q, k]
@@ -150,7 +154,10 @@ def hf_names(cfg: TextConfig) -> dict[str, tuple[tuple[str, ...], bool]]:
     """HF tensor name -> (path in the Flax param tree, transpose?)."""
     out: dict[str, tuple[tuple[str, ...], bool]] = {
         "shared.weight": (("shared", "embedding"), False),
-        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": (("relative_attention_bias", "embedding"), False),
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": (
+            ("relative_attention_bias", "embedding"),
+            False,
+        ),
         "encoder.final_layer_norm.weight": (("final_norm", "scale"), False),
     }
     ffn = ("wi_0", "wi_1", "wo") if cfg.gated else ("wi", "wo")
@@ -203,8 +210,14 @@ def _check_shapes(params: dict, cfg: TextConfig) -> None:
     expect = jax.eval_shape(
         lambda: T5Encoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2), jnp.int32))
     )["params"]
-    flat_e = {"/".join(str(getattr(k, "key", k)) for k in kp): v.shape for kp, v in jax.tree_util.tree_leaves_with_path(expect)}
-    flat_p = {"/".join(str(getattr(k, "key", k)) for k in kp): np.shape(v) for kp, v in jax.tree_util.tree_leaves_with_path(params)}
+    flat_e = {
+        "/".join(str(getattr(k, "key", k)) for k in kp): v.shape
+        for kp, v in jax.tree_util.tree_leaves_with_path(expect)
+    }
+    flat_p = {
+        "/".join(str(getattr(k, "key", k)) for k in kp): np.shape(v)
+        for kp, v in jax.tree_util.tree_leaves_with_path(params)
+    }
     for k, shape in flat_e.items():
         if flat_p.get(k) != tuple(shape):
             raise T5CheckpointError(f"T5 weight {k}: shape {flat_p.get(k)} does not match config {tuple(shape)}")
@@ -212,8 +225,8 @@ def _check_shapes(params: dict, cfg: TextConfig) -> None:
 
 def _read_safetensors(fs, path: str, wanted: set[str]) -> dict[str, np.ndarray]:
     """The wanted tensors of one safetensors file; local files are read lazily (only those tensors)."""
-    from safetensors import safe_open
     import safetensors.numpy as stn
+    from safetensors import safe_open
 
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol in ("file", "local"):

@@ -158,7 +158,9 @@ def from_preset(cfg: TextConfig, spiece: bytes | None = None) -> TextEncoder:
     return TextEncoder(cfg, params, spiece if spiece is not None else _default_spiece())
 
 
-def load(source: str | TextConfig = "small", overrides=(), spiece: str | bytes | None = None, dtype: str | None = None) -> TextEncoder:
+def load(
+    source: str | TextConfig = "small", overrides=(), spiece: str | bytes | None = None, dtype: str | None = None
+) -> TextEncoder:
     """A preset (seeded random encoder + the default SentencePiece), a YAML config, or a HF T5 directory.
 
     ``spiece`` replaces the SentencePiece model (path/URI or bytes); ``dtype`` ("bfloat16") sets the
@@ -186,6 +188,29 @@ def load(source: str | TextConfig = "small", overrides=(), spiece: str | bytes |
     if sp is None:
         raise TextInputError(f"{source}: no spiece.model (give spiece=PATH)")
     return TextEncoder(cfg, params, sp)
+
+
+def architecture(source: str = "small") -> TextConfig:
+    """The encoder config ``load(source)`` would build, without its weights or SentencePiece model: a preset,
+    a YAML config, or a Hugging Face directory's ``config.json`` (``"default"`` is the ``small`` preset).
+    What an ahead-of-time compile needs: the weights' shapes, not their values."""
+    if source == "default":
+        return load_text_config("small")
+    if source in PRESETS or str(source).endswith((".yaml", ".yml")):
+        return load_text_config(source)
+    import fsspec
+
+    from videopoet.tokenizers.text.config import from_hf_config
+
+    fs, root = fsspec.core.url_to_fs(source)
+    path = f"{root.rstrip('/')}/config.json"
+    if not fs.exists(path):
+        raise TextInputError(
+            f"{source!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with a config.json"
+        )
+    with fs.open(path, "r") as f:
+        hf = json.load(f)
+    return from_hf_config(hf, name=str(hf.get("_name_or_path") or "t5"))
 
 
 def default() -> TextEncoder:

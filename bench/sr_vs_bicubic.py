@@ -1,0 +1,205 @@
+"""Super-resolution against bicubic upsampling on held-out synthetic clips.
+
+    python bench/sr_vs_bicubic.py [--train-clips 48] [--eval-clips 8] [--steps 120] [--batch 4]
+                                  [--out DIR] [key=value ...]      (SR config overrides)
+
+1. A synthetic ``small`` corpus (train split) goes through the Beam pipeline (``small`` preset, the
+   shipped tokenizers) with ``sr_pairs``: 64x64 clips and their 128x128 pairs.
+2. A ``small``-preset super-resolution transformer trains on the pairs (``--steps`` x ``--batch``).
+3. Held-out clips (the corpus's ``heldout`` split: colour x shape combinations never trained on)
+   are prepared exactly as the pipeline prepares them (the 128x128 clip is the ground truth, the
+   64x64 clip its 2x2 box average) and their 64x64 clips tokenized. Then, against the ground truth:
+
+   * ``sr``: the SR model's MaskGIT decoding of the low-resolution tokens (the caption as text),
+     decoded by the tokenizer at 128x128 (the cascade of ``videopoet generate --sr``);
+   * ``bicubic``: the tokenizer's decoding of the low-resolution tokens (64x64), bicubic-upsampled;
+   * ``bicubic_of_pixels``: the true 64x64 pixels bicubic-upsampled (no tokenizer at all);
+   * ``tokenizer_2x``: the tokenizer's reconstruction of the 128x128 ground truth itself (encode +
+     decode): what a perfect SR model's tokens would decode to.
+
+Measures per method (means over the held-out clips): PSNR (dB, over all pixels of a clip), edge
+sharpness as the ratio of the mean gradient magnitude (luma, central differences) to the ground
+truth's (1 = as sharp; bicubic blurs below 1), and the synthetic-world scorer's colour and shape
+accuracy for the main object. Prints one JSON object; BENCHMARKS.md records the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+sys.path[:] = [
+    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+]
+
+import numpy as np  # noqa: E402
+
+METHODS = ("sr", "bicubic", "bicubic_of_pixels", "tokenizer_2x")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(255.0**2 / mse)
+
+
+def mean_gradient(frames: np.ndarray) -> float:
+    """Mean gradient magnitude of the luma (central differences inside the frame)."""
+    f = np.asarray(frames, np.float64)
+    y = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) / 2.0
+    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) / 2.0
+    return float(np.mean(np.sqrt(gx**2 + gy**2)))
+
+
+def heldout_items(corpus: str, cfg, grid_hw: tuple[int, int]):
+    """(ClipItem, scorer's wanted objects) of the held-out corpus's video clips in the square bucket."""
+    from videopoet.media.webdataset import Sample, iter_samples
+    from videopoet.pipelines import prepare
+    from videopoet.pipelines.inputs import list_input_shards
+    from videopoet.pipelines.synth.score import object_truth
+
+    out = []
+    for shard in list_input_shards(os.path.join(corpus, "*.tar")):
+        for s in iter_samples(shard):
+            if not isinstance(s, Sample) or "json" not in s.members:
+                continue
+            try:
+                items = prepare.prepare_sample(s, cfg, os.path.basename(shard), "0" * 64)
+            except prepare.RejectError:
+                continue
+            attrs = json.loads(s.members["json"].decode("utf-8"))
+            for it in items:
+                if it.frames_2x is None or it.frames.shape[1:3] != grid_hw:
+                    continue
+                want = object_truth(attrs, it.lineage.clip_start_s, it.frames.shape[0] / cfg.fps)
+                out.append((it, want))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--train-clips", type=int, default=48)
+    ap.add_argument("--eval-clips", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("overrides", nargs="*", help="SR config overrides (key=value)")
+    args = ap.parse_args(argv)
+
+    import jax
+
+    from videopoet import media
+    from videopoet.pipelines import tokenize
+    from videopoet.pipelines.beam import run_beam
+    from videopoet.pipelines.config import load_pipeline_config
+    from videopoet.pipelines.synth import generate_corpus
+    from videopoet.pipelines.synth.score import score_clip
+    from videopoet.trainer.superres import data as sr_data
+    from videopoet.trainer.superres import train as sr_train
+    from videopoet.trainer.superres.cascade import Upsampler
+    from videopoet.trainer.superres.config import load_sr_config
+
+    work = args.out or tempfile.mkdtemp(prefix="sr-bench-")
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    train_corpus, eval_corpus = os.path.join(work, "train"), os.path.join(work, "heldout")
+    generate_corpus(train_corpus, clips=args.train_clips, shards=2, seed=args.seed, config="small", progress=False)
+    generate_corpus(
+        eval_corpus,
+        clips=args.eval_clips,
+        shards=1,
+        seed=args.seed + 1,
+        split="heldout",
+        config="small",
+        progress=False,
+    )
+    times["corpus_s"] = time.perf_counter() - t0
+
+    pcfg = load_pipeline_config("small", ["sr_pairs=true"])
+    root = os.path.join(work, "datasets")
+    t0 = time.perf_counter()
+    summary = run_beam(os.path.join(train_corpus, "*.tar"), "srbench", "v1", root, pcfg, workers=1, progress=False)
+    times["pipeline_s"] = time.perf_counter() - t0
+
+    cfg = load_sr_config(
+        "small",
+        [
+            f"steps={args.steps}",
+            f"batch_size={args.batch}",
+            f"warmup_steps={max(1, args.steps // 10)}",
+            f"checkpoint_every={args.steps}",
+            f"seed={args.seed}",
+            "progress=false",
+            *args.overrides,
+        ],
+    )
+    pairs = sr_data.open_dataset_pairs("srbench@v1", cfg, root)
+    run_dir = os.path.join(work, "sr-run")
+    t0 = time.perf_counter()
+    res = sr_train.train(cfg, pairs, run_dir)
+    times["train_s"] = time.perf_counter() - t0
+
+    toks = tokenize.load_tokenizers(pcfg)
+    up = Upsampler.from_run(run_dir, toks.video)
+    _, lh, lw = cfg.model.low_grid
+    down = toks.video.config.spatial_downsample
+    items = heldout_items(eval_corpus, pcfg, (lh * down, lw * down))
+    if not items:
+        raise SystemExit("no held-out clip fits the SR model's grid")
+    t0 = time.perf_counter()
+    rows = {m: {"psnr": [], "sharpness": [], "colour": [], "shape": []} for m in METHODS}
+    for i, (it, want) in enumerate(items):
+        truth = it.frames_2x
+        low_codes = toks.video.encode(it.frames[None])[0]
+        outs = {
+            "sr": up.upsample(low_codes, it.caption, seed=args.seed + i)[1],
+            "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
+            "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),
+            "tokenizer_2x": toks.video.decode(toks.video.encode(truth[None]))[0],
+        }
+        g_truth = mean_gradient(truth)
+        for m, frames in outs.items():
+            frames = np.asarray(frames, np.uint8)
+            assert frames.shape == truth.shape, (m, frames.shape, truth.shape)
+            score = score_clip(frames, want)
+            rows[m]["psnr"].append(psnr(frames, truth))
+            rows[m]["sharpness"].append(mean_gradient(frames) / max(g_truth, 1e-9))
+            rows[m]["colour"].append(float(score["colour"]))
+            rows[m]["shape"].append(float(score["shape"]))
+    times["eval_s"] = time.perf_counter() - t0
+    truth_scores = [score_clip(it.frames_2x, want) for it, want in items]
+    out = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__},
+        "command": " ".join(["python", "bench/sr_vs_bicubic.py", *(argv if argv is not None else sys.argv[1:])]),
+        "train_clips": args.train_clips,
+        "pipeline": {k: summary[k] for k in ("records", "samples_rejected", "fingerprint", "seconds") if k in summary},
+        "pairs": len(pairs),
+        "pairs_skipped": pairs.skipped,
+        "sr_config": {
+            "preset": cfg.name,
+            "steps": cfg.steps,
+            "batch_size": cfg.batch_size,
+            "sample_steps": cfg.sample.steps,
+        },
+        "sr_train": {"final_loss": res["last"].get("loss"), "final_accuracy": res["last"].get("accuracy")},
+        "heldout_clips": len(items),
+        "ground_truth_scorer": {
+            "colour": float(np.mean([s["colour"] for s in truth_scores])),
+            "shape": float(np.mean([s["shape"] for s in truth_scores])),
+        },
+        "methods": {m: {k: round(float(np.mean(v)), 4) for k, v in r.items()} for m, r in rows.items()},
+        "seconds": {k: round(v, 1) for k, v in times.items()},
+        "work_dir": work,
+    }
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

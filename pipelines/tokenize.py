@@ -1,0 +1,203 @@
+"""Tokenization: the three tokenizers of a job (through ``videopoet.tokenizers.registry``) and
+batched tokenization of clip items into TokenRecords.
+
+:func:`load_tokenizers` resolves the config's specs once per process and checks that they fit the
+config (bucket sizes, clip length, sample rate); :func:`tokenize_items` encodes clips (and their
+COMMIT condition variants) in fixed-size padded batches, so every call has the same shape and the
+result does not depend on how items were grouped; a batch that fails is retried item by item to
+isolate the sample at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from videopoet.pipelines.config import PipelineConfig
+from videopoet.pipelines.errors import PipelineError
+from videopoet.pipelines.prepare import ClipItem
+from videopoet.schemas.record import SUPERRES_STREAM, TokenRecord
+from videopoet.schemas.tokenizer_ref import MODALITY_KINDS, TokenizerRef
+from videopoet.tokenizers import registry
+
+__all__ = ["MODALITIES", "Tokenizers", "condition_kinds", "load_tokenizers", "tokenize_items", "warmup_tokenizers"]
+
+
+@dataclasses.dataclass
+class Tokenizers:
+    """The three tokenizers of a job and their references (modality -> ``TokenizerRef``)."""
+
+    video: Any
+    audio: Any
+    text: Any
+    refs: dict[str, TokenizerRef]
+
+    def lineage(self) -> dict[str, dict[str, Any]]:
+        """The manifest's ``lineage.tokenizers``: each reference plus the tokenizer's config."""
+        from videopoet.schemas.config import to_dict
+
+        return {m: {**self.refs[m].to_dict(), "config": to_dict(getattr(self, m).config)} for m in MODALITIES}
+
+    def fingerprints(self) -> dict[str, str]:
+        return {m: self.refs[m].fingerprint for m in MODALITIES}
+
+
+MODALITIES = ("video", "audio", "text")
+_TOKENIZER_CACHE: dict[tuple[str, str, str], Tokenizers] = {}
+_TOKENIZER_LOCK = threading.Lock()
+
+
+def load_tokenizers(cfg: PipelineConfig) -> Tokenizers:
+    """The three tokenizers of ``cfg``, loaded once per process (cached by their specs)."""
+    key = (cfg.video_tokenizer, cfg.audio_tokenizer, cfg.text_tokenizer)
+    with _TOKENIZER_LOCK:
+        if key not in _TOKENIZER_CACHE:
+            loaded = {m: registry.resolve(spec, MODALITY_KINDS[m]) for m, spec in zip(MODALITIES, key, strict=True)}
+            toks = Tokenizers(*(loaded[m][0] for m in MODALITIES), refs={m: loaded[m][1] for m in MODALITIES})
+            vt = toks.video.config
+            for h, w in cfg.buckets().values():
+                if h % vt.spatial_downsample or w % vt.spatial_downsample:
+                    raise PipelineError(
+                        f"bucket {w}x{h} is not a multiple of the video tokenizer's "
+                        f"spatial factor {vt.spatial_downsample}"
+                    )
+            if (cfg.clip_frames - 1) % vt.temporal_downsample:
+                raise PipelineError(f"clip_frames {cfg.clip_frames} is not 1 + {vt.temporal_downsample}k")
+            if toks.audio.config.sample_rate != cfg.sample_rate:
+                raise PipelineError(
+                    f"sample_rate {cfg.sample_rate} differs from the audio tokenizer's {toks.audio.config.sample_rate}"
+                )
+            _TOKENIZER_CACHE[key] = toks
+        return _TOKENIZER_CACHE[key]
+
+
+def warmup_tokenizers(toks: Tokenizers, cfg: PipelineConfig) -> float:
+    """Compile every shape the pipeline feeds the tokenizers (each bucket's clip and image, the
+    audio clip) so the first shards do not pay XLA compilation; returns the seconds spent."""
+    t0 = time.perf_counter()
+    for h, w in cfg.buckets().values():
+        for t in (cfg.clip_frames, 1) if cfg.images else (cfg.clip_frames,):
+            toks.video.encode(np.zeros((cfg.batch_size, t, h, w, 3), np.uint8))
+        if cfg.sr_pairs:
+            toks.video.encode(np.zeros((cfg.batch_size, cfg.clip_frames, 2 * h, 2 * w, 3), np.uint8))
+    if cfg.audio:
+        toks.audio.encode(np.zeros((cfg.batch_size, cfg.audio_samples), np.float32))
+    return time.perf_counter() - t0
+
+
+def condition_kinds(item: ClipItem, cfg: PipelineConfig) -> tuple[str, ...]:
+    """The COMMIT condition kinds a clip gets (none for images); deterministic per (sample, clip)."""
+    if item.meta.get("is_image") or not cfg.conditions:
+        return ()
+    if cfg.condition_mode == "all":
+        return tuple(cfg.conditions)
+    import zlib
+
+    k = (zlib.crc32(item.sample_key.encode("utf-8")) + item.clip_index) % len(cfg.conditions)
+    return (cfg.conditions[k],)
+
+
+def _padded_batches(arrs: list[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Fixed-size batches (the last one padded with zeros), so every call has the same shape."""
+    for i in range(0, len(arrs), batch):
+        chunk = arrs[i : i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = chunk + [np.zeros_like(chunk[0])] * (batch - n)
+        yield np.stack(chunk), n
+
+
+def tokenize_items(
+    items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig, timing: Counter | None = None
+) -> tuple[list[TokenRecord], dict[str, str]]:
+    """Batched tokenization. Returns (records in ``items`` order, {sample_key: error} for samples
+    whose tokenization failed - their records are dropped, the caller rejects them)."""
+    timing = timing if timing is not None else Counter()
+    failed: dict[str, str] = {}
+    video: dict[int, np.ndarray] = {}
+    conds: dict[tuple[int, str], np.ndarray] = {}
+    video_2x: dict[int, np.ndarray] = {}
+    audio: dict[int, np.ndarray] = {}
+    text_ids: dict[int, np.ndarray] = {}
+
+    def run(fn: Callable[[np.ndarray], np.ndarray], idxs: list[int], arrs: list[np.ndarray], out: dict, tag=None):
+        for bstart, (batch, n) in zip(
+            range(0, len(idxs), cfg.batch_size), _padded_batches(arrs, cfg.batch_size), strict=False
+        ):
+            sel = idxs[bstart : bstart + n]
+            try:
+                res = np.asarray(fn(batch))
+            except Exception:  # noqa: BLE001 - retry one by one to isolate the culprit
+                res = None
+            if res is not None:
+                for j, i in enumerate(sel):
+                    out[i if tag is None else (i, tag)] = res[j]
+                continue
+            for j, i in enumerate(sel):
+                single = np.stack([arrs[bstart + j]] * cfg.batch_size)
+                try:
+                    out[i if tag is None else (i, tag)] = np.asarray(fn(single))[0]
+                except Exception as e:  # noqa: BLE001
+                    failed.setdefault(items[i].sample_key, f"{type(e).__name__}: {e}")
+
+    t0 = time.perf_counter()
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, it in enumerate(items):
+        by_shape.setdefault(it.shape_key, []).append(i)
+    for shape in sorted(by_shape):
+        idxs = by_shape[shape]
+        run(toks.video.encode, idxs, [items[i].frames for i in idxs], video)
+        vid_idxs = [i for i in idxs if not items[i].meta["is_image"]]
+        pairs = [i for i in idxs if items[i].frames_2x is not None]
+        if pairs:
+            run(toks.video.encode, pairs, [items[i].frames_2x for i in pairs], video_2x)
+        for kind in cfg.conditions:
+            want = [i for i in vid_idxs if kind in condition_kinds(items[i], cfg)]
+            if want:
+                run(
+                    lambda b, k=kind: toks.video.encode_condition(b, k),
+                    want,
+                    [items[i].frames for i in want],
+                    conds,
+                    tag=kind,
+                )
+    timing["tokenize_video"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    a_idxs = [i for i, it in enumerate(items) if it.audio is not None]
+    if a_idxs:
+        run(toks.audio.encode, a_idxs, [items[i].audio for i in a_idxs], audio)
+    timing["tokenize_audio"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i, it in enumerate(items):
+        if it.caption is not None:
+            try:
+                text_ids[i] = np.asarray(toks.text.token_ids(it.caption), np.int32)
+            except Exception as e:  # noqa: BLE001
+                failed.setdefault(it.sample_key, f"text: {type(e).__name__}: {e}")
+    timing["tokenize_text"] += time.perf_counter() - t0
+    records = []
+    for i, it in enumerate(items):
+        if it.sample_key in failed:
+            continue
+        c = {k: conds[(i, k)].astype(np.int32) for k in cfg.conditions if (i, k) in conds}
+        if i in video_2x:  # (a failed 2x encode made its sample a tokenize reject above)
+            c[SUPERRES_STREAM] = video_2x[i].astype(np.int32)
+        records.append(
+            TokenRecord(
+                key=it.key,
+                lineage=it.lineage,
+                video=video[i].astype(np.int32),
+                audio=audio[i].astype(np.int32) if i in audio else None,
+                text_ids=text_ids.get(i),
+                caption=it.caption,
+                conditions=c,
+                meta=it.meta,
+            )
+        )
+    return records, failed

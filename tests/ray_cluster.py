@@ -1,0 +1,107 @@
+"""Local Ray clusters for the tests: one test file at a time on this machine, every process on 127.0.0.1.
+
+``exclusive()`` holds a machine-wide lock: the suite runs files on several pytest-xdist workers, and two
+Ray clusters at once would both be torn down by either one's ``ray stop --force`` (it ends every Ray
+process on the machine) and would fight over the cores. ``two_node_cluster()`` starts a head (with the
+dashboard, for the Jobs API) and a second node, returns once the Jobs API runs a job, and stops both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+LOCK = os.path.join(tempfile.gettempdir(), "videopoet-tests-ray.lock")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Wait for, then hold, the machine-wide Ray lock."""
+    with open(LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _ray(argv: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([RAY, *argv], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _start(argv: list[str], env: dict[str, str]) -> None:
+    """`ray start`, failing the test with Ray's own last words (not just an exit status)."""
+    out = _ray(["start", *argv], env)
+    if out.returncode != 0:
+        pytest.fail(f"ray start {argv[0]} exited {out.returncode}:\n{(out.stdout + out.stderr)[-3000:]}")
+
+
+def wait_for_jobs_api(dashboard: str, env: dict[str, str], limit_s: float = 240) -> None:
+    """Return once a trivial job submitted through the Jobs API has run: `ray start` returns before the
+    dashboard's HTTP server and the head's job agent answer, later still on a loaded machine."""
+    deadline = time.monotonic() + limit_s
+    last = ""
+    while time.monotonic() < deadline:
+        left = max(deadline - time.monotonic(), 1)
+        try:
+            out = _ray(["job", "submit", f"--address={dashboard}", "--", "true"], env, timeout=left)
+        except subprocess.TimeoutExpired:
+            break
+        if out.returncode == 0 and "succeeded" in (out.stdout + out.stderr).lower():
+            return
+        last = (out.stdout + out.stderr)[-1500:]
+        time.sleep(2)
+    pytest.fail(f"the Jobs API at {dashboard} did not run a job within {limit_s:.0f} s:\n{last}")
+
+
+@contextlib.contextmanager
+def two_node_cluster(env: dict[str, str], cpus_per_node: int = 2) -> Iterator[dict[str, str]]:
+    """A head and a second node on 127.0.0.1; yields ``address``, ``dashboard`` (its URL) and ``env``.
+
+    The temp dir is a short one under /tmp, not pytest's: Ray puts AF_UNIX sockets under
+    <temp-dir>/session_<date>_<pid>/sockets/, and Linux caps a socket path at 107 bytes."""
+    port, dash = free_port(), free_port()
+    tmp = tempfile.mkdtemp(prefix="vpray-", dir="/tmp")
+    head = [
+        "--head",
+        "--node-ip-address=127.0.0.1",
+        f"--port={port}",
+        f"--num-cpus={cpus_per_node}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        "--disable-usage-stats",
+        f"--temp-dir={tmp}",
+    ]
+    worker = [
+        f"--address=127.0.0.1:{port}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={cpus_per_node}",
+        "--disable-usage-stats",
+    ]
+    try:
+        _start(head, env)
+        _start(worker, env)
+        dashboard = f"http://127.0.0.1:{dash}"
+        wait_for_jobs_api(dashboard, env)
+        yield {"address": f"127.0.0.1:{port}", "dashboard": dashboard, "env": env}
+    finally:
+        _ray(["stop", "--force"], env, timeout=120)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""The super-resolution transformer (videopoet.trainer.superres): windows, factorization, training,
+MaskGIT decoding, run directories. Tiny preset, CPU."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from videopoet.rundir.loop import Hook
+from videopoet.schemas.config import ConfigError
+from videopoet.trainer.superres import config, data, model, sample, train
+
+# the tiny preset on 2 latent frames instead of the pipeline's 5: these library tests train and
+# decode many times, and the grid's length is their cost
+SHORT = ["model.grid=[2,8,8]", "model.windows=[[1,8,2],[1,2,8],[2,4,4]]"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return config.load_sr_config("tiny", SHORT)
+
+
+@pytest.fixture(scope="module")
+def pairs(tiny):
+    return data.synthetic_pairs(tiny.model, 16, tiny.text_len, seed=3)
+
+
+@pytest.fixture(scope="module")
+def params(tiny):
+    return model.init_params(tiny.model, jax.random.PRNGKey(0))
+
+
+# ------------------------------------------------------------------------------------ config
+def test_presets_and_paper_windows():
+    s1 = config.load_sr_config("paper_stage1").model
+    s2 = config.load_sr_config("paper_stage2").model
+    assert s1.grid == (5, 56, 32) and s1.low_grid == (5, 28, 16)
+    assert s1.windows == ((1, 56, 4), (1, 8, 32), (5, 8, 8))
+    assert s2.grid == (5, 112, 64) and s2.low_grid == (5, 56, 32)
+    assert s2.windows == ((1, 112, 2), (1, 4, 64), (5, 8, 8))
+    assert s1.factor_size == s2.factor_size == 512 and s1.codebook_size == 2**18
+    sp1, sp2 = config.load_sr_config("paper_stage1").sample, config.load_sr_config("paper_stage2").sample
+    assert (sp1.steps, sp1.guidance_text, sp1.guidance_lowres) == (24, 4.0, 1.0)
+    assert (sp2.steps, sp2.guidance_text, sp2.guidance_lowres) == (24, 8.0, 2.0)
+    for name, nominal in config.NOMINAL_PARAMS.items():
+        n = model.count_params(model.abstract_params(config.MODEL_PRESETS[name]()))
+        assert 0.9 * nominal <= n <= 1.1 * nominal, (name, n)
+
+
+def test_config_rejects_windows_that_do_not_tile():
+    with pytest.raises(ConfigError, match="window"):
+        config.load_sr_config("tiny", ["model.windows=[[1,3,8]]"])
+    with pytest.raises(ConfigError, match="scale"):  # the low-resolution window would be 0.5 wide
+        config.load_sr_config("tiny", ["model.windows=[[1,8,1]]"])
+    with pytest.raises(ConfigError, match="multiple of factors"):
+        config.load_sr_config("tiny", ["model.lfq_bits=7"])
+
+
+# ------------------------------------------------------------------------------------ shapes
+def test_shapes(tiny, params, pairs):
+    mc = tiny.model
+    b = pairs.batch(0, 0, 3)
+    logits = model.SuperResTransformer(mc).apply(
+        {"params": params},
+        jnp.full((3, *mc.grid), model.MASK),
+        b["low"],
+        jnp.ones(3, bool),
+        b["text_emb"],
+        b["text_mask"],
+    )
+    assert logits.shape == (3, *mc.grid, 2, 8) and logits.dtype == jnp.float32
+    codes = jnp.arange(mc.codebook_size)
+    assert np.array_equal(model.combine(model.factorize(codes, mc), mc), codes)
+    assert int(model.factorize(codes, mc).max()) == mc.factor_size - 1
+    x = jnp.arange(2 * mc.tokens * 3).reshape(2, mc.tokens, 3)
+    for w in mc.windows:
+        parts = model.partition(x, mc.grid, w)
+        assert parts.shape == (2 * mc.tokens // int(np.prod(w)), int(np.prod(w)), 3)
+        assert np.array_equal(model.merge(parts, mc.grid, w), x)
+
+
+def test_conditions_change_the_output(tiny, params, pairs):
+    """Dropping the low-resolution input or the text changes the logits (both are read)."""
+    mc = tiny.model
+    b = pairs.batch(0, 1, 2)
+    apply = model.SuperResTransformer(mc).apply
+    tokens = jnp.full((2, *mc.grid), model.MASK)
+    full = apply({"params": params}, tokens, b["low"], jnp.ones(2, bool), b["text_emb"], b["text_mask"])
+    no_low = apply({"params": params}, tokens, b["low"], jnp.zeros(2, bool), b["text_emb"], b["text_mask"])
+    no_text = apply(
+        {"params": params}, tokens, b["low"], jnp.ones(2, bool), b["text_emb"], jnp.zeros_like(b["text_mask"])
+    )
+    assert float(jnp.abs(full - no_low).max()) > 1e-4
+    assert float(jnp.abs(full - no_text).max()) > 1e-4
+    assert np.isfinite(np.asarray(no_text)).all()
+
+
+# ------------------------------------------------------------------------------------ windows
+def _naive_masked_attention(q, k, v, allowed):
+    """Full softmax attention in float64 where query i sees key j iff allowed[i, j]."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    logits = np.where(allowed[None, None], logits, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+@pytest.mark.parametrize("implementation", ["einsum", "xla"])
+def test_windowed_attention_equals_masked_full_attention(tiny, implementation):
+    mc = tiny.model
+    rng = np.random.default_rng(0)
+    for window in mc.windows:
+        low_window = mc.low_window(window)
+        for k_grid, k_window in ((mc.grid, window), (mc.low_grid, low_window)):
+            nk = int(np.prod(k_grid))
+            q = rng.normal(size=(2, mc.tokens, 2, 8)).astype(np.float32)
+            k = rng.normal(size=(2, nk, 2, 8)).astype(np.float32)
+            v = rng.normal(size=(2, nk, 2, 8)).astype(np.float32)
+            got = model.windowed_attention(q, k, v, mc.grid, window, k_grid, k_window, implementation)
+            # the reference: window membership from the coordinates themselves
+            qc = np.stack(np.meshgrid(*map(np.arange, mc.grid), indexing="ij"), -1).reshape(-1, 3)
+            kc = np.stack(np.meshgrid(*map(np.arange, k_grid), indexing="ij"), -1).reshape(-1, 3)
+            allowed = np.all(qc[:, None] // np.array(window) == kc[None] // np.array(k_window), axis=-1)
+            assert allowed.sum(1).min() == int(np.prod(k_window))
+            want = _naive_masked_attention(q, k, v, allowed)
+            np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
+            ids_q, ids_k = model.window_ids(mc.grid, window), model.window_ids(k_grid, k_window)
+            assert np.array_equal(np.asarray(ids_q)[:, None] == np.asarray(ids_k)[None], allowed)
+
+
+# ------------------------------------------------------------------------------------ factorization
+def test_factorized_loss_equals_cross_entropy_over_the_product_vocabulary(tiny):
+    mc = tiny.model
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(5, mc.factors, mc.factor_size)) * 3, jnp.float32)
+    codes = jnp.asarray(rng.integers(0, mc.codebook_size, 5), jnp.int32)
+    # the unfactorized model: one logit per code of the full codebook, the sum of its factors' logits
+    all_codes = jnp.arange(mc.codebook_size)
+    f = model.factorize(all_codes, mc)  # [V, factors]
+    joint = sum(logits[:, j, f[:, j]] for j in range(mc.factors))  # [5, V]
+    want = -jax.nn.log_softmax(joint, -1)[jnp.arange(5), codes]
+    got = model.factorized_cross_entropy(logits, codes, mc)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(-model.code_log_probs(logits, codes, mc)), np.asarray(want), rtol=1e-5)
+    lp_all = model.code_log_probs(logits[:, None], all_codes[None, :], mc)  # [5, V]: a distribution
+    np.testing.assert_allclose(np.asarray(jnp.exp(lp_all).sum(-1)), np.ones(5), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ training
+def _eval_loss(cfg, params, pairs):
+    b = {k: jnp.asarray(v) for k, v in pairs.batch(99, 0, 16).items()}
+    cfg = config.load_sr_config(cfg, ["drop_text=0.0", "drop_lowres=0.0", "lowres_noise=0.0"])
+    loss = jax.jit(lambda p, r: train.masked_loss(cfg, p, b, r)[0])
+    losses = [float(loss(params, jax.random.PRNGKey(i))) for i in range(4)]
+    return float(np.mean(losses))
+
+
+def test_training_reduces_the_loss(tmp_path, tiny, pairs):
+    cfg = config.load_sr_config(tiny, ["steps=60", "warmup_steps=5", "learning_rate=0.01", "checkpoint_every=60"])
+    before = _eval_loss(cfg, train.init_state(cfg)["params"], pairs)
+    result = train.train(cfg, pairs, str(tmp_path / "run"))
+    assert result["status"] == "completed" and result["step"] == 60
+    _, trained, step = train.load_run(str(tmp_path / "run"))
+    after = _eval_loss(cfg, trained, pairs)
+    assert step == 60
+    assert before > 0.9 * np.log(tiny.model.codebook_size)  # starts near uniform over the codes
+    assert after < 0.5 * before, (before, after)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == list(range(5, 61, 5))
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["mask_fraction"] > 0 for r in rows)
+    assert os.path.exists(tmp_path / "run" / "loss_curve.png")
+
+
+def test_checkpoint_round_trip_and_exact_resume(tmp_path, tiny, pairs):
+    cfg = config.load_sr_config(tiny, ["steps=6", "checkpoint_every=3", "log_every=3"])
+    straight = train.train(cfg, pairs, str(tmp_path / "a"))
+    assert straight["step"] == 6 and straight["resumed_from"] is None
+
+    # the same run cut after 3 steps by a hook, then resumed to 6
+    cut = train.train(
+        cfg, pairs, str(tmp_path / "b"), hooks=[Hook(lambda i: i.run.request_stop("test") if i.step == 3 else None)]
+    )
+    assert cut["status"] == "test" and cut["step"] == 3
+    _, p3, s3 = train.load_run(str(tmp_path / "b"))
+    assert s3 == 3
+    resumed = train.train(cfg, pairs, str(tmp_path / "b"))
+    assert resumed["resumed_from"] == 3 and resumed["step"] == 6
+
+    cfg_a, pa, sa = train.load_run(str(tmp_path / "a"))
+    _, pb, sb = train.load_run(str(tmp_path / "b"))
+    assert cfg_a == cfg and sa == sb == 6
+    leaves_a, leaves_b = jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)
+    assert all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(jax.tree_util.tree_leaves(p3), leaves_a, strict=True))
+    _, p_at3, _ = train.load_run(str(tmp_path / "a"), step=3)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree_util.tree_leaves(p_at3), jax.tree_util.tree_leaves(p3), strict=True)
+    )
+
+    with pytest.raises(train.SRRunError, match="differs in: learning_rate"):
+        train.train(config.load_sr_config(cfg, ["learning_rate=0.5"]), pairs, str(tmp_path / "a"))
+    with pytest.raises(train.SRRunError, match="other pairs"):
+        train.train(cfg, pairs.subset(range(8)), str(tmp_path / "a"))
+    with pytest.raises(train.SRRunError, match="not a super-resolution run"):
+        train.load_run(str(tmp_path / "nothing"))
+
+
+def test_pairs_are_checked(tiny, pairs):
+    with pytest.raises(data.PairError, match="low has shape"):
+        data.PairSet(pairs.high, pairs.high, pairs.text_emb, pairs.text_mask).check(tiny.model, tiny.text_len)
+    with pytest.raises(data.PairError, match="codes must lie"):
+        data.PairSet(pairs.high + 64, pairs.low, pairs.text_emb, pairs.text_mask).check(tiny.model, tiny.text_len)
+
+
+# ------------------------------------------------------------------------------------ MaskGIT
+def test_maskgit_decoding(tiny, params, pairs):
+    mc = tiny.model
+    b = pairs.batch(0, 2, 3)
+    opts = config.SampleConfig(steps=4)
+    args = (mc, params, b["low"], b["text_emb"], b["text_mask"])
+    first = sample.decode(*args, 7, opts)
+    assert first.shape == (3, *mc.grid) and first.dtype == np.int32
+    assert first.min() >= 0 and first.max() < mc.codebook_size  # every position filled with a code
+    assert np.array_equal(sample.decode(*args, 7, opts), first)  # deterministic under a seed
+    assert not np.array_equal(sample.decode(*args, 8, opts), first)
+
+    # guidance 0 through the three guided passes equals the conditional model alone
+    guided0 = sample.decode(*args, 7, opts, guided=True)
+    assert np.array_equal(guided0, first)
+    strong = config.SampleConfig(steps=4, guidance_text=3.0, guidance_lowres=2.0)
+    assert not np.array_equal(sample.decode(*args, 7, strong), first)
+
+    # one greedy step: every code is the conditional model's most likely one
+    greedy = sample.decode(*args, 0, config.SampleConfig(steps=1, temperature=0.0, choice_temperature=0.0))
+    logits = model.SuperResTransformer(mc).apply(
+        {"params": params},
+        jnp.full((3, *mc.grid), model.MASK),
+        b["low"],
+        jnp.ones(3, bool),
+        b["text_emb"],
+        b["text_mask"],
+    )
+    assert np.array_equal(greedy, np.asarray(model.combine(jnp.argmax(logits, -1), mc)))
+
+    # codes already known stay; the rest are filled
+    init = np.full((3, *mc.grid), model.MASK, np.int32)
+    init[:, 0] = b["high"][:, 0]
+    filled = sample.decode(*args, 7, opts, init_tokens=init)
+    assert np.array_equal(filled[:, 0], b["high"][:, 0]) and filled.min() >= 0
+
+
+def test_cosine_schedule_masks_fewer_each_step():
+    counts = [int(sample.masked_after(s, 24, 1280)) for s in range(24)]
+    assert counts[-1] == 0 and counts[0] < 1280
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
+    assert counts[11] == int(np.floor(1280 * np.cos(np.pi / 2 * 12 / 24)))
+
+
+@pytest.mark.slow
+def test_trained_model_super_resolves_its_pairs(tmp_path, tiny, pairs):
+    """After training on the synthetic pairs, MaskGIT decoding reproduces most high-resolution codes
+    (the function of the low-resolution code, the cell and the caption's class is learnt)."""
+    cfg = config.load_sr_config(
+        tiny,
+        [
+            "steps=150",
+            "warmup_steps=10",
+            "learning_rate=0.01",
+            "checkpoint_every=150",
+            "log_every=50",
+            "lowres_noise=0.1",
+        ],
+    )
+    train.train(cfg, pairs, str(tmp_path / "run"))
+    _, trained, _ = train.load_run(str(tmp_path / "run"))
+    b = pairs.batch(5, 0, 8)
+    out = sample.decode(
+        cfg.model, trained, b["low"], b["text_emb"], b["text_mask"], 0, config.SampleConfig(steps=4, temperature=0.0)
+    )
+    acc = float((out == b["high"]).mean())
+    assert acc > 0.5, acc
+
+
+def test_cascade_refuses_what_does_not_fit(tiny, params):
+    """The Upsampler refuses a tokenizer of another vocabulary, a text encoder of another width and an
+    LM grid that is not the SR model's low-resolution grid (one-line errors in generate --sr)."""
+    import types
+
+    from videopoet.trainer.superres import cascade
+
+    tok = types.SimpleNamespace(codebook_size=tiny.model.codebook_size, fingerprint="f" * 64)
+    text = types.SimpleNamespace(dim=tiny.model.text_dim)
+    up = cascade.Upsampler(tiny, params, tok, text)
+    up.check_codes(np.zeros(tiny.model.low_grid, np.int32))
+    with pytest.raises(cascade.CascadeError, match="token grid"):
+        up.check_codes(np.zeros((5, 8, 8), np.int32))
+    with pytest.raises(cascade.CascadeError, match="codes"):
+        cascade.Upsampler(tiny, params, types.SimpleNamespace(codebook_size=1024), text)
+    with pytest.raises(cascade.CascadeError, match="width"):
+        cascade.Upsampler(tiny, params, tok, types.SimpleNamespace(dim=7))

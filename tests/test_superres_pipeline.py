@@ -1,0 +1,122 @@
+"""Super-resolution pairs from the pipeline (``sr_pairs``): every video clip tokenized at the bucket
+size and at 2x into the record's SUPERRES_STREAM, counted in the manifest; the low-resolution clip is
+the box average of the high-resolution one; a source below 2x is a reject with its reason; the Ray
+stage functions write the same bytes as the Beam runner's shard function (tiny tokenizers)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from videopoet import media
+from videopoet.pipelines import prepare, shard, testing, tokenize
+from videopoet.pipelines.config import load_pipeline_config
+from videopoet.schemas.record import SUPERRES_STREAM
+
+CFG = load_pipeline_config("tiny", ["sr_pairs=true"])
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """synth tiny (64x64 / 80x64 / 64x112 sources: 2x the tiny buckets), two images and one video too
+    small for a pair, over two shards."""
+    from videopoet.pipelines.synth import generate_corpus
+
+    d = str(tmp_path_factory.mktemp("srcorpus"))
+    generate_corpus(d, clips=3, images=1, shards=2, seed=1, config="tiny", progress=False)
+    testing.write_tar(
+        os.path.join(d, "small-00000.tar"),
+        [("lowres.mp4", testing.make_video(frames=24, width=48, height=48)), ("lowres.txt", b"a small clip")],
+    )
+    return d
+
+
+def test_box_downsample_and_bicubic():
+    x = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    d = media.box_downsample(x, 2)
+    assert d.shape == (2, 2, 3, 3)
+    assert d[1, 1, 2, 0] == int(x[1, 2:4, 4:6, 0].astype(int).sum() + 2) // 4  # the mean, halves rounded up
+    assert media.upsample_bicubic(d, 2).shape == x.shape
+    with pytest.raises(ValueError, match="multiple"):
+        media.box_downsample(x[:, :3], 2)
+
+
+def test_pipeline_emits_pairs_counted_in_the_manifest(tmp_path, corpus):
+    from videopoet.cli.main import main
+    from videopoet.schemas import store
+    from videopoet.schemas.shards import read_records
+
+    root = str(tmp_path / "ds")
+    rc = main(
+        [
+            "pipeline", "run", "--input", os.path.join(corpus, "*.tar"), "--name", "sr", "--version", "v1",
+            "--root", root, "--config", "tiny", "--sr-pairs", "--no-progress", "--json",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    ds = store.open_dataset("sr@v1", root)
+    assert ds.manifest["lineage"]["pipeline_config"]["sr_pairs"] is True
+    recs = [r for p in ds.shard_paths() for r in read_records(p)]
+    videos = [r for r in recs if not r.meta["is_image"]]
+    assert videos and any(r.meta["is_image"] for r in recs)
+    for r in recs:
+        if r.meta["is_image"]:
+            assert SUPERRES_STREAM not in r.conditions
+            continue
+        hi = r.conditions[SUPERRES_STREAM]
+        t, h, w = r.video.shape
+        assert hi.shape == (t, 2 * h, 2 * w) and hi.dtype == np.int32
+    tokens = ds.manifest["totals"]["tokens"]
+    assert tokens["superres"] == sum(r.conditions[SUPERRES_STREAM].size for r in videos) > 0
+    assert tokens["condition"] == sum(v.size for r in recs for k, v in r.conditions.items() if k != SUPERRES_STREAM)
+    assert ds.manifest["rejects"]["by_reason"] == {"sr_source_too_small": 1}
+    (rej,) = list(ds.iter_rejects())
+    assert rej["key"] == "lowres" and "at least 64x64" in rej["message"]
+    assert store.verify(ds, deep=True).ok
+
+
+def test_pair_is_exact_and_ray_stages_match_the_beam_shard_function(tmp_path, corpus):
+    """The low-resolution clip is the box average of the 2x clip; the Ray runner's stage functions
+    (plan_windows -> msgpack items -> tokenize_items -> assemble_shard) give process_shard's bytes."""
+    from videopoet.media.webdataset import Sample, iter_samples
+    from videopoet.pipelines.ray import windows
+    from videopoet.schemas.store import DatasetStore
+
+    toks = tokenize.load_tokenizers(CFG)
+    src = os.path.join(corpus, "train-00000.tar")
+    sample = next(s for s in iter_samples(src) if isinstance(s, Sample) and "mp4" in s.members)
+    items = prepare.prepare_sample(sample, CFG, "train-00000.tar", "0" * 64)
+    for it in items:
+        assert it.frames_2x.shape[1:3] == (2 * it.frames.shape[1], 2 * it.frames.shape[2])
+        assert np.array_equal(it.frames, media.box_downsample(it.frames_2x, 2))
+    assert windows.unpack_items(windows.pack_items(items))[0].frames_2x.tobytes() == items[0].frames_2x.tobytes()
+
+    beam = DatasetStore(str(tmp_path / "beam")).begin("b", "v1", CFG)
+    shard.process_shard(src, CFG, toks, beam)
+    ray = DatasetStore(str(tmp_path / "ray")).begin("r", "v1", CFG)
+    rows = list(windows.plan_windows(src, CFG))
+
+    def tokenized():
+        for row in rows:
+            its = windows.unpack_items(row["items"])
+            recs, failed = tokenize.tokenize_items(its, toks, CFG) if its else ([], {})
+            import msgpack
+
+            yield shard.TokenizedWindow(
+                msgpack.unpackb(row["pre_rejects"], raw=False),
+                row["samples_in"],
+                recs,
+                list(dict.fromkeys(it.sample_key for it in its)),
+                failed,
+            )
+
+    last = rows[-1]
+    source = {"name": "train-00000.tar", "size": last["size"], "sha256": last["sha256"], "uri": src}
+    shard.assemble_shard("train-00000.tar", source, tokenized(), ray, toks.fingerprints())
+    for path in (beam.shard_path, beam.rejects_path):
+        a = path("train-00000.tar")
+        b = a.replace(str(tmp_path / "beam"), str(tmp_path / "ray")).replace("/b/", "/r/")
+        with open(a.removeprefix("file://"), "rb") as fa, open(b.removeprefix("file://"), "rb") as fb:
+            assert fa.read() == fb.read()

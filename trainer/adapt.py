@@ -1,0 +1,102 @@
+"""Task adaptation: a new run that starts from a trained run's weights (``videopoet train --init-from``).
+
+VideoPoet trains in two stages: pretraining on the whole task mixture, then task-specific adaptation
+(for instance more text-to-video, fewer other tasks) starting from the pretrained weights. An adapted
+run is an ordinary run with its own directory, config, task mixture, schedule and steps; only its
+initial parameters come from the source run (the latest checkpoint of a run directory, or one
+``RUN/checkpoints/<step>`` directory). The optimizer starts fresh (step 0, zero moments): the source's
+moments belong to another schedule and mixture, and a new warm-up is what adaptation expects.
+
+The source must have the same architecture (every model field that gives a parameter its shape or its
+meaning) and the same text encoder; otherwise the run is refused in one line naming the fields that
+differ. Compute-only fields (``model.dtype``, ``model.attention``, ``model.remat``) may differ. Where the
+weights came from is recorded in ``run.json`` (``init_from``: run dir, step, config and dataset
+fingerprints); a restart of the adapted run resumes from its own checkpoints and ignores the source.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from videopoet.rundir import checkpoints
+from videopoet.schemas.config import to_dict
+from videopoet.trainer import checkpoint, model
+from videopoet.trainer.config import ModelConfig, TrainConfig, load_train_config
+
+# ModelConfig fields that change only how the forward pass is computed, not what it computes
+COMPUTE_FIELDS = ("name", "dtype", "attention", "remat", "init_std")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    run_dir: str
+    step: int
+    cfg: TrainConfig
+    info: dict
+
+    def record(self) -> dict:
+        return {
+            "run": os.path.abspath(self.run_dir) if "://" not in self.run_dir else self.run_dir,
+            "step": self.step,
+            "config_fingerprint": checkpoint.numeric_fingerprint(self.cfg),
+            "dataset": (self.info.get("dataset") or {}).get("fingerprint"),
+            "text_encoder_fingerprint": self.info.get("text_encoder_fingerprint"),
+        }
+
+
+def resolve(source: str) -> Source:
+    """A run directory (its latest checkpoint) or ``RUN/checkpoints/<step>`` (that step)."""
+    path = source.rstrip("/")
+    step = None
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == checkpoints.CHECKPOINTS_DIR and os.path.basename(path).isdigit():
+        step, path = int(os.path.basename(path)), os.path.dirname(parent)
+    cfg_path = os.path.join(path, checkpoint.CONFIG_FILE)
+    if not os.path.exists(cfg_path):
+        raise checkpoint.RunError(f"--init-from {source}: not a training run directory (no {checkpoint.CONFIG_FILE})")
+    with checkpoints.Checkpoints(path, read_only=True) as c:
+        steps = c.all_steps()
+    if not steps:
+        raise checkpoint.RunError(f"--init-from {source}: the run has no checkpoint")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise checkpoint.RunError(f"--init-from {source}: no checkpoint at step {step} (has {steps})")
+    return Source(path, step, load_train_config(cfg_path), checkpoint.read_run_info(path) or {})
+
+
+def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """``model.FIELD A != B`` for each architecture field that differs."""
+    da, db = to_dict(a), to_dict(b)
+    return [f"model.{k} {da[k]} != {db[k]}" for k in sorted(da) if k not in COMPUTE_FIELDS and da[k] != db[k]]
+
+
+def check(src: Source, cfg: TrainConfig, text_fingerprint: str) -> None:
+    """Refuse a source whose architecture or text encoder differs from ``cfg``'s (one line)."""
+    diff = architecture_differences(src.cfg.model, cfg.model)
+    if diff:
+        raise checkpoint.RunError(
+            f"--init-from {src.run_dir}: its model differs from this run's ({', '.join(diff)}); "
+            "adaptation keeps the architecture"
+        )
+    theirs = src.info.get("text_encoder_fingerprint")
+    if theirs and theirs != text_fingerprint:
+        raise checkpoint.RunError(
+            f"--init-from {src.run_dir}: it was trained with text encoder {theirs[:12]}, this run's "
+            f"{cfg.text_encoder!r} is {text_fingerprint[:12]}"
+        )
+
+
+def initial_state(trainer, src: Source):
+    """A fresh training state (step 0, fresh optimizer moments) holding the source's parameters, placed
+    with the trainer's shardings."""
+    check(src, trainer.cfg, trainer.text.fingerprint)
+    spec = jax.eval_shape(lambda r: model.init_params(src.cfg.model, r), jax.random.PRNGKey(0))
+    _, loaded = checkpoints.read_subtree(src.run_dir, {"params": spec}, src.step)
+    params = jax.device_put(loaded["params"], trainer.state_shardings["params"])
+    state = trainer.init()
+    # AdamW's initial state does not depend on the parameters' values (zero moments, count 0)
+    return {"params": params, "opt_state": state["opt_state"], "step": state["step"]}
