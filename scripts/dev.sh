@@ -36,6 +36,6 @@ case "$cmd" in
     # such as a Ray cluster are set up once; tests/ray_cluster.py keeps two Ray clusters from running at
     # once); they share one XLA compilation cache (tests/conftest.py)
     workers="${VIDEOPOET_TEST_WORKERS:-$(python -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(min(n or 1, 4))')}"
-    exec pytest -n "$workers" --dist loadfile --durations=15 "$@" ;;
+    exec pytest -n "$workers" --dist loadgroup --no-loadscope-reorder --durations=40 "$@" ;;
   *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
 esac

@@ -55,3 +55,29 @@ def sr_root(tmp_path_factory):
     argv = ["pipeline", "run", "--input", os.path.join(corpus, "*.tar"), "--name", "sr", "--version", "v1"]
     assert main([*argv, "--root", root, "--config", "tiny", "--sr-pairs", "--no-progress", "--json"]) == 0
     return root
+
+
+# How the suite is spread over pytest-xdist workers (scripts/dev.sh runs `--dist loadgroup
+# --no-loadscope-reorder`): one group per file, so a file's module fixtures are set up once, except the
+# files that start a Ray cluster, which share one group: only one Ray cluster may run on the machine at
+# a time (tests/ray_cluster.py), and as one group they run back to back on one worker instead of
+# leaving a second worker waiting on the lock. Groups start longest first (the slowest files measured in
+# CI, in seconds, rounded), so that no long file starts last and runs alone.
+RAY_FILES = ("test_ray_pipeline.py", "test_submit_ray.py")
+SLOW_FILES = {}
+
+
+def _group(item: pytest.Item) -> str:
+    name = item.path.name
+    return "ray" if name in RAY_FILES else name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    weight = {}
+    for name, seconds in SLOW_FILES.items():
+        group = "ray" if name in RAY_FILES else name
+        weight[group] = weight.get(group, 0) + seconds
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: -weight.get(_group(item), 0))  # stable: a file's tests keep their order
