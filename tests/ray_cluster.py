@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,15 +19,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from ports import free_ports
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 LOCK = os.path.join(tempfile.gettempdir(), "videopoet-tests-ray.lock")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# ports a Ray node takes by default: the client server, the worker port range, the dashboard agent
+RAY_DEFAULT_PORTS = {10001, 52365, *range(10002, 20000)}
 
 
 @contextlib.contextmanager
@@ -77,7 +75,33 @@ def two_node_cluster(env: dict[str, str], cpus_per_node: int = 2) -> Iterator[di
 
     The temp dir is a short one under /tmp, not pytest's: Ray puts AF_UNIX sockets under
     <temp-dir>/session_<date>_<pid>/sockets/, and Linux caps a socket path at 107 bytes."""
-    port, dash = free_port(), free_port()
+    with _auth_token(env):
+        yield from _two_node_cluster(env, cpus_per_node)
+
+
+@contextlib.contextmanager
+def _auth_token(env: dict[str, str]) -> Iterator[None]:
+    """A fresh token for this cluster (Ray's token authentication): in ``env`` for the nodes and the CLIs,
+    and in this process's environment for in-process clients while the cluster runs. Every test file's
+    cluster has its own, so no file depends on a token left in ~/.ray by another."""
+    import secrets
+
+    token = secrets.token_hex(32)
+    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _two_node_cluster(env: dict[str, str], cpus_per_node: int) -> Iterator[dict[str, str]]:
+    port, dash = free_ports(2, avoid=RAY_DEFAULT_PORTS)
     tmp = tempfile.mkdtemp(prefix="vpray-", dir="/tmp")
     head = [
         "--head",

@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from ports import free_ports
 
 __all__ = ["Relay", "S3Server", "running", "s3_root", "s3_server"]
 
@@ -213,12 +214,6 @@ def _filesystem():
     return s3fs.S3FileSystem()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_ready(proc: subprocess.Popen, endpoint: str, log_path: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -272,7 +267,7 @@ def running(bucket: str = "videopoet-test", timeout_s: float = 60.0) -> Iterator
     """Start ``python -m moto.server`` on a free 127.0.0.1 port, create ``bucket``, stop it on exit."""
     log = tempfile.NamedTemporaryFile(prefix="moto-server-", suffix=".log", delete=False)
     log.close()
-    port = _free_port()
+    (port,) = free_ports(1)
     endpoint = f"http://127.0.0.1:{port}"
     with open(log.name, "wb") as out:
         proc = subprocess.Popen(

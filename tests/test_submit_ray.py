@@ -158,31 +158,19 @@ def _one_ray_cluster_at_a_time():
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A two-node cluster on 127.0.0.1 (tests/ray_cluster.py), 2 CPUs per node. The cluster's auth token is this
-    fixture's own (``RAY_AUTH_TOKEN``, for the nodes and for every client here)."""
-    import secrets
-
-    had_token = os.environ.get("RAY_AUTH_TOKEN")
-    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    """A two-node cluster on 127.0.0.1 (tests/ray_cluster.py, with its own auth token), 2 CPUs per node."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.update(
         {
             "JAX_PLATFORMS": "cpu",
-            "RAY_AUTH_MODE": "token",
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "PATH": BIN + os.pathsep + env.get("PATH", ""),
             "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
         }
     )
-    try:
-        with ray_cluster.two_node_cluster(env) as info:
-            yield info
-    finally:
-        if had_token is None:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
-        else:
-            os.environ["RAY_AUTH_TOKEN"] = had_token
+    with ray_cluster.two_node_cluster(env) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")

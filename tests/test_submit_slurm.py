@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from ports import free_ports
 
 from videopoet.cli.main import main
 from videopoet.infra.targets import slurm as slurm_target
@@ -28,12 +29,6 @@ from videopoet.trainer.config import load_train_config
 OPT = os.environ.get("VIDEOPOET_TEST_XLA_OPT", "")
 STEPS = 20
 OVERRIDES = [f"steps={STEPS}", "log_every=1", "checkpoint_every=2", "data.mixture={t2v: 1.0, fp: 1.0}"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _install() -> str | None:
@@ -118,6 +113,7 @@ def slurm(tmp_path_factory):
     assert munged.returncode == 0, munged.stderr
     started.append(_wait(lambda: _read_pid(f"{d}/munge/munged.pid"), 10, "munged's pid file"))
     conf = os.path.join(d, "slurm.conf")
+    ctld_port, slurmd_port = free_ports(2)
     with open(conf, "w") as f:
         f.write(
             "\n".join(
@@ -125,8 +121,8 @@ def slurm(tmp_path_factory):
                     "ClusterName=vptest",
                     f"SlurmctldHost={host}(127.0.0.1)",
                     "SlurmUser=root",
-                    f"SlurmctldPort={_free_port()}",
-                    f"SlurmdPort={_free_port()}",
+                    f"SlurmctldPort={ctld_port}",
+                    f"SlurmdPort={slurmd_port}",
                     "AuthType=auth/munge",
                     f"AuthInfo=socket={sock}",
                     "CredType=cred/munge",
