@@ -75,29 +75,9 @@ def two_node_cluster(env: dict[str, str], cpus_per_node: int = 2) -> Iterator[di
 
     The temp dir is a short one under /tmp, not pytest's: Ray puts AF_UNIX sockets under
     <temp-dir>/session_<date>_<pid>/sockets/, and Linux caps a socket path at 107 bytes."""
-    with _auth_token(env):
-        yield from _two_node_cluster(env, cpus_per_node)
-
-
-@contextlib.contextmanager
-def _auth_token(env: dict[str, str]) -> Iterator[None]:
-    """A fresh token for this cluster (Ray's token authentication): in ``env`` for the nodes and the CLIs,
-    and in this process's environment for in-process clients while the cluster runs. Every test file's
-    cluster has its own, so no file depends on a token left in ~/.ray by another."""
-    import secrets
-
-    token = secrets.token_hex(32)
-    env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
-    saved = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    # the session's token (tests/conftest.py), also when the caller built env before it was set
+    env.update({key: os.environ[key] for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN") if key in os.environ})
+    yield from _two_node_cluster(env, cpus_per_node)
 
 
 def _two_node_cluster(env: dict[str, str], cpus_per_node: int) -> Iterator[dict[str, str]]:

@@ -23,7 +23,6 @@ from videopoet.pipelines.testing import done_markers
 from videopoet.schemas import store
 
 pytestmark = pytest.mark.slow
-os.environ["RAY_AUTH_MODE"] = "token"  # Ray >= 2.60 clusters want a token (~/.ray/auth_token); read at import
 
 CFG = load_pipeline_config("tiny")
 VIDEOPOET = os.path.join(os.path.dirname(sys.executable), "videopoet")

@@ -29,8 +29,6 @@ from videopoet.schemas import store
 from videopoet.trainer import synthetic
 from videopoet.trainer.config import load_train_config
 
-os.environ["RAY_AUTH_MODE"] = "token"  # Ray >= 2.60 clusters want a token (~/.ray/auth_token); read at import
-
 BIN = os.path.dirname(sys.executable)
 STEPS = 24
 OVERRIDES = (f"steps={STEPS}", "log_every=1", "checkpoint_every=2", "data.mixture={t2v: 1.0, fp: 1.0}")
