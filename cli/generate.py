@@ -1,11 +1,11 @@
 """`videopoet generate`: generate with a trained model, for every VideoPoet task.
 
-    videopoet generate --run RUN_DIR --task t2v|t2i|i2v|fp|inpaint|outpaint|v2a|a2v|avcont|uncond
-                       [--prompt TEXT] [--input FILE] [--mask KIND] [--seconds S] --out FILE
+    videopoet generate --run RUN_DIR --task t2v|t2i|i2v|fp|inpaint|outpaint|stylize|v2a|a2v|avcont|uncond
+                       [--prompt TEXT] [--input FILE] [--mask KIND] [--seconds S] [--first-frame] --out FILE
                        [--seed N] [--temperature T] [--top-k K] [--top-p P] [--guidance G] [--json]
 
 Inputs by task: t2v / t2i need --prompt; i2v an image (--input x.png|jpg, optional --prompt); fp,
-inpaint, outpaint and v2a a video (--input x.mp4); a2v an audio file (--input x.wav|flac|mp3|mp4);
+inpaint, outpaint, stylize and v2a a video (--input x.mp4); a2v an audio file (--input x.wav|flac|mp3|mp4);
 avcont a video with an audio track; uncond nothing. Inputs are decoded and resized (scale to
 cover, centre crop) to the run's clip geometry with the pipelines' media code.
 
@@ -13,6 +13,9 @@ Outputs: .mp4 for video (H.264; with an AAC track when audio is generated (avcon
 (a2v: the input audio)), .png for t2i, .wav (or .mp4: the input video with the new track) for v2a.
 --seconds S (t2v, i2v, fp) makes a long video by repeated frame prediction on the last second.
 Masks: inpaint_center (inpaint); outpaint_left|right|top|bottom|border (outpaint, default border).
+stylize: the input's optical flow (and depth, when the run's dataset has depth: its ONNX network, or
+--depth-model M.onnx) rendered and tokenized as the pipeline does, plus --prompt for the new look;
+--first-frame also gives the input's first frame (the model continues from it).
 --guidance S > 1 runs conditional and unconditional rows together; the unconditional rows hide the
 text slot (what the trainer's cfg_dropout_text hides), so it acts on the tasks that take --prompt.
 The tokenizers are the ones the run's dataset was made with (from its manifest); --video-tokenizer
@@ -32,9 +35,9 @@ import os
 
 from videopoet.cli.common import add_json_flag, emit
 
-TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "v2a", "a2v", "avcont", "uncond")
+TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "stylize", "v2a", "a2v", "avcont", "uncond")
 OUT_EXT = {"t2i": (".png",), "v2a": (".wav", ".mp4")}
-SR_TASKS = ("t2v", "i2v", "fp", "inpaint", "outpaint", "a2v", "avcont", "uncond")  # one video clip out
+SR_TASKS = ("t2v", "i2v", "fp", "inpaint", "outpaint", "stylize", "a2v", "avcont", "uncond")  # one video clip out
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -54,11 +57,20 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
         "--run", required=True, metavar="RUN_DIR", help="training run directory, model directory, or default (shipped)"
     )
     p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--prompt", default=None, help="text prompt (t2v, t2i; optional for i2v, inpaint, outpaint)")
+    p.add_argument(
+        "--prompt", default=None, help="text prompt (t2v, t2i; optional for i2v, inpaint, outpaint, stylize)"
+    )
     p.add_argument("--input", default=None, metavar="FILE", help="input image / video / audio file")
     p.add_argument("--mask", default=None, metavar="KIND", help="inpaint/outpaint mask kind")
     p.add_argument("--seconds", type=float, default=None, help="long video length in seconds (t2v, i2v, fp)")
     p.add_argument("--given", type=int, default=None, help="fp/avcont: latent frames of the input kept")
+    p.add_argument("--first-frame", action="store_true", help="stylize: also give the input's first frame")
+    p.add_argument(
+        "--depth-model",
+        default=None,
+        metavar="M.onnx",
+        help="stylize: the ONNX depth network of the run's dataset, when it is not at the path the dataset recorded",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="output .mp4 / .png / .wav")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
@@ -100,6 +112,12 @@ def check_args(args) -> None:
         raise GenerationError(f"{task} takes no --prompt")
     if args.mask and task not in ("inpaint", "outpaint"):
         raise GenerationError(f"--mask applies to inpaint and outpaint, not {task}")
+    if getattr(args, "first_frame", False) and task != "stylize":
+        raise GenerationError(f"--first-frame applies to stylize, not {task}")
+    if getattr(args, "depth_model", None) and task != "stylize":
+        raise GenerationError(f"--depth-model applies to stylize, not {task}")
+    if getattr(args, "depth_model", None) and not os.path.isfile(args.depth_model):
+        raise GenerationError(f"depth model not found: {args.depth_model}")
     if args.seconds is not None:
         if task not in ("t2v", "i2v", "fp"):
             raise GenerationError(f"--seconds (long video) applies to t2v, i2v and fp, not {task}")
@@ -201,6 +219,7 @@ def _run(args) -> int:
         video_tokenizer=args.video_tokenizer,
         audio_tokenizer=args.audio_tokenizer,
         options=options,
+        depth_model=getattr(args, "depth_model", None),
     )
     sp = gen.spec
     upsampler = None
@@ -211,7 +230,14 @@ def _run(args) -> int:
         upsampler.check_codes(np.zeros(sp.latent, np.int32))  # before the LM samples: the grids must fit
     t_load = time.perf_counter() - t0
     kind = generation.INPUT_KIND.get(args.task)
-    req = generation.Request(args.task, prompt=args.prompt, mask=args.mask, given=args.given, seed=args.seed)
+    req = generation.Request(
+        args.task,
+        prompt=args.prompt,
+        mask=args.mask,
+        given=args.given,
+        first_frame=getattr(args, "first_frame", False),
+        seed=args.seed,
+    )
     input_audio = None
     if kind:
         data, track = read_input(args.input, kind, sp, need_audio=args.task == "avcont")

@@ -1,11 +1,14 @@
 """`videopoet pipeline run`: pre-tokenize webdataset corpora into a versioned dataset.
 
     videopoet pipeline run --runner beam|ray --input GLOB --name NAME --version VER [--root DATASETS]
-                           [--workers N] [--config PRESET|YAML] [--sr-pairs] [key=value ...] [--dry-run] [--json]
+                           [--workers N] [--config PRESET|YAML] [--sr-pairs] [--style-conditions [--depth-model M.onnx]]
+                           [key=value ...] [--dry-run] [--json]
                            [--no-progress] [-- runner flags passed through]
 
 ``--sr-pairs`` also tokenizes every video clip at twice the bucket size (super-resolution training
-pairs for ``videopoet train --model sr``).
+pairs for ``videopoet train --model sr``). ``--style-conditions`` adds every video clip's optical
+flow (and, with ``--depth-model``, its depth) rendered as 3-channel videos and tokenized into the
+records' ``style_flow`` / ``style_depth`` streams, which the trainer's ``stylize`` task learns from.
 
 Everything after ``--`` goes to the runner unchanged (Beam ``PipelineOptions``, e.g.
 ``-- --runner=DataflowRunner --project=P --region=R --temp_location=gs://...``).
@@ -50,6 +53,15 @@ def _run(args: argparse.Namespace) -> int:
         raise VideoPoetError(f"--workers must be >= 1, got {args.workers}")
     if getattr(args, "sr_pairs", False):
         overrides.append("sr_pairs=true")
+    if getattr(args, "depth_model", None) and not getattr(args, "style_conditions", False):
+        raise VideoPoetError("--depth-model goes with --style-conditions")
+    if getattr(args, "style_conditions", False):
+        import json
+
+        kinds = ["flow", "depth"] if args.depth_model else ["flow"]
+        overrides.append(f"style_conditions={json.dumps(kinds)}")
+        if args.depth_model:
+            overrides.append(f"depth_model={json.dumps(args.depth_model)}")
     cfg = load_pipeline_config(args.config, overrides)
     root = args.root or os.environ.get("VIDEOPOET_ROOT") or "./datasets"
     if args.runner == "ray":
@@ -178,6 +190,19 @@ def register(sub) -> None:
         action="store_true",
         help="also tokenize every video clip at twice the bucket size: super-resolution training pairs "
         "(the config's sr_pairs=true; sources below 2x the bucket are rejects)",
+    )
+    r.add_argument(
+        "--style-conditions",
+        action="store_true",
+        help="also tokenize every video clip's optical flow (OpenCV) rendered as a video: the stylize task's "
+        "style_flow stream (the config's style_conditions=[flow]); with --depth-model also its depth (style_depth)",
+    )
+    r.add_argument(
+        "--depth-model",
+        default=None,
+        metavar="M.onnx",
+        help="an ONNX depth network (input [N,3,H,W] RGB in [0,1], output [N,1,H,W] or [N,H,W]) for the "
+        "style_depth stream; checked when it loads",
     )
     r.add_argument("--dry-run", action="store_true", help="print the runner options it would submit and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -13,6 +13,11 @@ Presets (``PRESETS``):
 ``sr_pairs: true`` (any preset; ``--sr-pairs`` on the command line) adds super-resolution training
 pairs: every video clip is also tokenized at twice the bucket's size.
 
+``style_conditions: [flow]`` or ``[flow, depth]`` (``--style-conditions [--depth-model PATH.onnx]``)
+adds the stylization conditions: each video clip's optical flow (OpenCV) and depth (the ONNX network
+at ``depth_model``), rendered as 3-channel videos (:mod:`videopoet.media.style`) and tokenized by the
+video tokenizer into the record's ``style_flow`` / ``style_depth`` streams.
+
 Every field is part of the dataset fingerprint (the manifest's ``pipeline_config``). Limits refuse
 samples as rejects with a reason code (``validate`` stage), never by crashing the job.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from videopoet.media.style import STYLE_KINDS
 from videopoet.schemas.config import load_config
 
 __all__ = ["PRESETS", "PipelineConfig", "load_pipeline_config"]
@@ -67,6 +73,11 @@ class PipelineConfig:
     # 2x clip, so the pair is exact. A video source smaller than 2x the bucket is a reject
     # (sr_source_too_small); images carry no pair.
     sr_pairs: bool = False
+    # ---- stylization conditions: each video clip's optical flow ("flow") and depth ("depth", from the
+    # ONNX network at depth_model), rendered as 3-channel videos and tokenized into the record's
+    # STYLE_STREAMS (schemas.record); images carry none. Empty: none.
+    style_conditions: tuple[str, ...] = ()
+    depth_model: str = ""  # an ONNX depth network (input [N, 3, H, W] RGB in [0, 1]); needs "depth" above
     # ---- limits (validate stage)
     max_member_bytes: int = 512 * 1024 * 1024
     max_sample_bytes: int = 1024 * 1024 * 1024
@@ -120,6 +131,15 @@ class PipelineConfig:
             raise ValueError(f"condition_mode must be 'all' or 'alternate', got {self.condition_mode!r}")
         if len(set(self.conditions)) != len(self.conditions):
             raise ValueError("conditions must not repeat")
+        bad = [c for c in self.style_conditions if c not in STYLE_KINDS]
+        if bad:
+            raise ValueError(f"unknown style condition {bad[0]!r} (one of {', '.join(STYLE_KINDS)})")
+        if len(set(self.style_conditions)) != len(self.style_conditions):
+            raise ValueError("style_conditions must not repeat")
+        if "depth" in self.style_conditions and not self.depth_model:
+            raise ValueError("the depth style condition needs depth_model: PATH.onnx (a depth network)")
+        if self.depth_model and "depth" not in self.style_conditions:
+            raise ValueError("depth_model is set but style_conditions has no 'depth'")
         for name in (
             "max_member_bytes",
             "max_sample_bytes",

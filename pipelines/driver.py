@@ -16,6 +16,7 @@ process or machine does the work). A worker re-opens the staging area with :func
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 from collections import Counter
@@ -107,6 +108,23 @@ def prepare_job(
     return Job(uris, name, version, root, cfg, toks, st, work, set(done) & names, None)
 
 
+def style_lineage(cfg: PipelineConfig) -> dict[str, Any]:
+    """The manifest's ``lineage.style``: which stylization streams the records carry, how flow was
+    estimated and the depth network (its content hash; null when the dataset has no depth)."""
+    from videopoet.schemas.record import STYLE_STREAMS
+    from videopoet.schemas.shards import sha256_of
+
+    depth = None
+    if "depth" in cfg.style_conditions:
+        depth = {"path": os.path.basename(cfg.depth_model), "sha256": sha256_of(cfg.depth_model)[0]}
+    return {
+        "conditions": list(cfg.style_conditions),
+        "streams": [STYLE_STREAMS[k] for k in cfg.style_conditions],
+        "flow": "opencv-farneback" if "flow" in cfg.style_conditions else "",
+        "depth_model": depth,
+    }
+
+
 def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
     """Publish the version through the store (manifest written last, atomically)."""
     if job.already_published is not None:
@@ -120,6 +138,8 @@ def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
                 f"than the driver loaded; give every worker the same checkpoints"
             )
     lineage = {"tokenizers": job.tokenizers.lineage(), "pipeline_config": to_dict(job.cfg), "runner": runner}
+    if job.cfg.style_conditions:
+        lineage["style"] = style_lineage(job.cfg)
     return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
 
 

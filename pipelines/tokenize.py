@@ -2,8 +2,9 @@
 batched tokenization of clip items into TokenRecords.
 
 :func:`load_tokenizers` resolves the config's specs once per process and checks that they fit the
-config (bucket sizes, clip length, sample rate); :func:`tokenize_items` encodes clips (and their
-COMMIT condition variants) in fixed-size padded batches, so every call has the same shape and the
+config (bucket sizes, clip length, sample rate) and loads the style conditions' depth model, if
+any; :func:`tokenize_items` encodes clips (their COMMIT condition variants, and their flow / depth
+renders with ``style_conditions``) in fixed-size padded batches, so every call has the same shape and the
 result does not depend on how items were grouped; a batch that fails is retried item by item to
 isolate the sample at fault.
 """
@@ -19,14 +20,23 @@ from typing import Any
 
 import numpy as np
 
+from videopoet.media import style
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import PipelineError
 from videopoet.pipelines.prepare import ClipItem
-from videopoet.schemas.record import SUPERRES_STREAM, TokenRecord
+from videopoet.schemas.record import STYLE_STREAMS, SUPERRES_STREAM, TokenRecord
 from videopoet.schemas.tokenizer_ref import MODALITY_KINDS, TokenizerRef
 from videopoet.tokenizers import registry
 
-__all__ = ["MODALITIES", "Tokenizers", "condition_kinds", "load_tokenizers", "tokenize_items", "warmup_tokenizers"]
+__all__ = [
+    "MODALITIES",
+    "Tokenizers",
+    "check_style",
+    "condition_kinds",
+    "load_tokenizers",
+    "tokenize_items",
+    "warmup_tokenizers",
+]
 
 
 @dataclasses.dataclass
@@ -74,7 +84,21 @@ def load_tokenizers(cfg: PipelineConfig) -> Tokenizers:
                     f"sample_rate {cfg.sample_rate} differs from the audio tokenizer's {toks.audio.config.sample_rate}"
                 )
             _TOKENIZER_CACHE[key] = toks
-        return _TOKENIZER_CACHE[key]
+    check_style(cfg)
+    return _TOKENIZER_CACHE[key]
+
+
+def check_style(cfg: PipelineConfig) -> None:
+    """Fail the job up front (one line) when its style conditions cannot be computed: OpenCV missing,
+    or a depth model that does not load or has the wrong interface (loaded once per process)."""
+    if not cfg.style_conditions:
+        return
+    try:
+        style.optical_flow(np.zeros((2, 8, 8, 3), np.uint8))
+        if "depth" in cfg.style_conditions:
+            style.load_depth_model(cfg.depth_model)
+    except style.StyleError as e:
+        raise PipelineError(str(e)) from None
 
 
 def warmup_tokenizers(toks: Tokenizers, cfg: PipelineConfig) -> float:
@@ -123,6 +147,7 @@ def tokenize_items(
     video: dict[int, np.ndarray] = {}
     conds: dict[tuple[int, str], np.ndarray] = {}
     video_2x: dict[int, np.ndarray] = {}
+    styled: dict[tuple[int, str], np.ndarray] = {}
     audio: dict[int, np.ndarray] = {}
     text_ids: dict[int, np.ndarray] = {}
 
@@ -146,6 +171,17 @@ def tokenize_items(
                 except Exception as e:  # noqa: BLE001
                     failed.setdefault(items[i].sample_key, f"{type(e).__name__}: {e}")
 
+    renders: dict[int, dict[str, np.ndarray]] = {}  # video item -> style kind -> uint8 [T, H, W, 3]
+    if cfg.style_conditions:
+        t0 = time.perf_counter()
+        for i, it in enumerate(items):
+            if it.meta["is_image"]:
+                continue
+            try:
+                renders[i] = style.style_videos(it.frames, cfg.style_conditions, cfg.depth_model)
+            except style.StyleError as e:
+                failed.setdefault(it.sample_key, f"style: {e}")
+        timing["style"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, it in enumerate(items):
@@ -167,6 +203,10 @@ def tokenize_items(
                     conds,
                     tag=kind,
                 )
+        for kind in cfg.style_conditions:
+            want = [i for i in vid_idxs if i in renders]
+            if want:
+                run(toks.video.encode, want, [renders[i][kind] for i in want], styled, tag=kind)
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_idxs = [i for i, it in enumerate(items) if it.audio is not None]
@@ -188,6 +228,9 @@ def tokenize_items(
         c = {k: conds[(i, k)].astype(np.int32) for k in cfg.conditions if (i, k) in conds}
         if i in video_2x:  # (a failed 2x encode made its sample a tokenize reject above)
             c[SUPERRES_STREAM] = video_2x[i].astype(np.int32)
+        for kind in cfg.style_conditions:
+            if (i, kind) in styled:
+                c[STYLE_STREAMS[kind]] = styled[(i, kind)].astype(np.int32)
         records.append(
             TokenRecord(
                 key=it.key,

@@ -7,17 +7,20 @@ Pure functions over plain dicts (the manifest is JSON on disk); the filesystem s
     record_schema_version, fingerprint,
     lineage  {inputs [{name, size, sha256, uri}], tokenizers {video|audio|text: {kind, spec, name,
               fingerprint, config}}, pipeline_config {...}, pipeline_config_fingerprint,
-              package_version, runner {name, workers, options}}
+              package_version, runner {name, workers, options},
+              style {conditions, streams, flow, depth_model {path, sha256} | null} (only with
+              style_conditions: which stylization streams the records carry)}
     shards   [{path (relative to the version dir), source_shard, records, bytes, sha256,
-              tokens {video, audio, text, condition, superres}}]
+              tokens {video, audio, text, condition, superres, style}}]
     rejects  {total, by_reason {code: n}, files [{path, source_shard, records, bytes, sha256}]}
     totals   {records, bytes, shards, samples_in, samples_rejected, tokens {...}}
 
 **Fingerprint**: sha256 over the canonical JSON of what determines the content and nothing else:
-the record schema version, input (name, sha256) pairs, tokenizer fingerprints, the pipeline config
-and the (path, sha256) of every shard. URIs, sizes already implied by hashes, creation time, package
-version, the runner and worker count are recorded but not hashed, so the same data produced by Beam
-or Ray, with 1 or 8 workers, in ``/tmp`` or ``gs://``, has the same fingerprint.
+the record schema version, input (name, sha256) pairs, tokenizer fingerprints, the pipeline config,
+the (path, sha256) of every shard and, with a depth style condition, the depth network's sha256.
+URIs, sizes already implied by hashes, creation time, package version, the runner and worker count
+are recorded but not hashed, so the same data produced by Beam or Ray, with 1 or 8 workers, in
+``/tmp`` or ``gs://``, has the same fingerprint.
 
 **Tokenizers**: each entry is a :class:`~videopoet.schemas.tokenizer_ref.TokenizerRef` (kind, spec,
 name, fingerprint) plus the tokenizer's config; :func:`tokenizer_refs` reads them. Version 1 recorded
@@ -52,8 +55,9 @@ __all__ = [
 MANIFEST_FORMAT = "videopoet.DatasetManifest"
 MANIFEST_VERSION = 2
 READABLE_MANIFEST_VERSIONS = frozenset({1, 2})
-TOKEN_KINDS = ("video", "audio", "text", "condition", "superres")
-# the kinds every manifest holds (``superres``, the super-resolution pair stream, came later: optional)
+TOKEN_KINDS = ("video", "audio", "text", "condition", "superres", "style")
+# the kinds every manifest holds (``superres``, the super-resolution pair stream, and ``style``, the
+# stylization condition streams, came later: optional)
 REQUIRED_TOKEN_KINDS = ("video", "audio", "text", "condition")
 
 
@@ -80,6 +84,9 @@ def compute_fingerprint(manifest: Mapping[str, Any]) -> str:
         "pipeline_config": lin.get("pipeline_config", {}),
         "shards": sorted([str(s["path"]), str(s["sha256"])] for s in manifest.get("shards", [])),
     }
+    depth = (lin.get("style") or {}).get("depth_model")
+    if depth:  # the depth network's content makes the style_depth tokens (its path is not hashed)
+        basis["depth_model_sha256"] = depth.get("sha256")
     return hashlib.sha256(canonical_json(basis)).hexdigest()
 
 
@@ -304,6 +311,21 @@ MANIFEST_JSON_SCHEMA: dict[str, Any] = {
                 "pipeline_config_fingerprint": {"type": ["string", "null"]},
                 "package_version": {"type": "string"},
                 "runner": {"type": "object"},
+                "style": {
+                    "type": "object",
+                    "description": "the stylization conditions the records carry (pipeline style_conditions)",
+                    "required": ["conditions", "streams"],
+                    "properties": {
+                        "conditions": {"type": "array", "items": {"enum": ["flow", "depth"]}},
+                        "streams": {"type": "array", "items": {"type": "string"}},
+                        "flow": {"type": "string"},
+                        "depth_model": {
+                            "type": ["object", "null"],
+                            "required": ["path", "sha256"],
+                            "properties": {"path": {"type": "string"}, "sha256": _SHA},
+                        },
+                    },
+                },
             },
         },
         "shards": {

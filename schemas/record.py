@@ -29,6 +29,10 @@ READABLE_VERSIONS = frozenset({1})
 # The named stream of a super-resolution training pair: the clip's video tokens at twice the
 # resolution of ``video`` (the pipeline's ``sr_pairs`` option); counted apart as "superres" tokens.
 SUPERRES_STREAM = "superres_2x"
+# The stylization conditions of a clip (the pipeline's ``style_conditions``): its optical flow and
+# depth, each rendered as a 3-channel video and tokenized like ``video`` (same shape); counted apart
+# as "style" tokens.
+STYLE_STREAMS = {"flow": "style_flow", "depth": "style_depth"}
 ALLOWED_DTYPES = frozenset({"<i4", "<i2", "<u2", "<u1", "<i8", "<f4", "<f2", "|u1", "|i1"})
 
 
@@ -71,7 +75,8 @@ class TokenRecord:
     audio       int32 [levels, frames] SoundStream RVQ codes
     text_ids    int32 [L] SentencePiece ids of the caption (the trainer runs the frozen encoder)
     conditions  named int32 streams, e.g. "inpaint_center" -> [T', H', W'] COMMIT condition tokens,
-                and ``SUPERRES_STREAM`` -> [T', 2H', 2W'] the same clip's tokens at twice the resolution
+                ``SUPERRES_STREAM`` -> [T', 2H', 2W'] the same clip's tokens at twice the resolution, and
+                ``STYLE_STREAMS`` ("style_flow", "style_depth") -> [T', H', W'] its flow / depth renders' tokens
     meta        small scalar facts: "bucket" ("square"/"portrait"), "is_image", ...
     """
 
@@ -89,14 +94,18 @@ class TokenRecord:
         return None if self.video is None else tuple(self.video.shape)
 
     def token_counts(self) -> dict[str, int]:
-        """Tokens per modality (conditions and the super-resolution stream counted apart), for shard
-        stats and the manifest."""
+        """Tokens per modality (conditions, the super-resolution stream and the style streams counted
+        apart), for shard stats and the manifest."""
+        style = set(STYLE_STREAMS.values())
         return {
             "video": 0 if self.video is None else int(self.video.size),
             "audio": 0 if self.audio is None else int(self.audio.size),
             "text": 0 if self.text_ids is None else int(self.text_ids.size),
-            "condition": int(sum(v.size for k, v in self.conditions.items() if k != SUPERRES_STREAM)),
+            "condition": int(
+                sum(v.size for k, v in self.conditions.items() if k != SUPERRES_STREAM and k not in style)
+            ),
             "superres": int(self.conditions[SUPERRES_STREAM].size) if SUPERRES_STREAM in self.conditions else 0,
+            "style": int(sum(v.size for k, v in self.conditions.items() if k in style)),
         }
 
     def __eq__(self, other: object) -> bool:

@@ -45,7 +45,7 @@ __all__ = [
 
 ARRAY_RECORD_OPTIONS = "group_size:1"
 SHARD_SUFFIX = ".array_record"
-TOKEN_KINDS = ("video", "audio", "text", "condition", "superres")
+TOKEN_KINDS = ("video", "audio", "text", "condition", "superres", "style")
 
 
 def _ar():

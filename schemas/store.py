@@ -722,6 +722,7 @@ class DatasetStore:
                 "pipeline_config_fingerprint": work.config_fingerprint,
                 "package_version": str(lineage.get("package_version") or _package_version()),
                 "runner": manifest.to_plain(lineage.get("runner", {})),
+                **({"style": manifest.to_plain(lineage["style"])} if lineage.get("style") else {}),
             },
             "shards": sorted(shards, key=lambda s: s["path"]),
             "rejects": {

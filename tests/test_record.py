@@ -38,7 +38,7 @@ def test_round_trip_full_record():
     back = decode_record(blob)
     assert back == rec and encode_record(back) == blob
     assert back.latent_shape == (5, 16, 16)
-    assert back.token_counts() == {"video": 1280, "audio": 424, "text": 3, "condition": 1280, "superres": 0}
+    assert back.token_counts() == {"video": 1280, "audio": 424, "text": 3, "condition": 1280, "superres": 0, "style": 0}
     assert record_summary(back)["conditions"] == {"inpaint_center": [5, 16, 16]}
 
 

@@ -51,7 +51,7 @@ def test_shard_round_trip_and_random_access(tmp_path):
     recs = [rec(i) for i in range(5)]
     stats = shards.write_shard(str(tmp_path / "s.array_record"), recs)
     assert stats["records"] == 5
-    assert stats["tokens"] == {"video": 90, "audio": 100, "text": 17, "condition": 0, "superres": 0}
+    assert stats["tokens"] == {"video": 90, "audio": 100, "text": 17, "condition": 0, "superres": 0, "style": 0}
     assert stats["sha256"] == shards.sha256_of(str(tmp_path / "s.array_record"))[0]
     assert list(shards.read_records(str(tmp_path / "s.array_record"))) == recs
     with shards.ShardReader(str(tmp_path / "s.array_record")) as r:

@@ -146,7 +146,7 @@ def test_inpaint_outpaint_stylize_use_condition_streams_and_source():
         tasks.build("outpaint", rec, OPTS, variant=0)
     with pytest.raises(tasks.MissingInputsError, match="no_stylize_condition"):
         tasks.build("stylize", rec, OPTS)
-    ex = tasks.build("stylize", record(conditions=("depth",)), OPTS)
+    ex = tasks.build("stylize", record(conditions=("style_flow",)), OPTS)
     assert toks(ex) == [
         Special.BOS,
         Task.STYLIZE,
@@ -162,7 +162,33 @@ def test_inpaint_outpaint_stylize_use_condition_streams_and_source():
         Special.EOV_O,
         Special.EOS,
     ]
-    assert ex.variant == tasks.STYLE_KINDS.index("depth") and ex.prefix_len == 18
+    assert ex.variant == 0 and ex.prefix_len == 18
+    # flow then depth, each its own segment; variant 1 also gives the first latent frame and predicts the rest
+    both = record(conditions=("style_depth", "style_flow"))
+    assert tasks.variants("stylize", tasks.RecordInfo.of(both), OPTS) == (0, 1)
+    ex = tasks.build("stylize", both, OPTS, variant=1)
+    assert toks(ex) == [
+        Special.BOS,
+        Task.STYLIZE,
+        Special.BOT_I,
+        *T,
+        Special.EOT_I,
+        Special.BOV_I,
+        *C,
+        Special.EOV_I,
+        Special.BOV_I,
+        *C,
+        Special.EOV_I,
+        Special.BOV_I,
+        *V[:2],
+        Special.EOV_I,
+        Special.SOURCE,
+        Special.BOV_O,
+        *V[2:],
+        Special.EOV_O,
+        Special.EOS,
+    ]
+    assert ex.cond[9:15].tolist() == [tasks.COND_INPUT] * 6 and ex.prefix_len == 30
 
 
 def test_audio_tasks_level_by_level():
@@ -244,7 +270,7 @@ def test_long_caption_keeps_eos_and_skips_are_reasoned():
 
 
 def test_sequence_length_matches_build_for_every_task():
-    rec = record(conditions=("inpaint_center", "outpaint_left", "flow_depth"), portrait=True)
+    rec = record(conditions=("inpaint_center", "outpaint_left", "style_flow", "style_depth"), portrait=True)
     info = tasks.RecordInfo.of(rec)
     for task in tasks.TASK_TOKEN:
         for var in tasks.variants(task, info, OPTS):

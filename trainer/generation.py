@@ -16,6 +16,8 @@ Tasks (``TASKS``) and their inputs:
     i2v             an image (+ optional text)
     fp              a video: its first ``given`` latent frames are kept, the rest generated
     inpaint         a video + a mask kind (inpaint_center); outpaint: outpaint_left/right/top/bottom/border
+    stylize         a video (+ text, + ``first_frame``): its optical flow (and depth, when the run's dataset
+                    has depth) rendered and tokenized as the pipeline does (:mod:`videopoet.media.style`)
     v2a             a video -> its audio
     a2v             an audio clip -> a video for it
     avcont          a video with its audio track: the second half of both generated
@@ -40,8 +42,9 @@ from videopoet.schemas.tokenizer_ref import MODALITY_KINDS, TokenizerRef
 from videopoet.schemas.vocab import NUM_SPECIAL
 from videopoet.trainer import sampling, tasks
 
-TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "v2a", "a2v", "avcont", "uncond")
+TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "stylize", "v2a", "a2v", "avcont", "uncond")
 INPUT_KIND = {
+    "stylize": "video",
     "i2v": "image",
     "fp": "video",
     "inpaint": "video",
@@ -106,6 +109,7 @@ class Request:
     audio: np.ndarray | None = None  # float32 [N]
     mask: str | None = None
     given: int | None = None  # fp / avcont: latent frames given
+    first_frame: bool = False  # stylize: the input's first frame is given too
     seed: int = 0
 
 
@@ -180,8 +184,12 @@ class Generator:
         spec: MediaSpec,
         options: sampling.SamplingOptions | None = None,
         info: dict | None = None,
+        style_kinds: tuple[str, ...] = ("flow",),
+        depth_model: str = "",
     ):
         self.model, self.params, self.cfg = model, params, train_cfg
+        # stylize: the conditions of the run's dataset (its pipeline's style_conditions) and their depth network
+        self.style_kinds, self.depth_model = tuple(style_kinds), depth_model
         self.video_tok, self.audio_tok, self.text_enc = video_tok, audio_tok, text_enc
         self.spec = spec
         self.options = options or sampling.SamplingOptions()
@@ -220,6 +228,7 @@ class Generator:
         video_tokenizer: str | None = None,
         audio_tokenizer: str | None = None,
         options: sampling.SamplingOptions | None = None,
+        depth_model: str | None = None,
     ) -> Generator:
         from videopoet.trainer.checkpoint import load_run
 
@@ -233,6 +242,7 @@ class Generator:
             audio_tokenizer,
             options,
             {"run": run_dir, "step": run.step},
+            depth_model,
         )
 
     @classmethod
@@ -246,6 +256,7 @@ class Generator:
         audio_tokenizer: str | None = None,
         options: sampling.SamplingOptions | None = None,
         info: dict | None = None,
+        depth_model: str | None = None,
     ) -> Generator:
         """A generator for ``params`` of a model trained on the dataset of ``manifest``: its tokenizers
         (unless overridden) and clip geometry (evaluation during training uses the live weights)."""
@@ -265,7 +276,8 @@ class Generator:
         )
         text_enc = _load_text(train_cfg.text_encoder)
         info = {**(info or {}), "tokenizers": {"video": repr(vt), "audio": repr(at)}}
-        return cls(model, params, train_cfg, vt, at, text_enc, spec, options, info)
+        kinds, depth = _style_of(manifest, depth_model)
+        return cls(model, params, train_cfg, vt, at, text_enc, spec, options, info, kinds, depth)
 
     # ---------------------------------------------------------------- records
     def _text(self, prompt: str | None) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -306,6 +318,12 @@ class Generator:
                 raise GenerationError(f"--mask {kind!r} is not a {r.task} mask (one of {', '.join(kinds)})")
             conds = {kind: self.video_tok.encode_condition(np.asarray(r.video, np.uint8)[None], kind)[0]}
             variant = kinds.index(kind)
+        elif r.task == "stylize":
+            conds = self._style_conditions(r.video)
+            if r.first_frame:
+                first = self._encode_video(r.video)[:1]
+                video = np.concatenate([first, zeros_v[1:]])
+                given_v, given_px, variant = first, 1, 1
         elif r.task == "v2a":
             video = self._encode_video(r.video)
             audio = zeros_a
@@ -333,6 +351,21 @@ class Generator:
             meta={"bucket": "square"},
         )
         return rec, variant, given_v, given_a, given_px
+
+    def _style_conditions(self, video: np.ndarray) -> dict[str, np.ndarray]:
+        """The stylize condition streams of a clip: its flow / depth renders, tokenized (as the pipeline does)."""
+        from videopoet.media import style
+        from videopoet.schemas.record import STYLE_STREAMS
+
+        if "depth" in self.style_kinds and not self.depth_model:
+            raise GenerationError(
+                "the run's dataset has depth conditions; give --depth-model PATH.onnx (the network it was made with)"
+            )
+        try:
+            renders = style.style_videos(np.asarray(video, np.uint8), self.style_kinds, self.depth_model)
+        except style.StyleError as e:
+            raise GenerationError(str(e)) from None
+        return {STYLE_STREAMS[k]: self._encode_video(v) for k, v in renders.items()}
 
     def _given(self, given: int | None, task: str) -> int:
         tl = self.spec.latent[0]
@@ -373,6 +406,8 @@ class Generator:
             raise GenerationError(f"{r.task}: this run's vocabulary has no audio")
         if r.mask is not None and r.task not in ("inpaint", "outpaint"):
             raise GenerationError(f"--mask applies to inpaint and outpaint, not {r.task}")
+        if r.first_frame and r.task != "stylize":
+            raise GenerationError(f"--first-frame applies to stylize, not {r.task}")
         sp = self.spec
         if r.video is not None and tuple(r.video.shape) != (sp.frames, sp.height, sp.width, 3):
             raise GenerationError(
@@ -450,6 +485,8 @@ class Generator:
         frames = np.array(res.frames, np.uint8)
         if r.task == "i2v" and r.image is not None:
             frames[0] = r.image
+        elif r.task == "stylize" and r.first_frame and r.video is not None:
+            frames[0] = np.asarray(r.video, np.uint8)[0]
         elif r.task in ("fp", "avcont") and r.video is not None and res.given_frames:
             frames[: res.given_frames] = np.asarray(r.video, np.uint8)[: res.given_frames]
         elif r.task in ("inpaint", "outpaint") and r.video is not None:
@@ -552,6 +589,34 @@ def _dataset_manifest(info: dict) -> dict:
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def _style_of(manifest: dict, depth_model: str | None) -> tuple[tuple[str, ...], str]:
+    """(style kinds, depth network path) for stylize: the dataset's ``style_conditions`` (flow alone
+    for a run whose dataset has none: the trainer then had no stylize examples), and its depth network
+    (``depth_model`` overrides the path the dataset was made with; a network whose content differs
+    from the one the manifest records is refused)."""
+    import os
+
+    lineage = manifest.get("lineage") or {}
+    pcfg = lineage.get("pipeline_config") or {}
+    kinds = tuple(pcfg.get("style_conditions") or ("flow",))
+    if "depth" not in kinds:
+        if depth_model:
+            raise GenerationError("--depth-model: the run's dataset has no depth condition (flow only)")
+        return kinds, ""
+    path = depth_model or str(pcfg.get("depth_model") or "")
+    if not path or not os.path.isfile(path):
+        return kinds, ""  # refused when a stylize request needs it (other tasks do not)
+    want = ((lineage.get("style") or {}).get("depth_model") or {}).get("sha256")
+    if want:
+        from videopoet.schemas.shards import sha256_of
+
+        if sha256_of(path)[0] != want:
+            raise GenerationError(
+                f"depth model {path} differs from the network the run's dataset was made with (sha256 {want[:12]}...)"
+            )
+    return kinds, path
 
 
 def _load_tokenizer(modality: str, override: str | None, refs: dict[str, TokenizerRef]):

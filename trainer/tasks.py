@@ -12,7 +12,8 @@ condition stream, ``|`` = end of the prefix)::
     fp(k)    <bos> <FRAME_PREDICTION> <bov_i> V[:k] <eov_i>           <bov_o> | V[k:] <eov_o> <eos>
     inpaint  <bos> <INPAINT>  <bot_i> T <eot_i> <bov_i> C <eov_i> <source> <bov_o> | V <eov_o> <eos>
     outpaint <bos> <OUTPAINT> <bot_i> T <eot_i> <bov_i> C <eov_i> <source> <bov_o> | V <eov_o> <eos>
-    stylize  <bos> <STYLIZE>  <bot_i> T <eot_i> <bov_i> C <eov_i> <source> <bov_o> | V <eov_o> <eos>
+    stylize  <bos> <STYLIZE>  <bot_i> T <eot_i> <bov_i> F <eov_i> [<bov_i> D <eov_i>] <source> <bov_o> | V <eov_o> <eos>
+    stylize(first frame)  ... [<bov_i> D <eov_i>] <bov_i> V[:1] <eov_i> <source> <bov_o> | V[1:] <eov_o> <eos>
     v2a      <bos> <AUDIO> <bov_i> V <eov_i>                          <boa_o> | A <eoa_o> <eos>
     a2v      <bos> <AUDIO_TO_VIDEO> <boa_i> A <eoa_i>                 <bov_o> | V <eov_o> <eos>
     avcont(k) <bos> <AUDIO_VIDEO> <bov_i> V[:k] <eov_i> <boa_i> A[:,:a] <eoa_i>
@@ -31,8 +32,12 @@ condition stream, ``|`` = end of the prefix)::
   (i2v, inpaint, outpaint, stylize) a record without a caption gets a fully masked slot, so the
   length never depends on the caption. Text-required tasks (t2v, t2i) skip captionless records.
 * Condition streams: inpaint uses ``conditions["inpaint_center"]``, outpaint one of
-  ``outpaint_{left,right,top,bottom,border}`` (tokenizers.magvit2.masks kinds), stylize one of
-  ``flow_depth``, ``depth``, ``flow``.
+  ``outpaint_{left,right,top,bottom,border}`` (tokenizers.magvit2.masks kinds).
+* Stylization (§4.1, A.4: the video reconstructed from its optical flow and depth, each rendered as
+  a 3-channel video through MAGVIT-v2, plus text, sometimes plus the first frame): F = the record's
+  ``style_flow`` stream, D = ``style_depth`` (each present stream, in that order; a dataset without a
+  depth source has F alone). Variant 0 gives the streams; variant 1 also gives the first latent
+  frame V[:1] and predicts the rest, as i2v does.
 
 A task whose inputs a record lacks raises :class:`MissingInputsError` (with the reason), which the data layer counts.
 """
@@ -43,7 +48,7 @@ import dataclasses
 
 import numpy as np
 
-from videopoet.schemas.record import TokenRecord
+from videopoet.schemas.record import STYLE_STREAMS, TokenRecord
 from videopoet.schemas.vocab import Special, Task, Vocabulary
 from videopoet.trainer.config import TASKS
 
@@ -64,7 +69,8 @@ TASK_TOKEN = {
 TASK_ID = {name: i for i, name in enumerate(TASKS)}
 INPAINT_KINDS = ("inpaint_center",)
 OUTPAINT_KINDS = ("outpaint_left", "outpaint_right", "outpaint_top", "outpaint_bottom", "outpaint_border")
-STYLE_KINDS = ("flow_depth", "depth", "flow")
+STYLE_KINDS = tuple(STYLE_STREAMS[k] for k in ("flow", "depth"))  # the streams stylize lays out, in order
+STYLE_VARIANTS = (0, 1)  # 1: the first latent frame is given too
 IMAGE_TASKS = frozenset({"t2i"})  # tasks whose output is an image (the curriculum's "image" side)
 TEXT_REQUIRED = frozenset({"t2v", "t2i"})
 TEXT_SLOT = frozenset({"t2v", "t2i", "i2v", "inpaint", "outpaint", "stylize"})
@@ -174,6 +180,8 @@ def variants(task: str, info: RecordInfo, opts: TaskOptions) -> tuple[int, ...]:
         return tuple(k for k in ks if 1 <= k < t)
     if task == "avcont":
         return (opts.avcont_given_frames or t // 2,) if t >= 2 else ()
+    if task == "stylize":
+        return STYLE_VARIANTS
     kinds = _stream_kinds(task)
     if kinds:
         return tuple(i for i, k in enumerate(kinds) if k in info.conditions)
@@ -286,12 +294,24 @@ def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = 
         seq.special(S.BOA_I)
         seq.add(flat_audio(audio[:, :a_split]), COND_INPUT)
         seq.special(S.EOA_I)
-    if task in ("inpaint", "outpaint", "stylize"):
+    if task in ("inpaint", "outpaint"):
         name = _stream_kinds(task)[variant]
         cond = vocab.visual_to_global(rec.conditions[name])
         seq.special(S.BOV_I)
         seq.add(cond, COND_INPUT)
         seq.special(S.EOV_I, S.SOURCE)
+    if task == "stylize":
+        for name in STYLE_KINDS:
+            if name in rec.conditions:
+                seq.special(S.BOV_I)
+                seq.add(vocab.visual_to_global(rec.conditions[name]), COND_INPUT)
+                seq.special(S.EOV_I)
+        k = variant  # 1: the first latent frame is given
+        if k:
+            seq.special(S.BOV_I)
+            seq.add(video[:k], COND_INPUT)
+            seq.special(S.EOV_I)
+        seq.special(S.SOURCE)
     if info.portrait and video is not None:
         seq.special(S.RES)
 
@@ -306,7 +326,7 @@ def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = 
         if task == "t2i":
             seq.add(video[:1])
         else:
-            seq.add(video[k:] if task in ("i2v", "fp", "avcont") else video)
+            seq.add(video[k:] if task in ("i2v", "fp", "avcont", "stylize") else video)
             seq.special(S.EOV_O)
             if task == "avcont":
                 seq.special(S.BOA_O)
