@@ -1,6 +1,6 @@
 """`videopoet eval`: generate and score automatically on the synthetic world.
 
-    videopoet eval --run RUN_DIR [--scenes N] [--samples K] [--tasks t2v,i2v,fp,v2a] [--out DIR] [--json]
+    videopoet eval --run RUN_DIR [--scenes N] [--samples K] [--tasks t2v,i2v,fp,v2a,long,stylize] [--out DIR] [--json]
 
 Single-object scenes of seen colour x shape combinations and of the held-out (zero-shot) ones are
 rendered at the run's clip geometry; the model generates text-to-video from their captions,
@@ -38,7 +38,8 @@ def register(sub) -> None:
     p.add_argument(
         "--tasks",
         default="t2v,i2v,fp,v2a",
-        help="comma-separated subset of t2v,i2v,fp,v2a,long (long: the scene's clip continued to --long-seconds)",
+        help="comma-separated subset of t2v,i2v,fp,v2a,long,stylize (long: the scene's clip continued to "
+        "--long-seconds; stylize: the scene's motion with a caption naming another colour)",
     )
     p.add_argument("--long-seconds", type=float, default=10.0, help="length of the long-video row's clips (s)")
     p.add_argument(

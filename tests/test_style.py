@@ -210,3 +210,25 @@ def test_stylize_trains_from_the_streams_and_generates(built, capsys):
     assert res["frames"] == 17 and res["size"] == [32, 32] and os.path.getsize(target) > 0
     assert main([*argv, "--first-frame", "--out", target, "--depth-model", "nope.onnx"]) == 2
     assert "depth model not found" in capsys.readouterr().err
+    # the eval row: the scene's motion with a caption naming another colour, graded by the scorer
+    ev = str(built["dir"] / "ev")
+    assert main(["eval", "--run", out, "--scenes", "1", "--tasks", "stylize", "--out", ev, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["stylize"]["seen"]) == {"colour", "shape", "motion", "all", "n", "ci95"}
+    assert rep["stylize"]["heldout"]["n"] == 1 and "t2v" not in rep
+    for s in rep["samples"]["stylize"]:
+        assert s["all"] == (s["colour"] and s["shape"] and s["motion"])
+        assert os.path.exists(os.path.join(ev, f"stylize_{s['key']}_{s['sample']}_input.gif"))
+    assert "<h2>stylize</h2>" in open(os.path.join(ev, "gallery.html")).read()
+
+
+def test_restyled_caption_names_another_colour():
+    from videopoet.trainer import evaluate, generation
+
+    scene = evaluate.eval_scenes(generation.MediaSpec(frames=5, height=32, width=32), per_split=1)[0]
+    new = evaluate.restyled(scene)
+    assert new["want"]["colour"] != scene["want"]["colour"] and new["want"]["colour"] in new["caption"]
+    assert {k: v for k, v in new["want"].items() if k != "colour"} == {
+        k: v for k, v in scene["want"].items() if k != "colour"
+    }
+    assert new["frames"] is scene["frames"]  # the input clip is the scene's own

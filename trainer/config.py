@@ -190,8 +190,8 @@ class MeshConfig:
                 raise ValueError(f"rules.{name}: unknown mesh axis {bad[0]!r}")
 
 
-EVAL_TASKS = ("t2v", "i2v", "fp", "v2a", "long")  # what the synthetic-world evaluation can score
-DEFAULT_EVAL_TASKS = ("t2v", "i2v", "fp", "v2a")  # "long" (several rounds of continuation) on request
+EVAL_TASKS = ("t2v", "i2v", "fp", "v2a", "long", "stylize")  # what the synthetic-world evaluation can score
+DEFAULT_EVAL_TASKS = ("t2v", "i2v", "fp", "v2a")  # "long" (several rounds of continuation), "stylize" on request
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 :func:`evaluate_model` renders single-object scenes of seen colour x shape combinations and of the
 held-out (zero-shot) ones at the run's clip geometry, has the model generate text-to-video,
-image-to-video, frame prediction and video-to-audio for them, grades every result with the scorer
-beside the synthetic world (:mod:`videopoet.pipelines.synth.score`) and writes the gallery
-(:mod:`videopoet.trainer.gallery`). :func:`table` is the seen vs held-out summary.
+image-to-video, frame prediction and video-to-audio (on request also long video and stylization)
+for them, grades every result with the scorer beside the synthetic world
+(:mod:`videopoet.pipelines.synth.score`) and writes the gallery (:mod:`videopoet.trainer.gallery`).
+:func:`table` is the seen vs held-out summary.
 """
 
 from __future__ import annotations
@@ -51,9 +52,24 @@ def eval_scenes(spec, per_split: int = 8, seed: int = 1234) -> list[dict]:
                     "want": obj,
                     "frames": render_frames(attrs),
                     "audio": render_audio(attrs),
+                    "attrs": attrs,
                 }
             )
     return out
+
+
+def restyled(scene: dict) -> dict:
+    """The stylization request of a scene: the same scene with its object in another colour (the next
+    one of the world's colours), as caption and as what the scorer should find."""
+    import copy
+
+    from videopoet.pipelines.synth.world import COLOURS, make_caption
+
+    names = list(COLOURS)
+    attrs = copy.deepcopy(scene["attrs"])
+    obj = attrs["objects"][0]
+    obj["colour"] = names[(names.index(obj["colour"]) + 1) % len(names)]
+    return {**scene, "caption": make_caption(attrs), "want": {**scene["want"], "colour": obj["colour"]}}
 
 
 def _mean(xs) -> float | None:
@@ -111,6 +127,9 @@ def evaluate_model(
     * ``long``: the scene's clip continued by repeated frame prediction to ``long_seconds`` ->
       ``colour`` and ``shape`` (the main object of the last clip-length of frames has the colour and
       shape the scorer finds at the start), ``kept`` (both): whether content survives the rounds;
+    * ``stylize``: the scene's video (its flow, and depth when the run has it) with a caption naming
+      another colour for its object (:func:`restyled`) -> ``colour`` (the generated object has the
+      prompt's colour), ``shape`` and ``motion`` (it keeps the input's shape and motion), ``all``;
     * ``reference``: the same scores on the ground-truth clips and on their tokenizer reconstructions
       (the ceilings of what a perfect model could reach).
     """
@@ -129,6 +148,8 @@ def evaluate_model(
                 r = generation.Request(task, seed=seed + 1000 * si + j)
                 if task == "t2v":
                     r.prompt = s["caption"]
+                elif task == "stylize":
+                    r.video, r.prompt = s["frames"], restyled(s)["caption"]
                 elif task == "i2v":
                     r.image = s["frames"][0]
                 else:
@@ -148,6 +169,8 @@ def evaluate_model(
         for i in range(0, len(batch), 8):
             results += gen.generate([r for _, _, r in batch[i : i + 8]], options)
         for (s, j, _), res in zip(batch, results, strict=True):
+            if task == "stylize":
+                s = restyled(s)  # graded against (and shown with) the restyled caption
             want = s["want"]
             row: dict[str, Any] = {"split": s["split"], "key": s["key"], "sample": j}
             if task == "v2a":
@@ -158,7 +181,7 @@ def evaluate_model(
             else:
                 # i2v: the generated frames only (the first frame is the given image, kept as given)
                 sc = score_clip(res.frames[res.given_frames :] if task == "i2v" else res.frames, want)
-                if task == "t2v":
+                if task in ("t2v", "stylize"):
                     row.update(colour=sc["colour"], shape=sc["shape"], motion=sc["motion"])
                     row["all"] = row["colour"] and row["shape"] and row["motion"]
                 elif task == "i2v":
@@ -179,6 +202,7 @@ def evaluate_model(
         "fp": ("kept", "motion"),
         "v2a": ("audio_colour", "audio_clicks"),
         "long": ("colour", "shape", "kept"),
+        "stylize": ("colour", "shape", "motion", "all"),
     }
     for task in tasks:
         report[task] = _aggregate(rows[task], keys[task])

@@ -44,7 +44,7 @@ def gallery_item(out_dir: str, name: str, task: str, scene: dict, res, row: dict
         return item
     _write(os.path.join(out_dir, f"{name}.gif"), encode_gif(upscale(np.asarray(res.frames, np.uint8)), spec.fps))
     item["gif"] = f"{name}.gif"
-    if task in ("i2v", "fp", "long"):
+    if task in ("i2v", "fp", "long", "stylize"):
         _write(os.path.join(out_dir, f"{name}_input.gif"), encode_gif(upscale(scene["frames"]), spec.fps))
         item["input_gif"] = f"{name}_input.gif"
     return item
