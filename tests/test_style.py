@@ -177,6 +177,7 @@ def test_flow_only_without_a_depth_source_and_bad_depth_models(built, tmp_path, 
 
 
 # ----------------------------------------------------------------------------------- train + generate
+@pytest.mark.slow
 def test_stylize_trains_from_the_streams_and_generates(built, capsys):
     from videopoet.media.encode import encode_mp4
     from videopoet.pipelines.synth import load_synth_config, render_frames, sample_attrs
@@ -210,6 +211,15 @@ def test_stylize_trains_from_the_streams_and_generates(built, capsys):
     assert res["frames"] == 17 and res["size"] == [32, 32] and os.path.getsize(target) > 0
     assert main([*argv, "--first-frame", "--out", target, "--depth-model", "nope.onnx"]) == 2
     assert "depth model not found" in capsys.readouterr().err
+    # a model directory keeps what stylize needs: the dataset's style conditions and depth network hash
+    from videopoet.trainer import export, generation
+
+    model_dir = str(built["dir"] / "model")
+    rec = export.export_run(out, model_dir)
+    assert rec["dataset_manifest"]["lineage"]["style"]["conditions"] == ["flow", "depth"]
+    assert generation._style_of(rec["dataset_manifest"], None) == (("flow", "depth"), built["depth"])
+    with pytest.raises(generation.GenerationError, match="differs from the network"):
+        generation._style_of(rec["dataset_manifest"], _depth_onnx(built["dir"] / "other.onnx", out_rank=3))
     # the eval row: the scene's motion with a caption naming another colour, graded by the scorer
     ev = str(built["dir"] / "ev")
     assert main(["eval", "--run", out, "--scenes", "1", "--tasks", "stylize", "--out", ev, "--json"]) == 0

@@ -126,7 +126,12 @@ def export_run(
         "dataset": {k: dataset.get(k) for k in ("ref", "fingerprint", "tokenizers")},
         "dataset_manifest": {
             "manifest_version": manifest.get("manifest_version"),
-            "lineage": {"tokenizers": lineage.get("tokenizers"), "pipeline_config": lineage.get("pipeline_config")},
+            "lineage": {
+                "tokenizers": lineage.get("tokenizers"),
+                "pipeline_config": lineage.get("pipeline_config"),
+                # stylize: which style conditions the dataset had and its depth network's hash
+                **({"style": lineage["style"]} if lineage.get("style") else {}),
+            },
         },
         "text_encoder": run.info.get("text_encoder"),
         "text_encoder_fingerprint": run.info.get("text_encoder_fingerprint"),
