@@ -222,6 +222,9 @@ def _start_now(job: str, restarts: int) -> None:
     # the node must have finished the previous attempt (its batch shell exits after the requeue): started on a
     # node still completing it, slurmd refuses to launch the batch script ("already killed") and the job fails
     _wait(lambda: _node_state() == "idle", 120, "the node to finish the previous attempt", every=0.5)
+    # slurmd revokes the previous attempt's credential as it cleans up, and compares times in whole seconds: a
+    # credential issued within the same second reads as revoked ("Job credential revoked") and the job fails
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, capture_output=True, timeout=30)
 
 
