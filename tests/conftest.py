@@ -47,6 +47,8 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _REPO]
 # A real S3 API on 127.0.0.1 (moto's server) for object-storage tests: fixtures `s3_server` (session) and
 # `s3_root` (a fresh bucket per test); see tests/s3_server.py.
 import pytest  # noqa: E402
+import ray_cluster  # noqa: E402
+from ray_cluster import ray_cluster_session  # noqa: E402, F401
 from s3_server import s3_root, s3_server  # noqa: E402, F401
 
 
@@ -110,3 +112,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
     items.sort(key=lambda item: -weight.get(_group(item), 0))  # stable: a file's tests keep their order
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """The Ray group's shared cluster stops after its last test (not at the end of the worker's session)."""
+    if _group(item) == "ray" and (nextitem is None or _group(nextitem) != "ray"):
+        ray_cluster.stop_session_cluster()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    ray_cluster.stop_session_cluster()

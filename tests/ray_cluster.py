@@ -4,6 +4,10 @@
 Ray clusters at once would both be torn down by either one's ``ray stop --force`` (it ends every Ray
 process on the machine) and would fight over the cores. ``two_node_cluster()`` starts a head (with the
 dashboard, for the Jobs API) and a second node, returns once the Jobs API runs a job, and stops both.
+
+``ray_cluster_session`` (a fixture made available by tests/conftest.py) is the one cluster every
+Ray test of the session shares: starting a cluster costs tens of seconds, minutes on a loaded machine,
+and the Ray files run on one xdist worker (their shared group), so one start serves them all.
 """
 
 from __future__ import annotations
@@ -109,3 +113,60 @@ def _two_node_cluster(env: dict[str, str], cpus_per_node: int) -> Iterator[dict[
     finally:
         _ray(["stop", "--force"], env, timeout=120)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cluster_env() -> dict[str, str]:
+    """The environment of the shared cluster's processes (and of the CLIs the tests point at it): this
+    session's, on the CPU at the suite's optimisation level, one device per process, no RAY_ADDRESS."""
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+            "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
+        }
+    )
+    return env
+
+
+_session = contextlib.ExitStack()
+_session_info: dict[str, str] | None = None
+
+
+@pytest.fixture
+def ray_cluster_session() -> dict[str, str]:
+    """The session's two-node cluster (``two_node_cluster``), started at first use under the machine-wide lock;
+    tests/conftest.py stops it after the last test of the Ray group (``stop_session_cluster``)."""
+    global _session_info
+    if _session_info is None:
+        _session.enter_context(exclusive())
+        _session_info = _session.enter_context(two_node_cluster(cluster_env()))
+    return _session_info
+
+
+def stop_session_cluster() -> None:
+    """Stop the shared cluster (if started) and release the lock."""
+    global _session_info
+    _session_info = None
+    _session.close()
+
+
+@contextlib.contextmanager
+def joined(cluster: dict[str, str], env_vars: dict[str, str] | None = None) -> Iterator[None]:
+    """This process as a Ray driver of ``cluster`` (``env_vars`` reach the job's workers), disconnected on exit."""
+    import ray
+
+    runtime_env = {"env_vars": dict(env_vars)} if env_vars else None
+    ray.init(
+        address=cluster["address"],
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env=runtime_env,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()

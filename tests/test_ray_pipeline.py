@@ -28,27 +28,6 @@ CFG = load_pipeline_config("tiny")
 VIDEOPOET = os.path.join(os.path.dirname(sys.executable), "videopoet")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_ray_cluster_at_a_time():
-    with ray_cluster.exclusive():
-        yield
-
-
-def _env(**extra) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    env.update(
-        {
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "RAY_AUTH_MODE": "token",
-        }
-    )
-    env.update(extra)
-    return env
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     from videopoet.pipelines.synth import generate_corpus
@@ -68,14 +47,10 @@ def beam_reference(corpus, tmp_path_factory):
 
 
 @pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(
-        _node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=3, log_to_driver=False, logging_level="WARNING"
-    )
-    yield
-    ray.shutdown()
+def local_ray(cluster):
+    """This process as a driver of the session's cluster (what run_ray does when given an address)."""
+    with ray_cluster.joined(cluster):
+        yield
 
 
 def _sample_keys(corpus: str) -> set[tuple[str, str]]:
@@ -187,10 +162,9 @@ def test_ray_driver_killed_midway_resumes_to_the_same_fingerprint(corpus, beam_r
     assert store.verify(store.open_dataset("synth@v1", root)).ok
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with ray_cluster.two_node_cluster(_env()) as info:
-        yield info
+@pytest.fixture
+def cluster(ray_cluster_session):
+    return ray_cluster_session
 
 
 def test_tokenizer_actor_killed_on_a_two_node_cluster(corpus, beam_reference, cluster, tmp_path):
@@ -293,7 +267,7 @@ def test_jobs_api_submission(corpus, beam_reference, cluster, tmp_path):
     assert ds.manifest["lineage"]["runner"]["name"] == "ray"
 
 
-def test_ray_reads_and_writes_object_storage_to_the_same_dataset(corpus, beam_reference, s3_server, local_ray):
+def test_ray_reads_and_writes_object_storage_to_the_same_dataset(corpus, beam_reference, s3_server, cluster):
     """Corpus in a bucket -> Ray job -> dataset in the bucket (moto's S3 server on 127.0.0.1): the same
     fingerprint and shard bytes as the local Beam job, and ``data verify`` passes there."""
     import fsspec
@@ -304,7 +278,8 @@ def test_ray_reads_and_writes_object_storage_to_the_same_dataset(corpus, beam_re
     fs = fsspec.filesystem("s3")
     fs.put(f"{corpus}/", f"{bucket}/corpus/", recursive=True)
     root = f"{bucket}/datasets"
-    s = run_ray(f"{bucket}/corpus/train-*.tar", "synth", "v1", root, CFG, workers=2, progress=False)
+    with ray_cluster.joined(cluster, env_vars=s3_server.env):  # the workers reach the server too
+        s = run_ray(f"{bucket}/corpus/train-*.tar", "synth", "v1", root, CFG, workers=2, progress=False)
     ds = store.DatasetStore(root).open("synth@v1")
     assert s["fingerprint"] == ds.fingerprint == beam_reference.fingerprint
     assert store.verify(ds, deep=True).ok

@@ -18,7 +18,6 @@ import sys
 import time
 
 import pytest
-import ray_cluster
 import yaml
 
 from videopoet.infra import ray_driver, targets
@@ -148,27 +147,10 @@ def test_bad_ray_requests(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------ a real two-node cluster
-@pytest.fixture(scope="module", autouse=True)
-def _one_ray_cluster_at_a_time():
-    with ray_cluster.exclusive():
-        yield
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A two-node cluster on 127.0.0.1 (tests/ray_cluster.py, with its own auth token), 2 CPUs per node."""
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    env.update(
-        {
-            "JAX_PLATFORMS": "cpu",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PATH": BIN + os.pathsep + env.get("PATH", ""),
-            "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
-        }
-    )
-    with ray_cluster.two_node_cluster(env) as info:
-        yield info
+@pytest.fixture
+def cluster(ray_cluster_session):
+    """The session's two-node cluster on 127.0.0.1 (tests/ray_cluster.py), 2 CPUs per node."""
+    return ray_cluster_session
 
 
 @pytest.fixture(scope="module")
