@@ -22,3 +22,34 @@ def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
         sys.stdout.write("\n")
     else:
         print(text if text is not None else json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def add_folder_corpus_flags(p: argparse.ArgumentParser) -> None:
+    """``--metadata`` and its options: ``--input DIR`` is then a folder of media files (local or fsspec)."""
+    g = p.add_argument_group("a folder corpus (media files + a metadata table)")
+    g.add_argument(
+        "--metadata",
+        metavar="TABLE",
+        help="CSV, TSV, JSONL or Parquet table of the files in the --input folder (a path and a caption column)",
+    )
+    g.add_argument("--path-column", default="path", metavar="C", help="the table's file column (default path)")
+    g.add_argument("--caption-column", default="caption", metavar="C", help="the caption column (default caption)")
+    g.add_argument(
+        "--samples-per-shard", type=int, default=256, metavar="N", help="samples per input unit (default 256)"
+    )
+
+
+def input_spec(args: argparse.Namespace) -> str:
+    """``--input`` as the pipelines take it: a shard glob, or (with ``--metadata``) a folder-corpus spec."""
+    if not getattr(args, "metadata", None):
+        return args.input
+    from videopoet.pipelines.folder import FolderCorpus
+
+    corpus = FolderCorpus(
+        folder=args.input,
+        table=args.metadata,
+        path_column=args.path_column,
+        caption_column=args.caption_column,
+        samples_per_shard=args.samples_per_shard,
+    )
+    return corpus.to_json()

@@ -1,4 +1,8 @@
 """`videopoet corpus synth`: write the synthetic audio-video corpus (webdataset tar shards).
+`videopoet corpus pack`: turn a folder of media files + a metadata table into webdataset tar shards.
+
+    videopoet corpus pack --input DIR --metadata TABLE --out DIR [--path-column C] [--caption-column C]
+                          [--samples-per-shard N] [--json]
 
     videopoet corpus synth --out DIR [--clips N] [--shards K] [--seed S] [--with-corrupt]
                            [--images M] [--split train|heldout] [--config tiny|small|paper|YAML]
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_folder_corpus_flags, add_json_flag, emit
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -39,8 +43,28 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from videopoet.pipelines.folder import FolderCorpus, pack
+    from videopoet.schemas.errors import VideoPoetError
+
+    if not args.metadata:
+        raise VideoPoetError("corpus pack needs --metadata TABLE (the captions of the --input folder's files)")
+    corpus = FolderCorpus(args.input, args.metadata, args.path_column, args.caption_column, args.samples_per_shard)
+    summary = pack(corpus, args.out, progress=None if not args.no_progress else False)
+    bad = summary["rejected"]
+    text = f"packed {summary['samples']} sample(s) into {len(summary['shards'])} shard(s) in {args.out}" + (
+        f"; recorded as rejects: {', '.join(f'{k} {v}' for k, v in bad.items())}" if bad else ""
+    )
+    emit(args, summary, text)
+    return 0
+
+
 def register(sub) -> None:
-    p = sub.add_parser("corpus", help="synthetic corpora (videopoet corpus synth)", description="Synthetic corpora.")
+    p = sub.add_parser(
+        "corpus",
+        help="corpora: synthetic ones (synth), folders packed into shards (pack)",
+        description="Synthetic corpora, and folder corpora packed into webdataset shards.",
+    )
     csub = p.add_subparsers(dest="action", metavar="ACTION")
     csub.required = True
     s = csub.add_parser(
@@ -74,3 +98,18 @@ def register(sub) -> None:
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. fps=8 frames=41")
     add_json_flag(s)
     s.set_defaults(func=_synth)
+
+    k = csub.add_parser(
+        "pack",
+        help="turn a folder of media files + a metadata table into webdataset shards",
+        description="Write the units a pipeline run on the folder reads (pipeline run --input DIR --metadata TABLE) "
+        "as OUT/{table}-NNNNN.tar, byte for byte, plus OUT/pack.json: a pipeline run on those shards gives the "
+        "same dataset fingerprint. Rows without a file, files without a row, repeated rows are kept as reject "
+        "records (missing_file, no_metadata, duplicate_key).",
+    )
+    k.add_argument("--input", required=True, metavar="DIR", help="the folder of media files (local or fsspec URL)")
+    k.add_argument("--out", required=True, metavar="DIR", help="output directory (local path or fsspec URL)")
+    add_folder_corpus_flags(k)
+    k.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_json_flag(k)
+    k.set_defaults(func=_pack)

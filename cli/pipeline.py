@@ -1,9 +1,14 @@
 """`videopoet pipeline run`: pre-tokenize webdataset corpora into a versioned dataset.
 
-    videopoet pipeline run --runner beam|ray --input GLOB --name NAME --version VER [--root DATASETS]
+    videopoet pipeline run --runner beam|ray --input GLOB|DIR --name NAME --version VER [--root DATASETS]
+                           [--metadata TABLE [--path-column C] [--caption-column C] [--samples-per-shard N]]
                            [--workers N] [--config PRESET|YAML] [--sr-pairs] [--style-conditions [--depth-model M.onnx]]
                            [key=value ...] [--dry-run] [--json]
                            [--no-progress] [-- runner flags passed through]
+
+With ``--metadata TABLE`` the input is a folder of media files (mp4, webm, mkv, ...; local or in a bucket)
+and a CSV/TSV/JSONL/Parquet table with a path and a caption column, read through the same stages as
+tar shards (``videopoet.pipelines.folder``; ``videopoet corpus pack`` writes the same units as tars).
 
 ``--sr-pairs`` also tokenizes every video clip at twice the bucket size (super-resolution training
 pairs for ``videopoet train --model sr``). ``--style-conditions`` adds every video clip's optical
@@ -19,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_folder_corpus_flags, add_json_flag, emit, input_spec
 from videopoet.schemas.errors import VideoPoetError
 
 
@@ -69,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from videopoet.pipelines.beam import run_beam
 
     summary = run_beam(
-        args.input,
+        input_spec(args),
         args.name,
         args.version,
         root,
@@ -109,7 +114,7 @@ def _run_ray(args: argparse.Namespace, cfg, root: str, runner_flags: list[str]) 
     from videopoet.pipelines.ray import run_ray
 
     summary = run_ray(
-        args.input,
+        input_spec(args),
         args.name,
         args.version,
         root,
@@ -147,7 +152,12 @@ def register(sub) -> None:
         "Flags after '--' go to the runner unchanged (e.g. -- --runner=DataflowRunner --project=P).",
     )
     r.add_argument("--runner", choices=("beam", "ray"), default="beam", help="beam (default) | ray")
-    r.add_argument("--input", required=True, metavar="GLOB", help="input shards: glob, directory or fsspec URI")
+    r.add_argument(
+        "--input",
+        required=True,
+        metavar="GLOB|DIR",
+        help="input shards (glob, directory or fsspec URI), or with --metadata a folder of media files",
+    )
     r.add_argument("--name", required=True, help="dataset name")
     r.add_argument("--version", required=True, help="dataset version (immutable once published)")
     r.add_argument(
@@ -204,6 +214,7 @@ def register(sub) -> None:
         help="an ONNX depth network (input [N,3,H,W] RGB in [0,1], output [N,1,H,W] or [N,H,W]) for the "
         "style_depth stream; checked when it loads",
     )
+    add_folder_corpus_flags(r)
     r.add_argument("--dry-run", action="store_true", help="print the runner options it would submit and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline config overrides, e.g. clip_frames=41")

@@ -24,7 +24,7 @@ from typing import Any
 
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import PipelineError
-from videopoet.pipelines.inputs import input_name, list_input_shards
+from videopoet.pipelines.inputs import input_name, input_sha256, list_input_shards
 from videopoet.pipelines.tokenize import Tokenizers, load_tokenizers
 from videopoet.schemas.config import to_dict
 from videopoet.schemas.errors import ImmutableVersionError
@@ -66,7 +66,6 @@ def prepare_job(
     input_glob: str, name: str, version: str, root: str, cfg: PipelineConfig, tokenizers: Tokenizers | None = None
 ) -> Job:
     """Everything a runner needs before it fans out; raises a one-line error for user mistakes."""
-    from videopoet.schemas.shards import sha256_of
     from videopoet.schemas.store import DatasetStore
 
     uris = list_input_shards(input_glob)
@@ -78,7 +77,7 @@ def prepare_job(
         m = work.committed
         old_tok = {k: (v or {}).get("fingerprint") for k, v in m["lineage"].get("tokenizers", {}).items()}
         old_inputs = {i["name"]: i["sha256"] for i in m["lineage"].get("inputs", [])}
-        new_inputs = {input_name(u): sha256_of(u)[0] for u in uris}
+        new_inputs = {input_name(u): input_sha256(u) for u in uris}
         if old_tok != fps:
             changed = sorted(k for k in set(old_tok) | set(fps) if old_tok.get(k) != fps.get(k))
             raise ImmutableVersionError(

@@ -34,6 +34,10 @@ REJECT_REASONS = (
         "caption_not_utf8",
         "caption_too_long",
         "tokenize_error",
+        # a folder corpus (videopoet.pipelines.folder): a row without its file, a file without a row, a bad path
+        "missing_file",
+        "no_metadata",
+        "unsafe_path",
     )
 )
 

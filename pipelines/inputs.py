@@ -1,6 +1,7 @@
 """Input shards: listing them (``list_input_shards``), naming them (``input_name``: the base name, which
 names the output shards and the lineage) and opening them (``open_input``: hashed, and downloaded
-once when they lie in an object store).
+once when they lie in an object store). A folder corpus (:mod:`videopoet.pipelines.folder`) lists as
+units, each opened as the tar ``videopoet corpus pack`` writes for it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from videopoet.pipelines import folder
 from videopoet.pipelines.errors import PipelineError
 
-__all__ = ["input_name", "is_local", "list_input_shards", "open_input"]
+__all__ = ["input_name", "input_sha256", "is_local", "list_input_shards", "open_input"]
 
 
 def input_name(uri: str) -> str:
+    if folder.is_unit_ref(uri):
+        return folder.unit_name(uri)
     return os.path.basename(uri.rstrip("/"))
 
 
@@ -23,12 +27,17 @@ def list_input_shards(pattern: str | Iterable[str]) -> list[str]:
     """Glob(s) / directories / URIs -> sorted shard URIs (``*.tar``, ``*.tar.gz``, ``*.tgz``).
 
     Local paths come back absolute; remote ones as full URIs. Base names must be unique (they name
-    the output shards and the lineage)."""
+    the output shards and the lineage). A folder-corpus spec (``FolderCorpus.to_json()``) gives its
+    units' references."""
     import fsspec
 
     pats = [pattern] if isinstance(pattern, str) else list(pattern)
     out: set[str] = set()
     for pat in pats:
+        if folder.is_unit_ref(pat):
+            corpus = folder.parse_spec(pat)
+            out.update(folder.plan_units(corpus) if corpus is not None else [pat])
+            continue
         fs, _, paths = fsspec.get_fs_token_paths(pat)
         if len(paths) == 1 and fs.isdir(paths[0]):
             paths = fs.glob(paths[0].rstrip("/") + "/*")
@@ -62,6 +71,15 @@ def open_input(input_uri: str) -> Iterator[tuple[str, str, int]]:
     read (and removed on exit). An unreadable shard is a :class:`PipelineError`."""
     from videopoet.schemas.shards import sha256_of
 
+    if folder.is_unit_ref(input_uri):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".tar", prefix="videopoet-unit-") as tmp:
+            folder.write_unit(input_uri, tmp)
+            tmp.flush()
+            sha, size = sha256_of(tmp.name)
+            yield tmp.name, sha, size
+        return
     if is_local(input_uri):
         try:
             sha, size = sha256_of(input_uri)
@@ -82,3 +100,16 @@ def open_input(input_uri: str) -> Iterator[tuple[str, str, int]]:
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def input_sha256(input_uri: str) -> str:
+    """The sha256 of an input shard's bytes (a folder-corpus unit's: of the tar it opens as)."""
+    if folder.is_unit_ref(input_uri):
+        with open_input(input_uri) as (_, sha, _size):
+            return sha
+    from videopoet.schemas.shards import sha256_of
+
+    try:
+        return sha256_of(input_uri)[0]
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"cannot read input shard {input_uri}: {e}") from None

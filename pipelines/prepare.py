@@ -47,6 +47,7 @@ from videopoet import media
 from videopoet.media.webdataset import ReaderLimits, Sample, SampleReject, iter_samples
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import RejectError, make_reject
+from videopoet.pipelines.folder import corpus_reject
 from videopoet.schemas.record import Lineage
 from videopoet.schemas.store import shard_stem
 
@@ -367,6 +368,10 @@ def iter_windows(
             on_sample()
         if isinstance(s, SampleReject):
             pending.append(make_reject(name, s.key, "read", s.reason, s.message))
+            continue
+        refused = corpus_reject(s.members)  # a folder corpus's row or file that could not become a sample
+        if refused is not None:
+            pending.append(make_reject(name, s.key, "read", *refused))
             continue
         try:
             items.extend(prepare_sample(s, cfg, name, sha, timing))

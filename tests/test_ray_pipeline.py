@@ -288,3 +288,23 @@ def test_ray_reads_and_writes_object_storage_to_the_same_dataset(corpus, beam_re
     remote = {rel: fs.cat_file(ds.file_uri(rel)) for rel in rels}
     assert remote == local  # byte-identical shards and rejects in the bucket
     assert ds.manifest["totals"]["samples_in"] == beam_reference.manifest["totals"]["samples_in"]
+
+
+def test_ray_reads_a_folder_corpus_as_beam_does(local_ray, tmp_path):
+    """A folder of media files + a Parquet table (tests/folder_corpus.py) through the Ray runner: the same
+    fingerprint as the Beam runner's, every row and file accounted for."""
+    from folder_corpus import EXPECTED_REJECTS, make_folder_corpus
+
+    from videopoet.pipelines.beam import run_beam
+    from videopoet.pipelines.folder import FolderCorpus
+    from videopoet.pipelines.ray import run_ray
+
+    folder, table, _ = make_folder_corpus(str(tmp_path / "folder"))
+    spec = FolderCorpus(folder, table, samples_per_shard=4).to_json()
+    root = str(tmp_path / "datasets")
+    ray_summary = run_ray(spec, "clips", "ray", root, CFG, workers=2, progress=False)
+    beam_summary = run_beam(spec, "clips", "beam", root, CFG, workers=1, progress=False)
+    assert ray_summary["fingerprint"] == beam_summary["fingerprint"]
+    ds = store.open_dataset("clips@ray", root)
+    assert ds.manifest["rejects"]["by_reason"] == EXPECTED_REJECTS
+    assert ds.manifest["totals"]["samples_in"] == 7
