@@ -192,12 +192,11 @@ def _read_table(corpus: FolderCorpus) -> list[dict[str, Any]]:
         else:
             delimiter = "\t" if kind == "tsv" else ","
             # every column as text: a caption or an id must not become a number
-            names = pyarrow.csv.read_csv(
-                pyarrow.BufferReader(data), parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter)
-            ).column_names
+            parse = pyarrow.csv.ParseOptions(delimiter=delimiter)
+            names = pyarrow.csv.open_csv(pyarrow.BufferReader(data), parse_options=parse).schema.names  # first block
             table = pyarrow.csv.read_csv(
                 buf,
-                parse_options=pyarrow.csv.ParseOptions(delimiter=delimiter),
+                parse_options=parse,
                 convert_options=pyarrow.csv.ConvertOptions(column_types={n: pyarrow.string() for n in names}),
             )
     except FileNotFoundError:
@@ -316,13 +315,12 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _members(corpus: FolderCorpus, e: Entry) -> Iterator[tuple[str, bytes]]:
+def _members(corpus: FolderCorpus, e: Entry, fs, root: str) -> Iterator[tuple[str, bytes]]:
     meta = {"path": e.path, **e.meta} if e.path is not None else dict(e.meta)
     if e.reject is not None:
         rec = {**meta, "corpus_reject": {"reason": e.reject[0], "message": e.reject[1]}}
         yield f"{e.key}.json", json.dumps(rec, sort_keys=True, ensure_ascii=False).encode()
         return
-    fs, root = _fs(corpus.folder)
     try:
         data = fs.cat_file(root.rstrip("/") + "/" + e.path)
     except OSError as err:
@@ -335,8 +333,28 @@ def _members(corpus: FolderCorpus, e: Entry) -> Iterator[tuple[str, bytes]]:
         yield f"{e.key}.txt", e.caption.encode("utf-8")
 
 
-def write_unit(ref: str, out) -> None:
-    """Write unit ``ref`` as its webdataset tar to the binary file ``out``; refused if the corpus changed."""
+class _Hashing(io.RawIOBase):
+    """A write-only file that passes bytes on to ``out`` and hashes them on the way."""
+
+    def __init__(self, out):
+        self.out, self.sha, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # tarfile asks where it is
+        return self.size
+
+    def write(self, b) -> int:
+        self.out.write(b)
+        self.sha.update(b)
+        self.size += len(b)
+        return len(b)
+
+
+def write_unit(ref: str, out) -> tuple[str, int]:
+    """Write unit ``ref`` as its webdataset tar to the binary file ``out``; refused if the corpus changed.
+    Returns the tar's ``(sha256, size)``, hashed as it is written."""
     corpus, unit, digest = _parse_unit(ref)
     entries, now = _cached_plan(corpus)
     if now != digest:
@@ -349,18 +367,19 @@ def write_unit(ref: str, out) -> None:
     chunk = entries[unit * corpus.samples_per_shard : (unit + 1) * corpus.samples_per_shard]
     if not chunk:
         raise PipelineError(f"corpus {corpus.folder} has no unit {unit}")
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    fs, root = _fs(corpus.folder)
+    sink = _Hashing(out)
+    with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for e in chunk:
-            for name, data in _members(corpus, e):
+            for name, data in _members(corpus, e, fs, root):
                 _add(tar, name, data)
+    return sink.sha.hexdigest(), sink.size
 
 
 def pack(corpus: FolderCorpus, out: str, progress: bool | None = None) -> dict[str, Any]:
     """Write every unit of ``corpus`` as ``out/{stem}-{index:05d}.tar`` (local dir or fsspec URI), plus
     ``out/pack.json`` (the counts and the plan hash): the shards a pipeline run on the folder reads."""
     import fsspec
-
-    from videopoet.schemas.shards import sha256_of
 
     refs = plan_units(corpus)
     fs, root = _fs(out)
@@ -378,13 +397,12 @@ def pack(corpus: FolderCorpus, out: str, progress: bool | None = None) -> dict[s
         uri = fs.unstrip_protocol(root.rstrip("/") + "/" + name) if "://" in out else os.path.join(out, name)
         if "://" in out:
             with fsspec.open(uri, "wb") as f:  # one PUT on an object store: all of it or nothing
-                write_unit(ref, f)
+                sha, size = write_unit(ref, f)
         else:  # a temp file renamed: a pack cut short leaves no partial shard under a shard's name
             tmp = os.path.join(out, f".tmp-{name}")
             with open(tmp, "wb") as f:
-                write_unit(ref, f)
+                sha, size = write_unit(ref, f)
             os.replace(tmp, uri)
-        sha, size = sha256_of(uri)
         shards.append({"name": name, "sha256": sha, "bytes": size})
         bar.update(1)
     bar.close()

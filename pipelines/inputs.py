@@ -75,9 +75,8 @@ def open_input(input_uri: str) -> Iterator[tuple[str, str, int]]:
         import tempfile
 
         with tempfile.NamedTemporaryFile(suffix=".tar", prefix="videopoet-unit-") as tmp:
-            folder.write_unit(input_uri, tmp)
+            sha, size = folder.write_unit(input_uri, tmp)
             tmp.flush()
-            sha, size = sha256_of(tmp.name)
             yield tmp.name, sha, size
         return
     if is_local(input_uri):
