@@ -4,7 +4,7 @@
 
 Made for the device tool (one H100/H200, 10 minutes a command, nothing installable there): it runs
 from the checkout without installing the package (``videopoet.<folder>`` is mapped onto the repo's
-folders in a temp dir when ``import videopoet`` fails) and needs only jax, flax, optax, orbax,
+folders in a temp dir when ``import videopoet`` fails: ``bench/checkout.py``) and needs only jax, flax, optax, orbax,
 numpy, Pillow, PyYAML, msgpack, fsspec, safetensors, tqdm and matplotlib.
 
 1. **bench** (unless ``--skip-bench``): ``bench/magvit2_bench.py --presets paper,small --dtype
@@ -43,8 +43,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import checkout  # noqa: E402  (bench/checkout.py: import videopoet from this checkout)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE_DIRS = ("schemas", "tokenizers", "pipelines", "trainer", "infra", "cli")
 
 # the GPU continuation of the shipped checkpoint: whole 17-frame clips in batches of 32 (the CPU
 # recipe's stage 4 used 9-frame crops in batches of 2), a pool 4x the CPU one so a long run sees
@@ -62,23 +64,6 @@ RECIPE = (
     "checkpoint_every=100000",
 )
 PEAK_BF16_TFLOPS = 989.0  # H100 / H200 SXM dense bf16 (the spec sheet; a plain matmul reaches ~80% of it)
-
-
-def ensure_importable() -> None:
-    """``import videopoet`` from the checkout without installing it (namespace dir of symlinks)."""
-    try:
-        import videopoet.tokenizers.magvit2  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    root = tempfile.mkdtemp(prefix="videopoet-src-")
-    os.makedirs(os.path.join(root, "videopoet"))
-    for d in PACKAGE_DIRS:
-        os.symlink(os.path.join(REPO, d), os.path.join(root, "videopoet", d))
-    sys.path.insert(0, root)
-    os.environ["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-    import videopoet.tokenizers.magvit2  # noqa: F401
 
 
 def log(msg: str) -> None:
@@ -266,7 +251,7 @@ def main(argv=None) -> int:
     if not args.out:
         ap.error("--out (or $OUT) is required")
     os.makedirs(args.out, exist_ok=True)
-    ensure_importable()
+    checkout.ensure_importable("videopoet.tokenizers.magvit2")
     import jax
 
     from videopoet.tokenizers.magvit2.tokenizer import ASSETS

@@ -1,9 +1,11 @@
 """Trainer benchmark: Grain loader throughput vs the train step's consumption, step time, MFU.
 
     python bench/trainer_bench.py [--config small] [--data NAME@VER --root DATASETS] [--steps 20] [--json]
+                                  [--latent 5,8,8] [--records 96] [key=value ...]
 
 Without ``--data`` it writes a synthetic dataset with the quickstart's shapes (latent 5x8x8 = 320
-video tokens, 4 x 106 audio codes, short captions, inpaint/outpaint streams) to a temporary store.
+video tokens, 4 x 106 audio codes, short captions, inpaint/outpaint streams) to a temporary store;
+``--latent 5,16,28`` gives the paper's 17x128x224 clips instead.
 The loader is measured alone (batches/s through ``Mixture.dataset()`` with its Grain read threads),
 then the train step alone on the same batches after compiling every AGD group (steps/s, with the
 batches already in memory). ratio = loader batches/s / train steps/s: how many times faster the
@@ -29,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--steps", type=int, default=20, help="timed train steps")
     p.add_argument("--loader-batches", type=int, default=40)
+    p.add_argument("--latent", default="5,8,8", help="T,H,W of the synthetic dataset's video latents")
+    p.add_argument("--records", type=int, default=96, help="video records of the synthetic dataset (+ 1/4 images)")
     p.add_argument("--json", action="store_true")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
@@ -44,8 +48,11 @@ def main(argv=None) -> int:
     tmp = None
     if args.data is None:
         tmp = tempfile.mkdtemp(prefix="trainer-bench-")
-        recs = synthetic.make_records(96, cfg.model.vocab, latent=(5, 8, 8), audio_frames=106, images=24)
-        store.write_dataset(tmp, "bench", "1", {"a.tar": recs[:60], "b.tar": recs[60:]})
+        latent = tuple(int(x) for x in args.latent.split(","))
+        n = args.records
+        recs = synthetic.make_records(n, cfg.model.vocab, latent=latent, audio_frames=106, images=n // 4)
+        cut = len(recs) * 5 // 8
+        store.write_dataset(tmp, "bench", "1", {"a.tar": recs[:cut], "b.tar": recs[cut:]})
         args.data, args.root = "bench@1", tmp
     _, mix = data.open_mixture(args.data, cfg, args.root)
 
@@ -63,9 +70,11 @@ def main(argv=None) -> int:
     for b in batches:
         if b["group"] not in seen:
             seen[b["group"]] = b
+    t = time.perf_counter()
     for b in seen.values():  # compile each AGD group once
         state, m = tr.step(state, b)
         float(m["loss"])
+    compile_s = time.perf_counter() - t
     n = min(args.steps, len(batches))
     flops = 0.0
     t = time.perf_counter()
@@ -84,7 +93,12 @@ def main(argv=None) -> int:
         "devices": jax.device_count(),
         "cpu_cores": os.cpu_count(),
         "batch_size": cfg.batch_size,
+        "dtype": cfg.model.dtype,
+        "remat": cfg.model.remat,
+        "attention": cfg.model.attention,
+        "params": int(sum(x.size for x in jax.tree_util.tree_leaves(state["params"]))),
         "groups": len(mix.plan.groups),
+        "compile_and_first_steps_s": compile_s,
         "loader_batches_per_s": 1.0 / loader_s,
         "train_steps_per_s": 1.0 / step_s,
         "loader_to_step_ratio": step_s / loader_s,

@@ -16,13 +16,15 @@ Sources (published figures, read on the vendors' pages; nothing here is measured
     * Per-chip HBM and peak bf16: Cloud TPU system architecture pages (cloud.google.com/tpu/docs/v4,
       /v5e, /v5p, /v6e): v4 32 GiB / 275 TFLOP/s, v5e 16 GB / 197, v5p 95 GB / 459, v6e 32 GB / 918.
       HBM is kept as the published figure read as GiB (TPU HBM stacks are binary-sized; the
-      capacity the runtime leaves to a program is slightly lower).
+      capacity the runtime leaves to a program is slightly lower). HBM bandwidth per chip from the
+      same pages: v4 1,228 GB/s, v5e 819, v5p 2,765, v6e 1,640.
     * Slice shapes, hosts per slice, GKE accelerator labels and machine types: the Cloud TPU / GKE
       "plan TPUs" tables and xpk's system characteristics (AI-Hypercomputer/xpk,
       ``core/system_characteristics.py``), whose conventions MaxText users know: one host per
       1-chip slice, else 4 chips per host (``ct5lp-hightpu-4t`` also for the 8-chip v5e slice).
     * GPUs: NVIDIA data sheets (dense bf16 tensor throughput without sparsity: H100/H200 SXM 989
-      TFLOP/s, A100 312) and GKE's accelerator labels / A2, A3 machine types (8 GPUs per node).
+      TFLOP/s, A100 312; HBM bandwidth H100 SXM 3.35 TB/s, H200 4.8, A100 40 GB 1.555, 80 GB
+      2.039) and GKE's accelerator labels / A2, A3 machine types (8 GPUs per node).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class Generation:
     kind: str  # tpu | gpu
     hbm_gib: float  # per chip
     peak_bf16_flops: float  # per chip, dense
+    hbm_bytes_per_s: float  # per chip, peak HBM bandwidth (the bound of memory-bound work such as sampling)
     gke_accelerator: str  # cloud.google.com/gke-tpu-accelerator or cloud.google.com/gke-accelerator value
     machine_type: str  # multi-host (TPU) or the node (GPU) machine type
     device_kinds: tuple[str, ...]  # lower-case substrings of jax Device.device_kind
@@ -132,6 +135,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="tpu",
             hbm_gib=32,
             peak_bf16_flops=275e12,
+            hbm_bytes_per_s=1228e9,
             gke_accelerator="tpu-v4-podslice",
             machine_type="ct4p-hightpu-4t",
             device_kinds=("tpu v4",),
@@ -145,6 +149,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="tpu",
             hbm_gib=16,
             peak_bf16_flops=197e12,
+            hbm_bytes_per_s=819e9,
             gke_accelerator="tpu-v5-lite-podslice",
             machine_type="ct5lp-hightpu-4t",
             single_chip_machine="ct5lp-hightpu-1t",
@@ -159,6 +164,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="tpu",
             hbm_gib=95,
             peak_bf16_flops=459e12,
+            hbm_bytes_per_s=2765e9,
             gke_accelerator="tpu-v5p-slice",
             machine_type="ct5p-hightpu-4t",
             device_kinds=("tpu v5p", "tpu v5"),
@@ -171,6 +177,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="tpu",
             hbm_gib=32,
             peak_bf16_flops=918e12,
+            hbm_bytes_per_s=1640e9,
             gke_accelerator="tpu-v6e-slice",
             machine_type="ct6e-standard-4t",
             single_chip_machine="ct6e-standard-1t",
@@ -183,6 +190,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="gpu",
             hbm_gib=80,
             peak_bf16_flops=989e12,
+            hbm_bytes_per_s=3.35e12,
             gke_accelerator="nvidia-h100-80gb",
             machine_type="a3-highgpu-8g",
             device_kinds=("h100",),
@@ -194,6 +202,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="gpu",
             hbm_gib=80,
             peak_bf16_flops=989e12,
+            hbm_bytes_per_s=3.35e12,
             gke_accelerator="nvidia-h100-mega-80gb",
             machine_type="a3-megagpu-8g",
             device_kinds=(),
@@ -204,6 +213,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="gpu",
             hbm_gib=141,
             peak_bf16_flops=989e12,
+            hbm_bytes_per_s=4.8e12,
             gke_accelerator="nvidia-h200-141gb",
             machine_type="a3-ultragpu-8g",
             device_kinds=("h200",),
@@ -215,6 +225,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="gpu",
             hbm_gib=40,
             peak_bf16_flops=312e12,
+            hbm_bytes_per_s=1555e9,
             gke_accelerator="nvidia-tesla-a100",
             machine_type="a2-highgpu-8g",
             device_kinds=("a100",),
@@ -225,6 +236,7 @@ GENERATIONS: dict[str, Generation] = {
             kind="gpu",
             hbm_gib=80,
             peak_bf16_flops=312e12,
+            hbm_bytes_per_s=2039e9,
             gke_accelerator="nvidia-a100-80gb",
             machine_type="a2-ultragpu-8g",
             device_kinds=(),
@@ -345,12 +357,24 @@ def lookup(name: str, count: int = 1) -> Accelerator:
     return _tpu(gen, topology, count)
 
 
-def peak_flops_for_device_kind(device_kind: str) -> tuple[float, str] | None:
-    """(peak bf16 FLOP/s, generation) for a JAX ``device_kind`` ("TPU v5 lite", "NVIDIA H100 80GB HBM3")."""
+def generation_for_device_kind(device_kind: str) -> Generation | None:
+    """The generation of a JAX ``device_kind`` ("TPU v5 lite", "NVIDIA H100 80GB HBM3"), or None."""
     kind = device_kind.lower()
     best = None
     for g in GENERATIONS.values():
         for sub in g.device_kinds:  # the longest match wins ("tpu v5 lite" over "tpu v5")
             if sub in kind and (best is None or len(sub) > best[0]):
                 best = (len(sub), g)
-    return (best[1].peak_bf16_flops, best[1].key) if best else None
+    return best[1] if best else None
+
+
+def peak_flops_for_device_kind(device_kind: str) -> tuple[float, str] | None:
+    """(peak bf16 FLOP/s, generation) for a JAX ``device_kind``."""
+    g = generation_for_device_kind(device_kind)
+    return (g.peak_bf16_flops, g.key) if g else None
+
+
+def hbm_bandwidth_for_device_kind(device_kind: str) -> tuple[float, str] | None:
+    """(peak HBM bytes/s per chip, generation) for a JAX ``device_kind``."""
+    g = generation_for_device_kind(device_kind)
+    return (g.hbm_bytes_per_s, g.key) if g else None

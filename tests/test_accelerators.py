@@ -149,6 +149,15 @@ def test_peak_flops_by_device_kind(kind, peak):
     assert accelerators.peak_flops_for_device_kind(kind)[0] == peak
 
 
+@pytest.mark.parametrize(
+    "kind,bandwidth",
+    [("NVIDIA H200", 4.8e12), ("NVIDIA H100 80GB HBM3", 3.35e12), ("TPU v5 lite", 819e9), ("TPU v6 lite", 1640e9)],
+)
+def test_hbm_bandwidth_by_device_kind(kind, bandwidth):
+    assert accelerators.hbm_bandwidth_for_device_kind(kind)[0] == bandwidth
+    assert accelerators.hbm_bandwidth_for_device_kind("cpu") is None
+
+
 def test_metrics_reads_the_catalogue():
     from videopoet.trainer import metrics
 

@@ -58,3 +58,14 @@ def test_everything_installs_under_videopoet():
     cfg = _pyproject()["tool"]["setuptools"]
     assert all(p.startswith("videopoet.") for p in cfg["packages"])
     assert all(p.startswith("videopoet.") for p in cfg["package-dir"])
+
+
+def test_the_checkout_fits_one_device_call():
+    """The device tool carries the working tree and the bench's wheels in one call of at most 64 MiB
+    (bench/device_wheels.sh); the trainer part's wheels take ~5 MiB, so the tracked files stay under 58."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    sizes = [(ROOT / p).stat().st_size for p in listed.decode().split("\0") if p and (ROOT / p).is_file()]
+    assert len(sizes) > 100
+    assert sum(sizes) < 58 * 2**20, f"tracked files take {sum(sizes) / 2**20:.1f} MiB"
