@@ -33,10 +33,10 @@ case "$cmd" in
     ruff format --check --quiet .
     # tests run on min(cores + 1, 4) pytest-xdist workers (VIDEOPOET_TEST_WORKERS overrides; 0 = in-process):
     # one more than the cores, because a test spends part of its time waiting on the servers and
-    # subprocesses it starts (2 workers kept 2 cores 83% busy); grouped by file (one xdist group per
-    # file, so module fixtures such as a Ray cluster are set up once, and the files that start a Ray
-    # cluster as one group: tests/conftest.py), slowest files first; one shared XLA compilation cache
+    # subprocesses it starts (2 workers kept 2 cores 83% busy); one unit of work per file (module
+    # fixtures are set up once; the files that start a Ray cluster form one unit: tests/conftest.py's
+    # scheduler), slowest files first; one shared XLA compilation cache
     workers="${VIDEOPOET_TEST_WORKERS:-$(python -c 'import os; n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(); print(min((n or 1) + 1, 4))')}"
-    exec pytest -n "$workers" --dist loadgroup --no-loadscope-reorder --durations=40 "$@" ;;
+    exec pytest -n "$workers" --dist loadfile --no-loadscope-reorder --durations=40 "$@" ;;
   *) echo "usage: bash scripts/dev.sh setup|quickstart|test [ARGS]" >&2; exit 2 ;;
 esac

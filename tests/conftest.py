@@ -67,56 +67,76 @@ def sr_root(tmp_path_factory):
     return root
 
 
-# How the suite is spread over pytest-xdist workers (scripts/dev.sh runs `--dist loadgroup
-# --no-loadscope-reorder`): one group per file, so a file's module fixtures are set up once, except the
-# files that start a Ray cluster, which share one group: only one Ray cluster may run on the machine at
-# a time (tests/ray_cluster.py), and as one group they run back to back on one worker instead of
-# leaving a second worker waiting on the lock. Groups start longest first (the slowest files measured in
-# CI, in seconds, rounded), so that no long file starts last and runs alone.
+# How the suite is spread over pytest-xdist workers (scripts/dev.sh runs `--dist loadfile
+# --no-loadscope-reorder`): one unit of work per file, so a file's module fixtures are set up once, except
+# the files that start a Ray cluster, which form one unit: only one Ray cluster may run on the machine at
+# a time (tests/ray_cluster.py), and as one unit they run back to back on one worker instead of leaving
+# another worker waiting on the lock. The units are made by the scheduler below (xdist's `xdist_group`
+# marks cannot do it: from pytest 9 on, xdist's renaming of grouped node ids has no effect, and every
+# test was scheduled alone). Units start longest first (each file's seconds on 3 workers and 2 cores,
+# rounded), so that no long file starts last and runs alone.
 RAY_FILES = ("test_ray_pipeline.py", "test_submit_ray.py")
 SLOW_FILES = {
-    "test_magvit2.py": 330,
-    "test_submit_ray.py": 280,
-    "test_ray_pipeline.py": 200,
-    "test_objstore_e2e.py": 140,
-    "test_submit_slurm.py": 140,
+    "test_magvit2.py": 380,
+    "test_ray_pipeline.py": 360,
+    "test_submit_ray.py": 80,
+    "test_quickstart.py": 180,
+    "test_objstore_e2e.py": 170,
+    "test_generate.py": 170,
+    "test_superres.py": 160,
+    "test_pipeline_beam.py": 150,
+    "test_magvit2_perceptual.py": 140,
     "test_bench_magvit2_gpu.py": 130,
-    "test_pipeline_beam.py": 120,
-    "test_generate.py": 120,
-    "test_superres.py": 110,
-    "test_submit_local.py": 110,
-    "test_quickstart.py": 110,
-    "test_aot.py": 100,
-    "test_soundstream.py": 90,
-    "test_elastic_resume.py": 75,
-    "test_magvit2_perceptual.py": 65,
-    "test_trainer_extend.py": 65,
+    "test_soundstream.py": 130,
+    "test_aot.py": 120,
+    "test_submit_slurm.py": 110,
+    "test_elastic_resume.py": 80,
+    "test_submit_local.py": 75,
+    "test_superres_cli.py": 60,
+    "test_trainer_extend.py": 60,
+    "test_bench_accelerator.py": 55,
     "test_trainer_model.py": 50,
     "test_trainer_sharding.py": 45,
+    "test_trainer_adapt.py": 45,
     "test_trainer_distributed.py": 40,
-    "test_superres_cli.py": 40,
 }
 
 
-def _group(item: pytest.Item) -> str:
-    name = item.path.name
-    return "ray" if name in RAY_FILES else name
+def unit_of(nodeid: str) -> str:
+    """The unit of work of a test: its file, or "ray" for the files that start a Ray cluster."""
+    path = nodeid.split("::", 1)[0]
+    return "ray" if os.path.basename(path) in RAY_FILES else path
+
+
+def _unit(item: pytest.Item) -> str:
+    return unit_of(item.nodeid)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the Ray files as one unit (xdist's LoadScopeScheduling cut by ``unit_of``)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return FileUnits(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     weight = {}
     for name, seconds in SLOW_FILES.items():
-        group = "ray" if name in RAY_FILES else name
-        weight[group] = weight.get(group, 0) + seconds
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda item: -weight.get(_group(item), 0))  # stable: a file's tests keep their order
+        unit = unit_of(f"tests/{name}")
+        weight[unit] = weight.get(unit, 0) + seconds
+    items.sort(key=lambda item: -weight.get(_unit(item), 0))  # stable: a file's tests keep their order
 
 
 def pytest_runtest_teardown(item, nextitem):
     """The Ray group's shared cluster stops after its last test (not at the end of the worker's session)."""
-    if _group(item) == "ray" and (nextitem is None or _group(nextitem) != "ray"):
+    if _unit(item) == "ray" and (nextitem is None or _unit(nextitem) != "ray"):
         ray_cluster.stop_session_cluster()
 
 

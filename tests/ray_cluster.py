@@ -117,7 +117,10 @@ def _two_node_cluster(env: dict[str, str], cpus_per_node: int) -> Iterator[dict[
 
 def cluster_env() -> dict[str, str]:
     """The environment of the shared cluster's processes (and of the CLIs the tests point at it): this
-    session's, on the CPU at the suite's optimisation level, one device per process, no RAY_ADDRESS."""
+    session's, on the CPU at the suite's optimisation level, one device per process, no RAY_ADDRESS, and
+    Ray's workers at the raylet's CPU priority: Ray starts them 15 nice levels lower by default, so beside
+    the compute-bound tests on the other xdist workers a job's actors got a tenth of a core's share and
+    the Ray tests ran 4-5x slower than alone (BENCHMARKS.md, "Test suite")."""
     env = dict(os.environ)
     env.pop("RAY_ADDRESS", None)
     env.update(
@@ -126,6 +129,7 @@ def cluster_env() -> dict[str, str]:
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
             "XLA_FLAGS": os.environ.get("VIDEOPOET_TEST_XLA_OPT", ""),
+            "RAY_worker_niceness": "0",
         }
     )
     return env

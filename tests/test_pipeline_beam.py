@@ -15,7 +15,7 @@ import time
 import pytest
 
 from videopoet.cli.main import main
-from videopoet.pipelines import shard, testing
+from videopoet.pipelines import pinning, shard, testing
 from videopoet.pipelines.beam import build_options, run_beam
 from videopoet.pipelines.config import load_pipeline_config
 from videopoet.pipelines.errors import PipelineError
@@ -290,6 +290,9 @@ def test_two_workers_same_fingerprint_as_one(tmp_path, corpus):
             assert s["runner"]["worker_processes"] == 2  # both worker processes did shards
     assert fps[0] == fps[1]
     a, b = (DatasetStore(root).open(f"d@w{w}").manifest for w in (1, 2))
+    # the two local worker processes each ran on their own share of the cores (pipelines/pinning.py)
+    assert b["lineage"]["runner"]["worker_cores"] == pinning.core_plan(2)
+    assert "worker_cores" not in a["lineage"]["runner"]
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
 
 

@@ -1,5 +1,6 @@
-"""The Ray runner against real Ray processes: parity with Beam, nothing lost, resume after SIGKILL,
-fault tolerance on a two-node local cluster (a tokenizer actor killed mid-job), Jobs API submission.
+"""The Ray runner against real Ray processes: parity with Beam (reading and writing a bucket), nothing lost,
+resume after the driver's SIGKILL, a Jobs API job on a two-node local cluster that loses a tokenizer actor
+mid-job, a folder corpus.
 
 Every Ray process binds to 127.0.0.1 and is stopped by the test that started it.
 """
@@ -62,36 +63,43 @@ def _sample_keys(corpus: str) -> set[tuple[str, str]]:
     return out
 
 
-def _files(ds) -> dict[str, bytes]:
-    return {
-        p.split("/v")[-1] if False else os.path.relpath(p, ds.uri): open(p, "rb").read()
-        for p in ds.shard_paths() + ds.reject_paths()
-    }
+def test_ray_matches_beam_byte_for_byte_and_loses_nothing(corpus, beam_reference, s3_server, cluster):
+    """Corpus in a bucket -> Ray job -> dataset in the bucket (moto's S3 server on 127.0.0.1): the fingerprint
+    and the shard and rejects bytes of the local Beam job, every input sample a record or a reject, ``data
+    verify`` passes there, and a rerun of the published version is a no-op. (The runs below read and write
+    local files.)"""
+    import fsspec
 
-
-def test_ray_matches_beam_byte_for_byte_and_loses_nothing(corpus, beam_reference, local_ray, tmp_path):
     from videopoet.pipelines.ray import run_ray
-
-    root = str(tmp_path)
-    s = run_ray(os.path.join(corpus, "train-*.tar"), "synth", "ray", root, CFG, workers=2, progress=False)
-    ds = store.open_dataset("synth@ray", root)
-    assert ds.fingerprint == beam_reference.fingerprint == s["fingerprint"]
-    assert _files(ds) == _files(beam_reference)  # byte-identical shards and rejects files
-    assert ds.manifest["lineage"]["runner"]["name"] == "ray"
-    assert store.verify(ds, deep=True).ok
-    # nothing lost: every input sample is a record (by lineage) or a reject
     from videopoet.schemas.shards import read_records
 
-    recorded = {(r.lineage.source_shard, r.lineage.sample_key) for p in ds.shard_paths() for r in read_records(p)}
-    rejected = {(r["source_shard"], r["key"]) for r in ds.iter_rejects()}
+    bucket = s3_server.new_bucket()
+    fs = fsspec.filesystem("s3")
+    fs.put(f"{corpus}/", f"{bucket}/corpus/", recursive=True)
+    root = f"{bucket}/datasets"
+    with ray_cluster.joined(cluster, env_vars=s3_server.env):  # the workers reach the server too
+        s = run_ray(f"{bucket}/corpus/train-*.tar", "synth", "ray", root, CFG, workers=2, progress=False)
+        ds = store.DatasetStore(root).open("synth@ray")
+        assert s["fingerprint"] == ds.fingerprint == beam_reference.fingerprint
+        assert ds.manifest["lineage"]["runner"]["name"] == "ray"
+        assert store.verify(ds, deep=True).ok
+        rels = [f["path"] for f in beam_reference.manifest["shards"] + beam_reference.manifest["rejects"]["files"]]
+        local = {rel: open(beam_reference.file_uri(rel), "rb").read() for rel in rels}
+        remote = {rel: fs.cat_file(ds.file_uri(rel)) for rel in rels}
+        assert remote == local  # byte-identical shards and rejects in the bucket
+        again = run_ray(f"{bucket}/corpus/train-*.tar", "synth", "ray", root, CFG, workers=1, progress=False)
+        assert again["no_op"] and again["fingerprint"] == ds.fingerprint
+    # nothing lost: every input sample is a record (by lineage) or a reject (read from the local copies of
+    # the same bytes)
+    ref = beam_reference
+    recorded = {(r.lineage.source_shard, r.lineage.sample_key) for p in ref.shard_paths() for r in read_records(p)}
+    rejected = {(r["source_shard"], r["key"]) for r in ref.iter_rejects()}
     assert recorded | rejected == _sample_keys(corpus)
     assert not recorded & rejected
     t = ds.manifest["totals"]
+    assert t == ref.manifest["totals"]
     assert t["samples_in"] == len(_sample_keys(corpus)) == len(recorded) + t["samples_rejected"]
     assert set(ds.manifest["rejects"]["by_reason"]) >= {"empty_file", "undecodable_video", "caption_not_utf8"}
-    # a rerun of the published version is a no-op
-    again = run_ray(os.path.join(corpus, "train-*.tar"), "synth", "ray", root, CFG, workers=1, progress=False)
-    assert again["no_op"] and again["fingerprint"] == ds.fingerprint
 
 
 def _stable_listing(d: str, quiet_s: float = 5.0, limit_s: float = 60.0) -> set[str]:
@@ -167,42 +175,47 @@ def cluster(ray_cluster_session):
     return ray_cluster_session
 
 
-def test_tokenizer_actor_killed_on_a_two_node_cluster(corpus, beam_reference, cluster, tmp_path):
+def _submit_job(client, entry: str, env_vars: dict[str, str], submission_id: str) -> str:
+    """Submit through the Jobs API, retrying while the head's job agent (on a loaded machine, its dashboard)
+    is not answering yet; the fixed submission id keeps a retry after a lost reply from starting a second job."""
+    import requests
+
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client.submit_job(entrypoint=entry, submission_id=submission_id, runtime_env={"env_vars": env_vars})
+        except (RuntimeError, requests.exceptions.ConnectionError) as e:
+            if "already exists" in str(e):  # the lost reply's submission went through
+                return submission_id
+            starting = isinstance(e, requests.exceptions.ConnectionError) or "No available agent" in str(e)
+            if not starting or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
+def test_jobs_api_job_survives_a_killed_tokenizer_actor(corpus, beam_reference, cluster, tmp_path):
+    """A pipeline job submitted through the Jobs API to the two-node cluster; one of its two tokenizer actors
+    SIGKILLed mid-job: the job succeeds and publishes what Beam publishes (no lost or duplicated record)."""
     import ray
+    from ray.job_submission import JobStatus, JobSubmissionClient
     from ray.util.state import list_actors
 
+    client = JobSubmissionClient(cluster["dashboard"])
     root = str(tmp_path)
-    argv = [
-        VIDEOPOET,
-        "pipeline",
-        "run",
-        "--runner",
-        "ray",
-        "--address",
-        cluster["address"],
-        "--actors",
-        "2",
-        "--input",
-        os.path.join(corpus, "train-*.tar"),
-        "--name",
-        "synth",
-        "--version",
-        "ft",
-        "--root",
-        root,
-        "--config",
-        "tiny",
-        "--no-progress",
-        "--json",
-    ]
-    p = subprocess.Popen(argv, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    entry = (
+        f"{VIDEOPOET} pipeline run --runner ray --actors 2 --input '{os.path.join(corpus, 'train-*.tar')}' "
+        f"--name synth --version jobs --root {root} --config tiny --no-progress"
+    )
+    job_env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": cluster["env"]["XLA_FLAGS"]}
+    job_id = _submit_job(client, entry, job_env, f"videopoet-test-{os.getpid()}")
+    finished = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED)
     killed = None
     if ray.is_initialized():
         ray.shutdown()
     ray.init(address=cluster["address"], _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="WARNING")
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and p.poll() is None and killed is None:
+        deadline = time.time() + 300
+        while time.time() < deadline and killed is None and client.get_job_status(job_id) not in finished:
             for a in list_actors(
                 address=cluster["address"],
                 filters=[("state", "=", "ALIVE")],
@@ -217,77 +230,22 @@ def test_tokenizer_actor_killed_on_a_two_node_cluster(corpus, beam_reference, cl
             time.sleep(0.2)
     finally:
         ray.shutdown()
-    out, err = p.communicate(timeout=600)
-    assert killed is not None, "no tokenizer actor was seen alive"
-    assert p.returncode == 0, err[-3000:]
-    summary = json.loads(out[out.index("{\n") :])  # Ray may print its own notices before our JSON
-    assert summary["fingerprint"] == beam_reference.fingerprint  # no lost or duplicated record
-    ds = store.open_dataset("synth@ft", root)
-    assert ds.manifest["totals"]["records"] == beam_reference.manifest["totals"]["records"]
-    assert store.verify(ds).ok
-
-
-def test_jobs_api_submission(corpus, beam_reference, cluster, tmp_path):
-    import requests
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(cluster["dashboard"])
-    root = str(tmp_path)
-    entry = (
-        f"{VIDEOPOET} pipeline run --runner ray --input '{os.path.join(corpus, 'train-*.tar')}' "
-        f"--name synth --version jobs --root {root} --config tiny --no-progress"
-    )
-    job_id = None
-    deadline = time.time() + 120
-    sub_id = f"videopoet-test-{os.getpid()}"  # fixed: a retry after a lost reply cannot start a second job
-    while job_id is None:  # the head's job agent (and, on a loaded machine, its dashboard) needs a moment
-        try:
-            job_env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": cluster["env"]["XLA_FLAGS"]}
-            job_id = client.submit_job(entrypoint=entry, submission_id=sub_id, runtime_env={"env_vars": job_env})
-        except (RuntimeError, requests.exceptions.ConnectionError) as e:
-            if "already exists" in str(e):  # the lost reply's submission went through
-                job_id = sub_id
-                break
-            starting = isinstance(e, requests.exceptions.ConnectionError) or "No available agent" in str(e)
-            if not starting or time.time() > deadline:
-                raise
-            time.sleep(2)
     deadline = time.time() + 400
     status = None
     while time.time() < deadline:
         status = client.get_job_status(job_id)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        if status in finished:
             break
         time.sleep(1)
     logs = client.get_job_logs(job_id)
+    assert killed is not None, "no tokenizer actor was seen alive"
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "published synth@jobs" in logs
     ds = store.open_dataset("synth@jobs", root)
-    assert ds.fingerprint == beam_reference.fingerprint
+    assert ds.fingerprint == beam_reference.fingerprint  # no lost or duplicated record
+    assert ds.manifest["totals"] == beam_reference.manifest["totals"]
     assert ds.manifest["lineage"]["runner"]["name"] == "ray"
-
-
-def test_ray_reads_and_writes_object_storage_to_the_same_dataset(corpus, beam_reference, s3_server, cluster):
-    """Corpus in a bucket -> Ray job -> dataset in the bucket (moto's S3 server on 127.0.0.1): the same
-    fingerprint and shard bytes as the local Beam job, and ``data verify`` passes there."""
-    import fsspec
-
-    from videopoet.pipelines.ray import run_ray
-
-    bucket = s3_server.new_bucket()
-    fs = fsspec.filesystem("s3")
-    fs.put(f"{corpus}/", f"{bucket}/corpus/", recursive=True)
-    root = f"{bucket}/datasets"
-    with ray_cluster.joined(cluster, env_vars=s3_server.env):  # the workers reach the server too
-        s = run_ray(f"{bucket}/corpus/train-*.tar", "synth", "v1", root, CFG, workers=2, progress=False)
-    ds = store.DatasetStore(root).open("synth@v1")
-    assert s["fingerprint"] == ds.fingerprint == beam_reference.fingerprint
-    assert store.verify(ds, deep=True).ok
-    rels = [f["path"] for f in beam_reference.manifest["shards"] + beam_reference.manifest["rejects"]["files"]]
-    local = {rel: open(beam_reference.file_uri(rel), "rb").read() for rel in rels}
-    remote = {rel: fs.cat_file(ds.file_uri(rel)) for rel in rels}
-    assert remote == local  # byte-identical shards and rejects in the bucket
-    assert ds.manifest["totals"]["samples_in"] == beam_reference.manifest["totals"]["samples_in"]
+    assert store.verify(ds).ok
 
 
 def test_ray_reads_a_folder_corpus_as_beam_does(local_ray, tmp_path):

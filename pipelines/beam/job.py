@@ -8,7 +8,9 @@
   to ``PipelineOptions`` unchanged; ``dry_run`` returns the options it would submit without running.
 * Unit of work: one input shard (:func:`videopoet.pipelines.shard.process_shard`), so work is
   resumable and the output does not depend on the number of workers or on retries.
-* Tokenizers are loaded once per worker process through ``apache_beam.utils.shared.Shared``.
+* Tokenizers are loaded once per worker process through ``apache_beam.utils.shared.Shared``; the
+  DirectRunner's local worker processes first claim their share of the cores
+  (:mod:`videopoet.pipelines.pinning`).
 * Metrics: Beam counters ``videopoet/{shards,samples_in,records,clips,images,rejects,
   reject_<reason>,tokens_<kind>,ms_<stage>}``; progress from the store's done markers.
 """
@@ -16,10 +18,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
-from videopoet.pipelines import driver, shard
+from videopoet.pipelines import driver, pinning, shard
 from videopoet.pipelines.beam import quiet
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import PipelineError
@@ -60,6 +64,15 @@ def build_options(workers: int = 1, runner_args: list[str] | tuple[str, ...] = (
     return flags + args
 
 
+def local_workers(flags: list[str]) -> int:
+    """How many worker processes the DirectRunner starts on this machine for these flags (1 when it
+    runs in the driver's process or another runner runs the job)."""
+    value = dict(a[2:].split("=", 1) for a in flags if a.startswith("--") and "=" in a)
+    if not value.get("runner", "").endswith("DirectRunner") or value.get("direct_running_mode") != "multi_processing":
+        return 1
+    return max(1, int(value.get("direct_num_workers", "1")))
+
+
 class _Loaded:
     """Weak-referenceable holder for the Shared cache."""
 
@@ -77,15 +90,24 @@ class TokenizeShard(_beam_dofn_base()):
     """ParDo over input shard URIs: tokenizes each into the store's staging area."""
 
     def __init__(
-        self, cfg: dict[str, Any], root: str, name: str, version: str, fingerprints: dict[str, str] | None = None
+        self,
+        cfg: dict[str, Any],
+        root: str,
+        name: str,
+        version: str,
+        fingerprints: dict[str, str] | None = None,
+        cores: dict[str, Any] | None = None,
     ):
         from apache_beam.utils import shared
 
         self.cfg_dict, self.root, self.name, self.version = cfg, root, name, version
         self.fingerprints = fingerprints
+        self.cores = cores  # {"dir", "workers"}: local worker processes claim their share of the cores
         self._shared = shared.Shared()
 
     def setup(self) -> None:
+        if self.cores:  # before the tokenizers load: XLA sizes its thread pool from the cores it may use
+            pinning.claim_cores(self.cores["dir"], self.cores["workers"])
         self.cfg = from_dict(PipelineConfig, self.cfg_dict)
         key = f"{self.cfg.video_tokenizer}|{self.cfg.audio_tokenizer}|{self.cfg.text_tokenizer}"
         self.loaded = self._shared.acquire(lambda: _Loaded(load_tokenizers(self.cfg)), tag=key)
@@ -172,7 +194,12 @@ def run_beam(
     job = driver.prepare_job(input_glob, name, version, root, cfg)
     runner_info = {"name": "beam", "beam_version": beam.__version__, "workers": workers, "flags": flags}
     counters: dict[str, int] = {}
+    n_local = local_workers(flags)
+    if n_local > 1:
+        runner_info["worker_cores"] = pinning.core_plan(n_local)
     if job.already_published is None and job.todo:
+        slots = tempfile.mkdtemp(prefix="videopoet-cores-") if n_local > 1 else None
+        cores = {"dir": slots, "workers": n_local} if slots else None
         opts = PipelineOptions(flags)
         with driver.ShardProgress(job, enabled=progress):
             p = beam.Pipeline(options=opts)
@@ -181,7 +208,7 @@ def run_beam(
                 | "InputShards" >> beam.Create(job.todo)
                 | "Spread" >> beam.Reshuffle()
                 | "Tokenize"
-                >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version, job.tokenizers.fingerprints()))
+                >> beam.ParDo(TokenizeShard(to_dict(cfg), root, name, version, job.tokenizers.fingerprints(), cores))
             )
             try:
                 with quiet.quiet_workers():
@@ -194,6 +221,9 @@ def run_beam(
                     f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same command "
                     f"again to resume"
                 ) from e
+            finally:
+                if slots:
+                    shutil.rmtree(slots, ignore_errors=True)
         counters = _counters(result)
     before = set(job.done_before)
     markers = (

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -33,7 +35,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from videopoet.pipelines import driver
+from videopoet.pipelines import driver, pinning
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import PipelineError
 from videopoet.pipelines.ray import windows
@@ -49,7 +51,9 @@ __all__ = ["TokenizeWindows", "run_ray", "write_shard_group"]
 class TokenizeWindows:
     """Actor: tokenizes windows in batches. Loads the tokenizers once, checks their fingerprints."""
 
-    def __init__(self, cfg: dict[str, Any], fingerprints: dict[str, str]):
+    def __init__(self, cfg: dict[str, Any], fingerprints: dict[str, str], cores: dict[str, Any] | None = None):
+        if cores:  # actors of a local cluster claim their share of the cores before the tokenizers load
+            pinning.claim_cores(cores["dir"], cores["workers"])
         self.cfg = from_dict(PipelineConfig, cfg)
         self.toks = load_tokenizers(self.cfg)
         got = self.toks.fingerprints()
@@ -195,11 +199,13 @@ def run_ray(
         return driver.summarize(job, job.already_published, time.time() - t_start)
     new_markers: dict[str, ShardStats] = {}
     timings: Counter = Counter()
+    runner = {"name": "ray", "workers": workers, "tokenizer_actors": concurrency, "address": plan["address"]}
     if job.todo:
         import ray
         import ray.data
 
         started = _init_ray(address, None if address else max(2, workers + 1))
+        slots, cores = None, None
         try:
             cpus = float(ray.cluster_resources().get("CPU", 0))
             if concurrency * num_cpus_per_actor > cpus - 1:
@@ -211,11 +217,15 @@ def run_ray(
             ctx.enable_progress_bars = bool(progress) if progress is not None else ctx.enable_progress_bars
             ctx.execution_options.preserve_order = False
             cfg_d, fps = to_dict(job.cfg), job.tokenizers.fingerprints()
+            if started and concurrency > 1:  # a cluster of this machine alone: pin the tokenizer actors
+                slots = tempfile.mkdtemp(prefix="videopoet-cores-")
+                cores = {"dir": slots, "workers": concurrency}
+                runner["worker_cores"] = pinning.core_plan(concurrency)
             ds = ray.data.from_items([{"uri": u} for u in job.todo], override_num_blocks=len(job.todo))
             ds = ds.flat_map(_plan, fn_kwargs={"cfg": cfg_d}, num_cpus=1)
             ds = ds.map_batches(
                 TokenizeWindows,
-                fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps},
+                fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps, "cores": cores},
                 batch_size=windows_per_call,
                 compute=ray.data.ActorPoolStrategy(size=concurrency),
                 num_cpus=num_cpus_per_actor,
@@ -238,7 +248,7 @@ def run_ray(
         finally:
             if started:
                 ray.shutdown()
-    manifest = driver.commit_job(
-        job, runner={"name": "ray", "workers": workers, "tokenizer_actors": concurrency, "address": plan["address"]}
-    )
+            if slots:
+                shutil.rmtree(slots, ignore_errors=True)
+    manifest = driver.commit_job(job, runner=runner)
     return driver.summarize(job, manifest, time.time() - t_start, dict(timings), new_markers)
