@@ -197,17 +197,9 @@ class Relay:
 
 
 def _reset(s: socket.socket) -> None:
-    """Close with an RST (what a stopped server's peer gets), ignoring sockets already closed.
-
-    ``shutdown`` first: a relay thread blocked in ``recv`` on the socket holds the kernel's reference to
-    it, so a bare ``close`` would neither wake that thread nor reset the connection, and a client waiting
-    on it (a request sent when the relay went down) would wait for ever."""
+    """Close with an RST (what a stopped server's peer gets), ignoring sockets already closed."""
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
-        s.shutdown(socket.SHUT_RD)
     except OSError:
         pass
     try:
