@@ -17,10 +17,14 @@ Applied only where the job starts its own worker processes on this machine (Beam
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 
-__all__ = ["available_cores", "claim_cores", "core_plan", "cores_for"]
+__all__ = ["available_cores", "claim_cores", "core_plan", "cores_for", "worker_slots"]
 
 _CLAIMED: tuple[int, object] | None = None  # (slot, open lock file) of this process
 
@@ -42,6 +46,21 @@ def core_plan(workers: int) -> list[list[int]]:
     """Every slot's cores on this machine (recorded in the job's runner information)."""
     cores = available_cores()
     return [cores_for(slot, workers, cores) for slot in range(workers)]
+
+
+@contextlib.contextmanager
+def worker_slots(workers: int) -> Iterator[dict | None]:
+    """For a job that starts ``workers`` local worker processes: a fresh slots directory, as the
+    ``{"dir", "workers"}`` that each worker passes to :func:`claim_cores`, removed when the job ends;
+    None (nothing to claim) for one worker."""
+    if workers <= 1:
+        yield None
+        return
+    slots_dir = tempfile.mkdtemp(prefix="videopoet-cores-")
+    try:
+        yield {"dir": slots_dir, "workers": workers}
+    finally:
+        shutil.rmtree(slots_dir, ignore_errors=True)
 
 
 def claim_cores(slots_dir: str, workers: int) -> list[int] | None:

@@ -86,3 +86,11 @@ def test_only_the_direct_runners_worker_processes_are_local():
     assert local_workers(build_options(1)) == 1  # in_memory: the driver's own process
     assert local_workers(build_options(4, ["--runner=DataflowRunner", "--project=p"])) == 1
     assert local_workers(build_options(1, ["--direct_running_mode=multi_processing", "--direct_num_workers=3"])) == 3
+
+
+def test_worker_slots_are_a_fresh_directory_removed_after_the_job():
+    with pinning.worker_slots(1) as none:
+        assert none is None
+    with pinning.worker_slots(3) as slots:
+        assert slots["workers"] == 3 and os.path.isdir(slots["dir"]) and os.listdir(slots["dir"]) == []
+    assert not os.path.exists(slots["dir"])

@@ -18,8 +18,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -198,10 +196,8 @@ def run_beam(
     if n_local > 1:
         runner_info["worker_cores"] = pinning.core_plan(n_local)
     if job.already_published is None and job.todo:
-        slots = tempfile.mkdtemp(prefix="videopoet-cores-") if n_local > 1 else None
-        cores = {"dir": slots, "workers": n_local} if slots else None
         opts = PipelineOptions(flags)
-        with driver.ShardProgress(job, enabled=progress):
+        with driver.ShardProgress(job, enabled=progress), pinning.worker_slots(n_local) as cores:
             p = beam.Pipeline(options=opts)
             _ = (
                 p
@@ -221,9 +217,6 @@ def run_beam(
                     f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same command "
                     f"again to resume"
                 ) from e
-            finally:
-                if slots:
-                    shutil.rmtree(slots, ignore_errors=True)
         counters = _counters(result)
     before = set(job.done_before)
     markers = (

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -205,7 +203,6 @@ def run_ray(
         import ray.data
 
         started = _init_ray(address, None if address else max(2, workers + 1))
-        slots, cores = None, None
         try:
             cpus = float(ray.cluster_resources().get("CPU", 0))
             if concurrency * num_cpus_per_actor > cpus - 1:
@@ -217,28 +214,28 @@ def run_ray(
             ctx.enable_progress_bars = bool(progress) if progress is not None else ctx.enable_progress_bars
             ctx.execution_options.preserve_order = False
             cfg_d, fps = to_dict(job.cfg), job.tokenizers.fingerprints()
-            if started and concurrency > 1:  # a cluster of this machine alone: pin the tokenizer actors
-                slots = tempfile.mkdtemp(prefix="videopoet-cores-")
-                cores = {"dir": slots, "workers": concurrency}
-                runner["worker_cores"] = pinning.core_plan(concurrency)
-            ds = ray.data.from_items([{"uri": u} for u in job.todo], override_num_blocks=len(job.todo))
-            ds = ds.flat_map(_plan, fn_kwargs={"cfg": cfg_d}, num_cpus=1)
-            ds = ds.map_batches(
-                TokenizeWindows,
-                fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps, "cores": cores},
-                batch_size=windows_per_call,
-                compute=ray.data.ActorPoolStrategy(size=concurrency),
-                num_cpus=num_cpus_per_actor,
-                num_gpus=num_gpus_per_actor or None,
-                batch_format="numpy",
-            )
-            ds = ds.groupby("shard", num_partitions=len(job.todo)).map_groups(
-                write_shard_group,
-                batch_format="numpy",
-                fn_kwargs={"cfg": cfg_d, "root": job.root, "name": name, "version": version, "fingerprints": fps},
-            )
-            with driver.ShardProgress(job, enabled=progress):
-                rows = ds.take_all()
+            # a cluster of this machine alone: the tokenizer actors are pinned to their share of the cores
+            with pinning.worker_slots(concurrency if started else 1) as cores:
+                if cores:
+                    runner["worker_cores"] = pinning.core_plan(concurrency)
+                ds = ray.data.from_items([{"uri": u} for u in job.todo], override_num_blocks=len(job.todo))
+                ds = ds.flat_map(_plan, fn_kwargs={"cfg": cfg_d}, num_cpus=1)
+                ds = ds.map_batches(
+                    TokenizeWindows,
+                    fn_constructor_kwargs={"cfg": cfg_d, "fingerprints": fps, "cores": cores},
+                    batch_size=windows_per_call,
+                    compute=ray.data.ActorPoolStrategy(size=concurrency),
+                    num_cpus=num_cpus_per_actor,
+                    num_gpus=num_gpus_per_actor or None,
+                    batch_format="numpy",
+                )
+                ds = ds.groupby("shard", num_partitions=len(job.todo)).map_groups(
+                    write_shard_group,
+                    batch_format="numpy",
+                    fn_kwargs={"cfg": cfg_d, "root": job.root, "name": name, "version": version, "fingerprints": fps},
+                )
+                with driver.ShardProgress(job, enabled=progress):
+                    rows = ds.take_all()
             for r in rows:
                 mk = ShardStats.from_marker(json.loads(r["marker"]))
                 new_markers[mk.input_name] = mk
@@ -248,7 +245,5 @@ def run_ray(
         finally:
             if started:
                 ray.shutdown()
-            if slots:
-                shutil.rmtree(slots, ignore_errors=True)
     manifest = driver.commit_job(job, runner=runner)
     return driver.summarize(job, manifest, time.time() - t_start, dict(timings), new_markers)
