@@ -12,6 +12,12 @@
   jitter, ``rand * min(2**attempt, 20)`` seconds) with ``$VIDEOPOET_STORE_ATTEMPTS`` attempts
   (default 10: about a minute of outage on average), unless the user's own fsspec config sets
   ``config_kwargs.retries``. gcsfs retries by itself (exponential backoff on 5xx and connection errors).
+  The same call bounds every S3 request in time: botocore asks for ``Expect: 100-continue`` on every
+  upload of a file-like body, and aiohttp waits for the server's ``100 Continue`` without any timeout
+  (its read timeout starts once the body is sent), so a connection that stops answering mid-upload
+  would block the job for ever. Uploads therefore go out without the expectation (the header is not
+  signed; it only saves sending a body that the server would refuse), which puts them under the
+  client's connect and read timeouts like every other request, and the retries above then apply.
   Called by the modules that open object-store paths, at import, so Beam and Ray workers get it too.
 * ``storage_error(exc, paths)``: the one line for an exception that object storage raised (an endpoint
   that does not answer, missing credentials, a bucket that does not exist or refuses access), naming
@@ -50,19 +56,52 @@ def attempts() -> int:
 
 
 _OURS: dict | None = None  # the retries dict configure() put in fsspec's config (a later call may replace it)
+_SESSION_CLASS: type | None = None
+
+
+def _bounded_session_class() -> type | None:
+    """aiobotocore's aiohttp session, sending requests without ``Expect: 100-continue`` (module
+    docstring); ``None`` without aiobotocore. Built on first use, so importing this module does not
+    import aiohttp."""
+    global _SESSION_CLASS
+    if _SESSION_CLASS is None:
+        try:
+            from aiobotocore.httpsession import AIOHTTPSession
+        except ImportError:
+            return None
+
+        class BoundedAIOHTTPSession(AIOHTTPSession):
+            async def send(self, request):
+                request.headers.pop("Expect", None)  # a case-insensitive mapping
+                return await super().send(request)
+
+        _SESSION_CLASS = BoundedAIOHTTPSession
+    return _SESSION_CLASS
+
+
+class BoundedHTTPSession:
+    """What ``configure`` gives botocore's config as ``http_session_cls``: makes the session of
+    :func:`_bounded_session_class` when a client is created (aiobotocore instantiates the class)."""
+
+    def __new__(cls, *args, **kwargs):
+        session_class = _bounded_session_class()
+        if session_class is None:
+            raise ImportError("S3 clients need aiobotocore (installed with s3fs)")
+        return session_class(*args, **kwargs)
 
 
 def configure() -> None:
-    """Make S3 clients retry with backoff (module docstring); idempotent, keeps a user's own setting.
+    """Make S3 clients retry with backoff and bound every request in time (module docstring);
+    idempotent, keeps a user's own settings.
 
     Filesystem instances made before the call (fsspec caches them) keep their clients."""
     global _OURS
     s3 = dict(fsspec.config.conf.get("s3") or {})
     kwargs = dict(s3.get("config_kwargs") or {})
-    if "retries" in kwargs and kwargs["retries"] is not _OURS:  # botocore rewrites the dict in place: identity
-        return  # the user's fsspec config chose a retry policy
-    _OURS = {"mode": "standard", "total_max_attempts": attempts()}
-    kwargs["retries"] = _OURS
+    kwargs.setdefault("http_session_cls", BoundedHTTPSession)
+    if "retries" not in kwargs or kwargs["retries"] is _OURS:  # botocore rewrites the dict in place: identity
+        _OURS = {"mode": "standard", "total_max_attempts": attempts()}
+        kwargs["retries"] = _OURS
     s3["config_kwargs"] = kwargs
     fsspec.config.conf["s3"] = s3
 

@@ -6,6 +6,9 @@ In-process tests use fsspec's ``memory://``; the S3 ones talk to moto's server o
 
 import json
 import os
+import socket
+import threading
+import time
 
 import fsspec
 import numpy as np
@@ -110,6 +113,71 @@ def test_s3_retry_policy_is_configured(monkeypatch):
     conf["s3"]["config_kwargs"]["retries"] = {"mode": "adaptive", "max_attempts": 2}
     objstore.configure()  # the user's: kept
     assert conf["s3"]["config_kwargs"]["retries"] == {"mode": "adaptive", "max_attempts": 2}
+
+
+def test_s3_upload_to_an_endpoint_that_never_answers_ends_in_an_error(monkeypatch):
+    """A server that takes the connection and the bytes but never answers (a hung proxy or server):
+    the upload fails within the client's timeouts, with the retries spent, instead of waiting for
+    ever for a ``100 Continue``."""
+    import s3fs
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def swallow(conn: socket.socket) -> None:
+        with conn:
+            while conn.recv(65536):
+                pass
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed
+                return
+            held.append(conn)
+            threading.Thread(target=swallow, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    conf = fsspec.config.conf
+    monkeypatch.setattr(objstore, "_OURS", objstore._OURS)
+    monkeypatch.setitem(conf, "s3", {k: v for k, v in conf.get("s3", {}).items() if k != "config_kwargs"})
+    monkeypatch.setenv("VIDEOPOET_STORE_ATTEMPTS", "2")
+    objstore.configure()
+    assert conf["s3"]["config_kwargs"]["http_session_cls"] is objstore.BoundedHTTPSession
+    config_kwargs = {**conf["s3"]["config_kwargs"], "read_timeout": 2, "connect_timeout": 2}
+    fs = s3fs.S3FileSystem(
+        endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+        key="testing",
+        secret="testing",
+        config_kwargs=config_kwargs,
+        skip_instance_cache=True,
+    )
+    fs.retries = 1  # s3fs's own retry loop around botocore's: once, so that botocore's attempts are counted
+    outcome: dict = {}
+
+    def upload() -> None:
+        try:
+            fs.pipe("bucket/key", b"x" * 4096)
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    worker = threading.Thread(target=upload, daemon=True)
+    worker.start()
+    worker.join(90)
+    try:
+        assert not worker.is_alive(), "the upload still waits for an answer after 90 s"
+        assert held, "the client never connected"
+        assert len(held) == 2  # both attempts made
+        assert objstore.storage_error(outcome["error"], ["s3://bucket/key"]).startswith(
+            "cannot use s3://bucket/key: ReadTimeoutError"
+        )
+        assert time.monotonic() - started < 60
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
 
 
 def test_s3_deleted_shard_named_by_verify_and_train(records, s3_root, cache_dir, tmp_path, capsys):

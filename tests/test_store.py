@@ -258,8 +258,8 @@ def test_checked_in_json_schemas_are_generated_from_code():
 
 
 def test_record_wire_format_matches_its_json_schema():
-    import jsonschema as js
     import msgpack
+    from jsonschema import validate as validate_against_schema
 
     from videopoet.schemas.record import encode_record
 
@@ -272,7 +272,7 @@ def test_record_wire_format_matches_its_json_schema():
             return [to_jsonable(v) for v in x]
         return "<bin>" if isinstance(x, bytes) else x
 
-    js.validate(to_jsonable(wire), jsonschema.RECORD_JSON_SCHEMA)
+    validate_against_schema(to_jsonable(wire), jsonschema.RECORD_JSON_SCHEMA)
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -12,7 +12,7 @@ import stat
 import sys
 
 import pytest
-from apache_beam.options import pipeline_options as po
+from apache_beam.options import pipeline_options
 
 from videopoet.cli.main import main
 from videopoet.infra import images, targets
@@ -41,8 +41,8 @@ def _request(tmp_path, target="dataflow", **kw) -> SubmitRequest:
     return SubmitRequest(**base)
 
 
-def _opts(flags: list[str]) -> po.PipelineOptions:
-    return po.PipelineOptions(flags)
+def _opts(flags: list[str]) -> pipeline_options.PipelineOptions:
+    return pipeline_options.PipelineOptions(flags)
 
 
 def test_dataflow_cpu_options(tmp_path):
@@ -50,14 +50,14 @@ def test_dataflow_cpu_options(tmp_path):
     targets.preflight(req)
     flags = dataflow.job_flags(req)
     o = _opts(flags)
-    assert o.view_as(po.StandardOptions).runner == "DataflowRunner"
-    g = o.view_as(po.GoogleCloudOptions)
+    assert o.view_as(pipeline_options.StandardOptions).runner == "DataflowRunner"
+    g = o.view_as(pipeline_options.GoogleCloudOptions)
     assert (g.project, g.region, g.temp_location, g.job_name) == ("proj", "us-central1", "gs://bucket/tmp", "vp-tok")
     assert not g.dataflow_service_options
-    w = o.view_as(po.WorkerOptions)
+    w = o.view_as(pipeline_options.WorkerOptions)
     assert w.sdk_container_image == images.image_ref(images.content_tag("cpu"))
     assert (w.num_workers, w.max_num_workers, w.autoscaling_algorithm) == (4, 32, "THROUGHPUT_BASED")
-    d = o.view_as(po.DebugOptions)
+    d = o.view_as(pipeline_options.DebugOptions)
     assert d.experiments == ["use_runner_v2"] and d.number_of_worker_harness_threads is None
 
 
@@ -76,12 +76,12 @@ def test_dataflow_gpu_workers(tmp_path, accelerator, gpus, kind, count, machine)
         image="us-docker.pkg.dev/p/r/videopoet:cuda-x",
     )
     o = _opts(dataflow.job_flags(req))
-    g = o.view_as(po.GoogleCloudOptions)
+    g = o.view_as(pipeline_options.GoogleCloudOptions)
     assert g.dataflow_service_options == [f"worker_accelerator=type:{kind};count:{count};install-nvidia-driver"]
-    d = o.view_as(po.DebugOptions)
+    d = o.view_as(pipeline_options.DebugOptions)
     assert d.experiments == ["use_runner_v2", "no_use_multiple_sdk_containers"]  # one SDK process per VM
     assert d.number_of_worker_harness_threads == 2 * count
-    w = o.view_as(po.WorkerOptions)
+    w = o.view_as(pipeline_options.WorkerOptions)
     assert w.machine_type == machine and w.sdk_container_image == "us-docker.pkg.dev/p/r/videopoet:cuda-x"
     assert (w.num_workers, w.max_num_workers, w.autoscaling_algorithm) == (4, 4, "NONE")
 
@@ -89,18 +89,18 @@ def test_dataflow_gpu_workers(tmp_path, accelerator, gpus, kind, count, machine)
 def test_flink_and_spark_options(tmp_path):
     req = _request(tmp_path, "flink", runner_args=("--flink_master=jm:8081", "--flink_version=1.20"), gpus_per_node=1)
     o = _opts(flink.job_flags(req))
-    f = o.view_as(po.FlinkRunnerOptions)
+    f = o.view_as(pipeline_options.FlinkRunnerOptions)
     assert (f.flink_master, f.parallelism, f.flink_version) == ("jm:8081", 4, "1.20")
-    p = o.view_as(po.PortableOptions)
+    p = o.view_as(pipeline_options.PortableOptions)
     assert (p.environment_type, p.environment_config) == ("DOCKER", images.image_ref(images.content_tag("cuda")))
     assert int(p.sdk_worker_parallelism) == 1  # Beam keeps this one a string
-    assert o.view_as(po.StandardOptions).runner == "FlinkRunner"
+    assert o.view_as(pipeline_options.StandardOptions).runner == "FlinkRunner"
     req = _request(tmp_path, "spark", runner_args=("--spark_master_url=spark://m:7077",))
     o = _opts(spark.job_flags(req))
-    assert o.view_as(po.SparkRunnerOptions).spark_master_url == "spark://m:7077"
-    p = o.view_as(po.PortableOptions)
+    assert o.view_as(pipeline_options.SparkRunnerOptions).spark_master_url == "spark://m:7077"
+    p = o.view_as(pipeline_options.PortableOptions)
     assert (p.environment_type, p.environment_config) == ("DOCKER", images.image_ref(images.content_tag("cpu")))
-    assert o.view_as(po.StandardOptions).runner == "SparkRunner"
+    assert o.view_as(pipeline_options.StandardOptions).runner == "SparkRunner"
 
 
 def test_rendered_command_goes_through_the_pipeline_cli(tmp_path, capsys):
