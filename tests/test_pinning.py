@@ -13,6 +13,7 @@ import pytest
 
 from videopoet.pipelines import pinning
 from videopoet.pipelines.beam.job import build_options, local_workers
+from videopoet.pipelines.errors import PipelineError
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,12 @@ def test_only_the_direct_runners_worker_processes_are_local():
     assert local_workers(build_options(1)) == 1  # in_memory: the driver's own process
     assert local_workers(build_options(4, ["--runner=DataflowRunner", "--project=p"])) == 1
     assert local_workers(build_options(1, ["--direct_running_mode=multi_processing", "--direct_num_workers=3"])) == 3
+    assert (
+        local_workers(build_options(1, ["--direct_running_mode", "multi_processing", "--direct_num_workers", "3"])) == 3
+    )
+    for bad in ("two", "0", "1.5"):
+        with pytest.raises(PipelineError, match=f"--direct_num_workers must be a positive whole number, got '{bad}'"):
+            local_workers(build_options(1, ["--direct_running_mode=multi_processing", f"--direct_num_workers={bad}"]))
 
 
 def test_worker_slots_are_a_fresh_directory_removed_after_the_job():

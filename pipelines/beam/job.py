@@ -62,13 +62,34 @@ def build_options(workers: int = 1, runner_args: list[str] | tuple[str, ...] = (
     return flags + args
 
 
+def _flag_values(flags: list[str]) -> dict[str, str]:
+    """``--name=value`` and ``--name value`` flags as a dict (the last one wins, as in argparse)."""
+    values: dict[str, str] = {}
+    for i, flag in enumerate(flags):
+        if not flag.startswith("--"):
+            continue
+        if "=" in flag:
+            key, value = flag[2:].split("=", 1)
+            values[key] = value
+        elif i + 1 < len(flags) and not flags[i + 1].startswith("--"):
+            values[flag[2:]] = flags[i + 1]
+    return values
+
+
 def local_workers(flags: list[str]) -> int:
     """How many worker processes the DirectRunner starts on this machine for these flags (1 when it
     runs in the driver's process or another runner runs the job)."""
-    value = dict(a[2:].split("=", 1) for a in flags if a.startswith("--") and "=" in a)
+    value = _flag_values(flags)
     if not value.get("runner", "").endswith("DirectRunner") or value.get("direct_running_mode") != "multi_processing":
         return 1
-    return max(1, int(value.get("direct_num_workers", "1")))
+    raw = value.get("direct_num_workers", "1")
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise PipelineError(f"--direct_num_workers must be a positive whole number, got {raw!r}")
+    return workers
 
 
 class _Loaded:
