@@ -158,6 +158,9 @@ def summarize(
             run[k] += getattr(mk, k)
         tokens.update(mk.tokens)
     wall = max(wall_s, 1e-9)
+    stages = dict(timings or {})
+    rows = {"encoded": int(stages.pop("encoded_rows", 0)), "padded": int(stages.pop("padded_rows", 0))}
+    rows["padded_fraction"] = round(rows["padded"] / max(rows["encoded"] + rows["padded"], 1), 4)
     return {
         "ref": f"{job.name}@{job.version}",
         "fingerprint": manifest["fingerprint"],
@@ -171,7 +174,10 @@ def summarize(
         },
         "totals": manifest["totals"],
         "rejects_by_reason": dict(sorted(manifest["rejects"]["by_reason"].items())),
-        "stage_seconds": {k: round(v, 3) for k, v in sorted((timings or {}).items())},
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(stages.items())},
+        # tokenizer batch rows of this run: real clips / audio windows, and the zero rows that padded
+        # the last batch of each window's streams
+        "tokenizer_rows": rows,
         "tokenizers": {m: ref.describe() for m, ref in job.tokenizers.refs.items()},
     }
 
@@ -194,6 +200,12 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["stage_seconds"]:
         lines.append(
             "  stage seconds (summed over workers): " + ", ".join(f"{k} {v:.2f}" for k, v in s["stage_seconds"].items())
+        )
+    rows = s.get("tokenizer_rows") or {}
+    if rows.get("encoded"):
+        lines.append(
+            f"  tokenizer batches: {rows['encoded']} rows encoded, {rows['padded']} padding rows "
+            f"({100 * rows['padded_fraction']:.1f}%)"
         )
     lines.append("  tokenizers: " + "; ".join(f"{k} {v}" for k, v in s["tokenizers"].items()))
     return "\n".join(lines)

@@ -4,9 +4,10 @@ batched tokenization of clip items into TokenRecords.
 :func:`load_tokenizers` resolves the config's specs once per process and checks that they fit the
 config (bucket sizes, clip length, sample rate) and loads the style conditions' depth model, if
 any; :func:`tokenize_items` encodes clips (their COMMIT condition variants, and their flow / depth
-renders with ``style_conditions``) in fixed-size padded batches, so every call has the same shape and the
-result does not depend on how items were grouped; a batch that fails is retried item by item to
-isolate the sample at fault.
+renders with ``style_conditions``, the 2x super-resolution frames) in fixed-size padded batches, one
+stream per array shape, so every call has the same shape, a clip's tokens do not depend on which
+other clips share its batch, and a window pads at most one batch per shape; a batch that fails is
+retried item by item to isolate the sample at fault.
 """
 
 from __future__ import annotations
@@ -141,7 +142,13 @@ def tokenize_items(
     items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig, timing: Counter | None = None
 ) -> tuple[list[TokenRecord], dict[str, str]]:
     """Batched tokenization. Returns (records in ``items`` order, {sample_key: error} for samples
-    whose tokenization failed - their records are dropped, the caller rejects them)."""
+    whose tokenization failed - their records are dropped, the caller rejects them).
+
+    Every clip the video tokenizer encodes in the window - the items' frames, their COMMIT condition
+    clips and style renders, the 2x super-resolution frames - joins one stream per array shape, so a
+    window pads at most one batch per shape (not one per shape and per stream). ``timing`` also
+    counts the tokenizer rows: ``encoded_rows`` (real clips and audio windows) and ``padded_rows``
+    (the zero rows that filled the last batch of a stream)."""
     timing = timing if timing is not None else Counter()
     failed: dict[str, str] = {}
     video: dict[int, np.ndarray] = {}
@@ -151,23 +158,28 @@ def tokenize_items(
     audio: dict[int, np.ndarray] = {}
     text_ids: dict[int, np.ndarray] = {}
 
-    def run(fn: Callable[[np.ndarray], np.ndarray], idxs: list[int], arrs: list[np.ndarray], out: dict, tag=None):
+    def run(fn: Callable[[np.ndarray], np.ndarray], jobs: list[tuple[int, np.ndarray, dict, Any]]) -> None:
+        """Encode ``jobs`` ((item index, array, result dict, result key), all one shape) in padded
+        batches; a failed batch is retried row by row to find the sample at fault."""
+        arrs = [a for _, a, _, _ in jobs]
         for bstart, (batch, n) in zip(
-            range(0, len(idxs), cfg.batch_size), _padded_batches(arrs, cfg.batch_size), strict=False
+            range(0, len(jobs), cfg.batch_size), _padded_batches(arrs, cfg.batch_size), strict=False
         ):
-            sel = idxs[bstart : bstart + n]
+            timing["encoded_rows"] += n
+            timing["padded_rows"] += cfg.batch_size - n
+            sel = jobs[bstart : bstart + n]
             try:
                 res = np.asarray(fn(batch))
             except Exception:  # noqa: BLE001 - retry one by one to isolate the culprit
                 res = None
             if res is not None:
-                for j, i in enumerate(sel):
-                    out[i if tag is None else (i, tag)] = res[j]
+                for j, (_, _, out, key) in enumerate(sel):
+                    out[key] = res[j]
                 continue
-            for j, i in enumerate(sel):
-                single = np.stack([arrs[bstart + j]] * cfg.batch_size)
+            for i, arr, out, key in sel:
+                single = np.stack([arr] * cfg.batch_size)
                 try:
-                    out[i if tag is None else (i, tag)] = np.asarray(fn(single))[0]
+                    out[key] = np.asarray(fn(single))[0]
                 except Exception as e:  # noqa: BLE001
                     failed.setdefault(items[i].sample_key, f"{type(e).__name__}: {e}")
 
@@ -183,35 +195,35 @@ def tokenize_items(
                 failed.setdefault(it.sample_key, f"style: {e}")
         timing["style"] += time.perf_counter() - t0
     t0 = time.perf_counter()
+    streams: dict[tuple[int, ...], list[tuple[int, np.ndarray, dict, Any]]] = {}  # array shape -> jobs
+
+    def add(i: int, arr: np.ndarray, out: dict, key) -> None:
+        streams.setdefault(tuple(np.shape(arr)), []).append((i, arr, out, key))
+
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, it in enumerate(items):
         by_shape.setdefault(it.shape_key, []).append(i)
     for shape in sorted(by_shape):
-        idxs = by_shape[shape]
-        run(toks.video.encode, idxs, [items[i].frames for i in idxs], video)
-        vid_idxs = [i for i in idxs if not items[i].meta["is_image"]]
-        pairs = [i for i in idxs if items[i].frames_2x is not None]
-        if pairs:
-            run(toks.video.encode, pairs, [items[i].frames_2x for i in pairs], video_2x)
-        for kind in cfg.conditions:
-            want = [i for i in vid_idxs if kind in condition_kinds(items[i], cfg)]
-            if want:
-                run(
-                    lambda b, k=kind: toks.video.encode_condition(b, k),
-                    want,
-                    [items[i].frames for i in want],
-                    conds,
-                    tag=kind,
-                )
-        for kind in cfg.style_conditions:
-            want = [i for i in vid_idxs if i in renders]
-            if want:
-                run(toks.video.encode, want, [renders[i][kind] for i in want], styled, tag=kind)
+        for i in by_shape[shape]:
+            it = items[i]
+            add(i, it.frames, video, i)
+            if it.frames_2x is not None:
+                add(i, it.frames_2x, video_2x, i)
+            for kind in condition_kinds(it, cfg):
+                try:
+                    add(i, toks.video.condition_clip(it.frames[None], kind)[0], conds, (i, kind))
+                except Exception as e:  # noqa: BLE001 - the sample is rejected, the window goes on
+                    failed.setdefault(it.sample_key, f"{type(e).__name__}: {e}")
+            for kind in cfg.style_conditions:
+                if i in renders:
+                    add(i, renders[i][kind], styled, (i, kind))
+    for shape in sorted(streams):
+        run(toks.video.encode, streams[shape])
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
-    a_idxs = [i for i, it in enumerate(items) if it.audio is not None]
-    if a_idxs:
-        run(toks.audio.encode, a_idxs, [items[i].audio for i in a_idxs], audio)
+    a_jobs = [(i, it.audio, audio, i) for i, it in enumerate(items) if it.audio is not None]
+    if a_jobs:
+        run(toks.audio.encode, a_jobs)
     timing["tokenize_audio"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     for i, it in enumerate(items):

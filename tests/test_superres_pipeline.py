@@ -120,3 +120,39 @@ def test_pair_is_exact_and_ray_stages_match_the_beam_shard_function(tmp_path, co
         b = a.replace(str(tmp_path / "beam"), str(tmp_path / "ray")).replace("/b/", "/r/")
         with open(a.removeprefix("file://"), "rb") as fa, open(b.removeprefix("file://"), "rb") as fb:
             assert fa.read() == fb.read()
+
+
+def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_batch_partners(corpus):
+    """All of a window's video-tokenizer clips (frames, COMMIT condition clips, 2x frames) share one
+    stream per array shape: the padding rows counted are at most one batch per shape, and every
+    record equals the one its item gets when tokenized alone."""
+    from collections import Counter
+
+    from videopoet.media.webdataset import Sample, iter_samples
+
+    toks = tokenize.load_tokenizers(CFG)
+    items = []
+    for name in ("train-00000.tar", "train-00001.tar"):
+        for sample in iter_samples(os.path.join(corpus, name)):
+            if isinstance(sample, Sample):
+                items.extend(prepare.prepare_sample(sample, CFG, name, "0" * 64))
+    assert len({it.shape_key for it in items}) >= 2 and any(it.meta["is_image"] for it in items)
+    timing: Counter = Counter()
+    recs, failed = tokenize.tokenize_items(items, toks, CFG, timing)
+    assert failed == {} and len(recs) == len(items)
+    shapes = Counter()
+    for it in items:
+        shapes[it.frames.shape] += 1 + len(tokenize.condition_kinds(it, CFG))
+        if it.frames_2x is not None:
+            shapes[it.frames_2x.shape] += 1
+    audio = sum(it.audio is not None for it in items)
+    batch = CFG.batch_size
+    assert timing["encoded_rows"] == sum(shapes.values()) + audio
+    assert timing["padded_rows"] == sum(-n % batch for n in shapes.values()) + (-audio % batch if audio else 0)
+    for it, rec in zip(items, recs, strict=True):
+        ((alone,), _) = tokenize.tokenize_items([it], toks, CFG)
+        assert np.array_equal(alone.video, rec.video)
+        assert alone.conditions.keys() == rec.conditions.keys()
+        for kind, tokens in rec.conditions.items():
+            assert np.array_equal(alone.conditions[kind], tokens), kind
+        assert (alone.audio is None and rec.audio is None) or np.array_equal(alone.audio, rec.audio)

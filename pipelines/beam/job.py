@@ -12,7 +12,7 @@
   DirectRunner's local worker processes first claim their share of the cores
   (:mod:`videopoet.pipelines.pinning`).
 * Metrics: Beam counters ``videopoet/{shards,samples_in,records,clips,images,rejects,
-  reject_<reason>,tokens_<kind>,ms_<stage>}``; progress from the store's done markers.
+  reject_<reason>,tokens_<kind>,ms_<stage>,encoded_rows,padded_rows}``; progress from the store's done markers.
 """
 
 from __future__ import annotations
@@ -157,8 +157,11 @@ class TokenizeShard(_beam_dofn_base()):
             c(f"reject_{reason}").inc(n)
         for k, v in stats.tokens.items():
             c(f"tokens_{k}").inc(v)
-        for stage, sec in result.timing.items():
-            c(f"ms_{stage}").inc(int(round(sec * 1000)))
+        for stage, value in result.timing.items():
+            if stage.endswith("_rows"):  # tokenizer batch rows: counts, not seconds
+                c(stage).inc(int(value))
+            else:
+                c(f"ms_{stage}").inc(int(round(value * 1000)))
         c(f"worker_pid_{os.getpid()}").inc()
         yield result.name
 
@@ -248,6 +251,7 @@ def run_beam(
     manifest = driver.commit_job(job, runner_info)
     wall = time.perf_counter() - t0
     timings = {k[3:]: v / 1000 for k, v in counters.items() if k.startswith("ms_")}
+    timings.update({k: v for k, v in counters.items() if k.endswith("_rows")})
     summary = driver.summarize(job, manifest, wall, timings, markers)
     summary["runner"] = {
         **runner_info,
