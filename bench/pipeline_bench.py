@@ -11,7 +11,9 @@
 3. **end-to-end** (child process): :func:`videopoet.pipelines.shard.process_shard` over every shard
    (read, validate, decode, audio, captions, conditions, batched tokenization, ArrayRecord write,
    done markers), after compiling every bucket shape once (one-off XLA compilation reported apart);
-4. **beam** (child process): the whole Beam job (DirectRunner, 1 worker) for its wall time.
+4. **tokenizers alone** (child process): the same tokenizers on exactly the clips the job encodes,
+   prepared beforehand, in full batches per array shape (the ceiling of the tokenize stage);
+5. **beam** (child process): the whole Beam job (DirectRunner, 1 worker) for its wall time.
 
 Each child is pinned to ``--cores`` CPU cores (``sched_setaffinity``), so "per core" means per core,
 and reports its own peak RSS. Prints a table (or JSON) with the ratio end-to-end / decode-only.
@@ -117,6 +119,61 @@ def child_e2e(args) -> dict:
     }
 
 
+def child_tokenizer(args) -> dict:
+    """The tokenizers alone on exactly the clips the job encodes (frames, COMMIT condition clips, 2x
+    frames, audio windows), decoded and prepared beforehand, in full batches of the job's batch size
+    per array shape over the whole corpus: the ceiling for the job's tokenize stage."""
+    from collections import Counter
+
+    import numpy as np
+
+    from videopoet.pipelines import inputs, prepare, tokenize
+    from videopoet.pipelines.config import load_pipeline_config
+
+    cfg = load_pipeline_config(args.config, args.overrides)
+    toks = tokenize.load_tokenizers(cfg)
+    tokenize.warmup_tokenizers(toks, cfg)
+    streams: dict[tuple, list] = {}
+    audio = []
+    clips = 0
+    for uri in inputs.list_input_shards(args.corpus):
+        for win in prepare.iter_windows(uri, cfg, os.path.basename(uri), "0" * 64, Counter()):
+            for it in win.items:
+                clips += 1
+                arrays = [it.frames] + [
+                    toks.video.condition_clip(it.frames[None], k)[0] for k in tokenize.condition_kinds(it, cfg)
+                ]
+                if it.frames_2x is not None:
+                    arrays.append(it.frames_2x)
+                for a in arrays:
+                    streams.setdefault(a.shape, []).append(a)
+                if it.audio is not None:
+                    audio.append(it.audio)
+    b = cfg.batch_size
+
+    def encode_all(fn, arrs) -> float:
+        t0 = time.perf_counter()
+        for i in range(0, len(arrs), b):
+            chunk = arrs[i : i + b]
+            chunk = chunk + [np.zeros_like(chunk[0])] * (b - len(chunk))
+            np.asarray(fn(np.stack(chunk)))
+        return time.perf_counter() - t0
+
+    video_s = sum(encode_all(toks.video.encode, arrs) for arrs in streams.values())
+    audio_s = encode_all(toks.audio.encode, audio) if audio else 0.0
+    rows = sum(len(a) for a in streams.values()) + len(audio)
+    return {
+        "mode": "tokenizer",
+        "clips": clips,
+        "rows": rows,
+        "video_s": video_s,
+        "audio_s": audio_s,
+        "wall_s": video_s + audio_s,
+        "clips_per_s": clips / (video_s + audio_s),
+        "peak_rss_mb": _rss_mb(),
+    }
+
+
 def child_beam(args) -> dict:
     from videopoet.pipelines.beam import run_beam
     from videopoet.pipelines.config import load_pipeline_config
@@ -166,7 +223,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.child:
         _pin(args.cores)
-        res = {"decode": child_decode, "e2e": child_e2e, "beam": child_beam}[args.child](args)
+        res = {"decode": child_decode, "e2e": child_e2e, "tokenizer": child_tokenizer, "beam": child_beam}[args.child](
+            args
+        )
         print(json.dumps(res))
         return 0
     tmp = None
@@ -189,12 +248,14 @@ def main() -> int:
     decs = [_run_child("decode", args)]
     e2e = _run_child("e2e", args)
     decs.append(_run_child("decode", args))
+    alone = _run_child("tokenizer", args)
     beam = None if args.skip_beam else _run_child("beam", args)
     decs.append(_run_child("decode", args))
     dec = sorted(decs, key=lambda d: d["clips_per_s"])[len(decs) // 2]
     dec = {**dec, "all_clips_per_s": [round(d["clips_per_s"], 2) for d in decs]}
     tok_s = sum(v for k, v in e2e["stage_s"].items() if k.startswith("tokenize"))
     rest = max(e2e["wall_s"] - tok_s, 1e-9)
+    encoded, padded = e2e["stage_s"].get("encoded_rows", 0), e2e["stage_s"].get("padded_rows", 0)
     res = {
         "cores": args.cores,
         "config": args.config,
@@ -207,6 +268,11 @@ def main() -> int:
         # the pipeline's own overhead: everything but the tokenizers' compute, vs decode-only
         "ratio_e2e_without_tokenizer_compute_vs_decode": (e2e["clips"] / rest) / dec["clips_per_s"],
         "tokenizer_share_of_e2e_wall": tok_s / e2e["wall_s"],
+        "tokenizer_alone": alone,
+        # the job's tokenize stage against the same tokenizers alone on the same clips
+        "ratio_tokenize_stage_vs_tokenizer_alone": alone["wall_s"] / max(tok_s, 1e-9),
+        "ratio_e2e_vs_tokenizer_alone": e2e["clips_per_s"] / alone["clips_per_s"],
+        "padded_fraction": padded / max(encoded + padded, 1),
     }
     if args.json:
         print(json.dumps(res, indent=2))
@@ -230,6 +296,13 @@ def main() -> int:
             f"{100 * res['tokenizer_share_of_e2e_wall']:.0f}% of the end-to-end wall time)"
         )
         print("    stages (s): " + ", ".join(f"{k} {v}" for k, v in e2e["stage_s"].items()))
+        print(
+            f"  tokenizers alone: {alone['clips_per_s'] / c:8.2f} clips/s/core ({alone['rows']} rows in "
+            f"{alone['wall_s']:.1f} s); the job's tokenize stage at "
+            f"{res['ratio_tokenize_stage_vs_tokenizer_alone']:.2f} of it (padding "
+            f"{100 * res['padded_fraction']:.1f}% of the rows), end-to-end at "
+            f"{res['ratio_e2e_vs_tokenizer_alone']:.2f}"
+        )
         print("    tokens/s  : " + ", ".join(f"{k} {v}" for k, v in e2e["tokens_per_s"].items()))
         print(
             f"    one-off   : tokenizer load {e2e['tokenizer_load_s']:.1f} s, "
