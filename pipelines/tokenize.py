@@ -60,6 +60,10 @@ class Tokenizers:
 
 
 MODALITIES = ("video", "audio", "text")
+# XLA:CPU encodes a clip faster, and with a quarter of the temporaries, in calls of 2 clips than in
+# calls of 8 (BENCHMARKS.md, "Ray vs Beam", the pinned job-level table); the tokens do not depend on
+# the call size. On an accelerator the video tokenizer keeps its own (larger) call size.
+CPU_VIDEO_CALL_CLIPS = 2
 _TOKENIZER_CACHE: dict[tuple[str, str, str], Tokenizers] = {}
 _TOKENIZER_LOCK = threading.Lock()
 
@@ -84,6 +88,10 @@ def load_tokenizers(cfg: PipelineConfig) -> Tokenizers:
                 raise PipelineError(
                     f"sample_rate {cfg.sample_rate} differs from the audio tokenizer's {toks.audio.config.sample_rate}"
                 )
+            import jax
+
+            if jax.default_backend() == "cpu":
+                toks.video.max_batch = min(toks.video.max_batch, CPU_VIDEO_CALL_CLIPS)
             _TOKENIZER_CACHE[key] = toks
     check_style(cfg)
     return _TOKENIZER_CACHE[key]

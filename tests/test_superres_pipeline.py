@@ -149,6 +149,13 @@ def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_bat
     batch = CFG.batch_size
     assert timing["encoded_rows"] == sum(shapes.values()) + audio
     assert timing["padded_rows"] == sum(-n % batch for n in shapes.values()) + (-audio % batch if audio else 0)
+    # on a CPU the video tokenizer encodes in calls of CPU_VIDEO_CALL_CLIPS clips: the same tokens as
+    # one call of the whole batch
+    assert toks.video.max_batch == tokenize.CPU_VIDEO_CALL_CLIPS < batch
+    same = [it.frames for it in items if it.frames.shape == items[0].frames.shape][:batch]
+    assert len(same) > toks.video.max_batch
+    whole = type(toks.video)(toks.video.config, toks.video.params, max_batch=batch)
+    assert np.array_equal(toks.video.encode(np.stack(same)), whole.encode(np.stack(same)))
     for it, rec in zip(items, recs, strict=True):
         ((alone,), _) = tokenize.tokenize_items([it], toks, CFG)
         assert np.array_equal(alone.video, rec.video)
