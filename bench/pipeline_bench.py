@@ -149,14 +149,11 @@ def child_tokenizer(args) -> dict:
                     streams.setdefault(a.shape, []).append(a)
                 if it.audio is not None:
                     audio.append(it.audio)
-    b = cfg.batch_size
 
     def encode_all(fn, arrs) -> float:
         t0 = time.perf_counter()
-        for i in range(0, len(arrs), b):
-            chunk = arrs[i : i + b]
-            chunk = chunk + [np.zeros_like(chunk[0])] * (b - len(chunk))
-            np.asarray(fn(np.stack(chunk)))
+        for batch, _ in tokenize.padded_batches(arrs, cfg.batch_size):
+            np.asarray(fn(batch))
         return time.perf_counter() - t0
 
     video_s = sum(encode_all(toks.video.encode, arrs) for arrs in streams.values())

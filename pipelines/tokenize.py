@@ -136,7 +136,7 @@ def condition_kinds(item: ClipItem, cfg: PipelineConfig) -> tuple[str, ...]:
     return (cfg.conditions[k],)
 
 
-def _padded_batches(arrs: list[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
+def padded_batches(arrs: list[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
     """Fixed-size batches (the last one padded with zeros), so every call has the same shape."""
     for i in range(0, len(arrs), batch):
         chunk = arrs[i : i + batch]
@@ -171,7 +171,7 @@ def tokenize_items(
         batches; a failed batch is retried row by row to find the sample at fault."""
         arrs = [a for _, a, _, _ in jobs]
         for bstart, (batch, n) in zip(
-            range(0, len(jobs), cfg.batch_size), _padded_batches(arrs, cfg.batch_size), strict=False
+            range(0, len(jobs), cfg.batch_size), padded_batches(arrs, cfg.batch_size), strict=False
         ):
             timing["encoded_rows"] += n
             timing["padded_rows"] += cfg.batch_size - n
@@ -208,23 +208,18 @@ def tokenize_items(
     def add(i: int, arr: np.ndarray, out: dict, key) -> None:
         streams.setdefault(tuple(np.shape(arr)), []).append((i, arr, out, key))
 
-    by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, it in enumerate(items):
-        by_shape.setdefault(it.shape_key, []).append(i)
-    for shape in sorted(by_shape):
-        for i in by_shape[shape]:
-            it = items[i]
-            add(i, it.frames, video, i)
-            if it.frames_2x is not None:
-                add(i, it.frames_2x, video_2x, i)
-            for kind in condition_kinds(it, cfg):
-                try:
-                    add(i, toks.video.condition_clip(it.frames[None], kind)[0], conds, (i, kind))
-                except Exception as e:  # noqa: BLE001 - the sample is rejected, the window goes on
-                    failed.setdefault(it.sample_key, f"{type(e).__name__}: {e}")
-            for kind in cfg.style_conditions:
-                if i in renders:
-                    add(i, renders[i][kind], styled, (i, kind))
+        add(i, it.frames, video, i)
+        if it.frames_2x is not None:
+            add(i, it.frames_2x, video_2x, i)
+        for kind in condition_kinds(it, cfg):
+            try:
+                add(i, toks.video.condition_clip(it.frames[None], kind)[0], conds, (i, kind))
+            except Exception as e:  # noqa: BLE001 - the sample is rejected, the window goes on
+                failed.setdefault(it.sample_key, f"{type(e).__name__}: {e}")
+        for kind in cfg.style_conditions:
+            if i in renders:
+                add(i, renders[i][kind], styled, (i, kind))
     for shape in sorted(streams):
         run(toks.video.encode, streams[shape])
     timing["tokenize_video"] += time.perf_counter() - t0
