@@ -122,7 +122,7 @@ def child_e2e(args) -> dict:
 def child_tokenizer(args) -> dict:
     """The tokenizers alone on exactly the clips the job encodes (frames, COMMIT condition clips, 2x
     frames, audio windows), decoded and prepared beforehand, in full batches of the job's batch size
-    per array shape over the whole corpus: the ceiling for the job's tokenize stage."""
+    per array shape over the whole corpus (the last padded as the job pads it): the ceiling for the job's tokenize stage."""
     from collections import Counter
 
     import numpy as np
@@ -150,14 +150,16 @@ def child_tokenizer(args) -> dict:
                 if it.audio is not None:
                     audio.append(it.audio)
 
-    def encode_all(fn, arrs) -> float:
+    def encode_all(fn, arrs, quantum: int) -> float:
         t0 = time.perf_counter()
-        for batch, _ in tokenize.padded_batches(arrs, cfg.batch_size):
+        for batch, _ in tokenize.padded_batches(arrs, cfg.batch_size, quantum):
             np.asarray(fn(batch))
         return time.perf_counter() - t0
 
-    video_s = sum(encode_all(toks.video.encode, arrs) for arrs in streams.values())
-    audio_s = encode_all(toks.audio.encode, audio) if audio else 0.0
+    # padded as the job pads: video to the tokenizer's call size, audio to the batch
+    quantum = min(cfg.batch_size, toks.video.max_batch)
+    video_s = sum(encode_all(toks.video.encode, arrs, quantum) for arrs in streams.values())
+    audio_s = encode_all(toks.audio.encode, audio, cfg.batch_size) if audio else 0.0
     rows = sum(len(a) for a in streams.values()) + len(audio)
     return {
         "mode": "tokenizer",

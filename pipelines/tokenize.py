@@ -4,10 +4,11 @@ batched tokenization of clip items into TokenRecords.
 :func:`load_tokenizers` resolves the config's specs once per process and checks that they fit the
 config (bucket sizes, clip length, sample rate) and loads the style conditions' depth model, if
 any; :func:`tokenize_items` encodes clips (their COMMIT condition variants, and their flow / depth
-renders with ``style_conditions``, the 2x super-resolution frames) in fixed-size padded batches, one
-stream per array shape, so every call has the same shape, a clip's tokens do not depend on which
-other clips share its batch, and a window pads at most one batch per shape; a batch that fails is
-retried item by item to isolate the sample at fault.
+renders with ``style_conditions``, the 2x super-resolution frames) in batches of one stream per
+array shape, the last one padded to the tokenizer's call size, so every tokenizer call has the same
+shape, a clip's tokens do not depend on which other clips share its batch, and a window pads fewer
+rows per shape than one call holds; a batch that fails is retried item by item to isolate the
+sample at fault.
 """
 
 from __future__ import annotations
@@ -136,14 +137,21 @@ def condition_kinds(item: ClipItem, cfg: PipelineConfig) -> tuple[str, ...]:
     return (cfg.conditions[k],)
 
 
-def padded_batches(arrs: list[np.ndarray], batch: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Fixed-size batches (the last one padded with zeros), so every call has the same shape."""
+def padded_batches(arrs: list[np.ndarray], batch: int, quantum: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+    """Batches of ``batch`` rows; the last one padded with zero rows to a multiple of ``quantum``
+    (default: to ``batch``). A tokenizer that encodes in calls of ``quantum`` rows then sees only
+    calls of one shape, and pays for at most ``quantum - 1`` padding rows per stream."""
+    quantum = batch if quantum is None else quantum
+    if not 1 <= quantum <= batch:
+        raise ValueError(f"quantum {quantum} must lie in [1, batch={batch}]")
     for i in range(0, len(arrs), batch):
         chunk = arrs[i : i + batch]
         n = len(chunk)
-        if n < batch:
-            chunk = chunk + [np.zeros_like(chunk[0])] * (batch - n)
+        rows = -(-n // quantum) * quantum
+        if n < rows:
+            chunk = chunk + [np.zeros_like(chunk[0])] * (rows - n)
         yield np.stack(chunk), n
+
 
 
 def tokenize_items(
@@ -154,9 +162,10 @@ def tokenize_items(
 
     Every clip the video tokenizer encodes in the window - the items' frames, their COMMIT condition
     clips and style renders, the 2x super-resolution frames - joins one stream per array shape, so a
-    window pads at most one batch per shape (not one per shape and per stream). ``timing`` also
-    counts the tokenizer rows: ``encoded_rows`` (real clips and audio windows) and ``padded_rows``
-    (the zero rows that filled the last batch of a stream)."""
+    window pads at most one batch per shape (not one per shape and per stream), and only up to the
+    video tokenizer's call size (``max_batch``: 2 clips on a CPU), not to ``batch_size``. ``timing``
+    also counts the tokenizer rows: ``encoded_rows`` (real clips and audio windows) and
+    ``padded_rows`` (the zero rows that filled the last batch of a stream)."""
     timing = timing if timing is not None else Counter()
     failed: dict[str, str] = {}
     video: dict[int, np.ndarray] = {}
@@ -166,15 +175,18 @@ def tokenize_items(
     audio: dict[int, np.ndarray] = {}
     text_ids: dict[int, np.ndarray] = {}
 
-    def run(fn: Callable[[np.ndarray], np.ndarray], jobs: list[tuple[int, np.ndarray, dict, Any]]) -> None:
-        """Encode ``jobs`` ((item index, array, result dict, result key), all one shape) in padded
-        batches; a failed batch is retried row by row to find the sample at fault."""
+    def run(
+        fn: Callable[[np.ndarray], np.ndarray], jobs: list[tuple[int, np.ndarray, dict, Any]], quantum: int
+    ) -> None:
+        """Encode ``jobs`` ((item index, array, result dict, result key), all one shape) in batches
+        padded to a multiple of ``quantum`` rows; a failed batch is retried row by row to find the
+        sample at fault."""
         arrs = [a for _, a, _, _ in jobs]
         for bstart, (batch, n) in zip(
-            range(0, len(jobs), cfg.batch_size), padded_batches(arrs, cfg.batch_size), strict=False
+            range(0, len(jobs), cfg.batch_size), padded_batches(arrs, cfg.batch_size, quantum), strict=False
         ):
             timing["encoded_rows"] += n
-            timing["padded_rows"] += cfg.batch_size - n
+            timing["padded_rows"] += len(batch) - n
             sel = jobs[bstart : bstart + n]
             try:
                 res = np.asarray(fn(batch))
@@ -185,7 +197,7 @@ def tokenize_items(
                     out[key] = res[j]
                 continue
             for i, arr, out, key in sel:
-                single = np.stack([arr] * cfg.batch_size)
+                single = np.stack([arr] * quantum)
                 try:
                     out[key] = np.asarray(fn(single))[0]
                 except Exception as e:  # noqa: BLE001
@@ -220,13 +232,16 @@ def tokenize_items(
         for kind in cfg.style_conditions:
             if i in renders:
                 add(i, renders[i][kind], styled, (i, kind))
+    # pad to the video tokenizer's call size (its ``max_batch``), not to the whole batch: padding
+    # rows beyond the last call would be encoded for nothing
+    video_quantum = max(1, min(cfg.batch_size, toks.video.max_batch))
     for shape in sorted(streams):
-        run(toks.video.encode, streams[shape])
+        run(toks.video.encode, streams[shape], video_quantum)
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_jobs = [(i, it.audio, audio, i) for i, it in enumerate(items) if it.audio is not None]
     if a_jobs:
-        run(toks.audio.encode, a_jobs)
+        run(toks.audio.encode, a_jobs, cfg.batch_size)  # one call per batch
     timing["tokenize_audio"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     for i, it in enumerate(items):

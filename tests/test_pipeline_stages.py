@@ -202,6 +202,19 @@ def test_process_shard_is_deterministic_and_resumable(tmp_path, cfg, toks, hosti
     assert outs[0] == outs[1]
 
 
+def test_padded_batches_pad_the_last_batch_to_a_multiple_of_the_quantum():
+    arrs = [np.full((2, 3), i + 1, np.uint8) for i in range(11)]
+    got = list(tokenize.padded_batches(arrs, 8, 2))
+    assert [(b.shape, n) for b, n in got] == [((8, 2, 3), 8), ((4, 2, 3), 3)]
+    assert np.array_equal(np.concatenate([b[:n] for b, n in got]), np.stack(arrs))
+    assert not got[1][0][3:].any()  # the padding row is zeros
+    assert [(b.shape[0], n) for b, n in tokenize.padded_batches(arrs, 8)] == [(8, 8), (8, 3)]
+    assert [(b.shape[0], n) for b, n in tokenize.padded_batches(arrs[:4], 4, 4)] == [(4, 4)]
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="quantum"):
+            list(tokenize.padded_batches(arrs, 8, bad))
+
+
 def test_condition_kinds_modes():
     from videopoet.schemas.record import Lineage
 
