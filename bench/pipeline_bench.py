@@ -122,7 +122,8 @@ def child_e2e(args) -> dict:
 def child_tokenizer(args) -> dict:
     """The tokenizers alone on exactly the clips the job encodes (frames, COMMIT condition clips, 2x
     frames, audio windows), decoded and prepared beforehand, in full batches of the job's batch size
-    per array shape over the whole corpus (the last padded as the job pads it): the ceiling for the job's tokenize stage."""
+    per array shape over the whole corpus (the last padded as the job pads it): the ceiling for the
+    job's tokenize stage."""
     from collections import Counter
 
     import numpy as np

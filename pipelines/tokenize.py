@@ -153,7 +153,6 @@ def padded_batches(arrs: list[np.ndarray], batch: int, quantum: int | None = Non
         yield np.stack(chunk), n
 
 
-
 def tokenize_items(
     items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig, timing: Counter | None = None
 ) -> tuple[list[TokenRecord], dict[str, str]]:
