@@ -1,6 +1,6 @@
 """Ray vs Beam on the same corpus, in the same run: clips/s with 1 and 2 workers, peak memory.
 
-    python bench/ray_vs_beam_bench.py [--clips 24] [--shards 4] [--config tiny] [--workers 1,2]
+    python bench/ray_vs_beam_bench.py [--clips 24[,96]] [--shards 4] [--config tiny] [--workers 1,2]
 
 Each job runs as its own ``videopoet pipeline run`` process (a fresh dataset version each time, so
 nothing is resumed); a sampler thread polls the resident memory of that process and all of its
@@ -8,6 +8,11 @@ descendants (Beam's worker processes, the local Ray cluster the Ray job starts a
 Reports wall time, clips/s (records / wall, start-up included), the Ray/Beam ratio per worker count,
 the driver's peak RSS, the largest single worker's peak RSS and the peak total RSS of the tree.
 Both runners must publish the same fingerprint; the script says so.
+
+With two corpus sizes (``--clips 48,192``) it also reports each job's *marginal* rate, the extra
+clips of the larger corpus over the extra seconds they took: the job's throughput once the fixed
+costs (process start, tokenizer load, XLA compilation, Ray's cluster) are paid, and the ratios on it.
+Memory per worker should not grow with the corpus; both sizes' peaks are in the table.
 """
 
 from __future__ import annotations
@@ -107,53 +112,95 @@ def run_job(runner: str, workers: int, corpus: str, root: str, config: str) -> d
         "records": records,
         "clips_per_s": round(records / wall, 3),
         "fingerprint": s["fingerprint"],
+        "stage_seconds_total": s["stage_seconds"].get("total"),
+        "tokenizer_rows": s["tokenizer_rows"],
         **m,
     }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--clips", default="24", help="one corpus size, or two (small,large) for marginal rates")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.clips.split(",")]
+    if len(sizes) not in (1, 2) or sorted(sizes) != sizes or len(set(sizes)) != len(sizes):
+        ap.error("--clips takes one size or two increasing sizes, e.g. 48,192")
     work = tempfile.mkdtemp(prefix="vp-raybeam-")
-    corpus = os.path.join(work, "corpus")
-    subprocess.run(
-        [
-            BIN,
-            "corpus",
-            "synth",
-            "--out",
-            corpus,
-            "--clips",
-            str(args.clips),
-            "--shards",
-            str(args.shards),
-            "--config",
-            args.config,
-            "--no-progress",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
     rows = []
-    for w in [int(x) for x in args.workers.split(",")]:
-        for runner in ("beam", "ray"):
-            rows.append(run_job(runner, w, corpus, os.path.join(work, "root"), args.config))
-            print(json.dumps(rows[-1]), file=sys.stderr)
+    for clips in sizes:
+        corpus = os.path.join(work, f"corpus-{clips}")
+        subprocess.run(
+            [
+                BIN,
+                "corpus",
+                "synth",
+                "--out",
+                corpus,
+                "--clips",
+                str(clips),
+                "--shards",
+                str(args.shards),
+                "--config",
+                args.config,
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        for w in [int(x) for x in args.workers.split(",")]:
+            for runner in ("beam", "ray"):
+                row = run_job(runner, w, corpus, os.path.join(work, f"root-{clips}"), args.config)
+                rows.append({"clips": clips, **row})
+                print(json.dumps(rows[-1]), file=sys.stderr)
+
+    def find(clips: int, runner: str, workers: int) -> dict:
+        return next(r for r in rows if (r["clips"], r["runner"], r["workers"]) == (clips, runner, workers))
+
+    worker_counts = sorted({r["workers"] for r in rows})
     ratios = {}
-    for w in {r["workers"] for r in rows}:
-        b = next(r for r in rows if r["runner"] == "beam" and r["workers"] == w)
-        r_ = next(r for r in rows if r["runner"] == "ray" and r["workers"] == w)
-        ratios[f"ray/beam clips_per_s, {w} worker(s)"] = round(r_["clips_per_s"] / b["clips_per_s"], 3)
+    for clips in sizes:
+        for w in worker_counts:
+            ray_rate, beam_rate = find(clips, "ray", w)["clips_per_s"], find(clips, "beam", w)["clips_per_s"]
+            ratios[f"{clips} clips: ray/beam clips_per_s, {w} worker(s)"] = round(ray_rate / beam_rate, 3)
+        if len(worker_counts) > 1:
+            lo, hi = worker_counts[0], worker_counts[-1]
+            for runner in ("beam", "ray"):
+                speedup = find(clips, runner, hi)["clips_per_s"] / find(clips, runner, lo)["clips_per_s"]
+                ratios[f"{clips} clips: {runner} {hi} workers / {lo}"] = round(speedup, 3)
+    marginal = {}
+    if len(sizes) == 2:
+        small, large = sizes
+        for w in worker_counts:
+            for runner in ("beam", "ray"):
+                a, b = find(small, runner, w), find(large, runner, w)
+                seconds_per_clip = (b["wall_s"] - a["wall_s"]) / (b["records"] - a["records"])
+                marginal[f"{runner} {w}"] = {
+                    "clips_per_s": round(1 / max(seconds_per_clip, 1e-9), 3),
+                    # the wall time a job would take with no clips at all: start-up, load, compile
+                    "fixed_s": round(a["wall_s"] - a["records"] * seconds_per_clip, 1),
+                }
+        for w in worker_counts:
+            ratios[f"marginal: ray/beam, {w} worker(s)"] = round(
+                marginal[f"ray {w}"]["clips_per_s"] / marginal[f"beam {w}"]["clips_per_s"], 3
+            )
+        if len(worker_counts) > 1:
+            lo, hi = worker_counts[0], worker_counts[-1]
+            for runner in ("beam", "ray"):
+                ratios[f"marginal: {runner} {hi} workers / {lo}"] = round(
+                    marginal[f"{runner} {hi}"]["clips_per_s"] / marginal[f"{runner} {lo}"]["clips_per_s"], 3
+                )
     out = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
-        "corpus": {"clips": args.clips, "shards": args.shards, "config": args.config},
-        "same_fingerprint": len({r["fingerprint"] for r in rows}) == 1,
+        "corpus": {"clips": sizes, "shards": args.shards, "config": args.config},
+        "same_fingerprint_per_size": {
+            str(clips): len({r["fingerprint"] for r in rows if r["clips"] == clips}) == 1 for clips in sizes
+        },
         "runs": rows,
+        "marginal": marginal,
         "ratios": ratios,
     }
     json.dump(out, sys.stdout, indent=2)
