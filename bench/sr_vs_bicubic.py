@@ -3,6 +3,9 @@
     python bench/sr_vs_bicubic.py [--train-clips 48] [--eval-clips 8] [--steps 120] [--batch 4]
                                   [--out DIR] [key=value ...]      (SR config overrides)
 
+Rerun with the same ``--out`` and arguments to resume: the corpora and the published dataset are
+kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` to save more often).
+
 1. A synthetic ``small`` corpus (train split) goes through the Beam pipeline (``small`` preset, the
    shipped tokenizers) with ``sr_pairs``: 64x64 clips and their 128x128 pairs.
 2. A ``small``-preset super-resolution transformer trains on the pairs (``--steps`` x ``--batch``).
@@ -12,6 +15,7 @@
 
    * ``sr``: the SR model's MaskGIT decoding of the low-resolution tokens (the caption as text),
      decoded by the tokenizer at 128x128 (the cascade of ``videopoet generate --sr``);
+   * ``sr_greedy``: the same with token temperature 0 (the most likely code at each step);
    * ``bicubic``: the tokenizer's decoding of the low-resolution tokens (64x64), bicubic-upsampled;
    * ``bicubic_of_pixels``: the true 64x64 pixels bicubic-upsampled (no tokenizer at all);
    * ``tokenizer_2x``: the tokenizer's reconstruction of the 128x128 ground truth itself (encode +
@@ -26,6 +30,7 @@ accuracy for the main object. Prints one JSON object; BENCHMARKS.md records the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -39,7 +44,7 @@ sys.path[:] = [
 
 import numpy as np  # noqa: E402
 
-METHODS = ("sr", "bicubic", "bicubic_of_pixels", "tokenizer_2x")
+METHODS = ("sr", "sr_greedy", "bicubic", "bicubic_of_pixels", "tokenizer_2x")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -109,16 +114,19 @@ def main(argv=None) -> int:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     train_corpus, eval_corpus = os.path.join(work, "train"), os.path.join(work, "heldout")
-    generate_corpus(train_corpus, clips=args.train_clips, shards=2, seed=args.seed, config="small", progress=False)
-    generate_corpus(
-        eval_corpus,
-        clips=args.eval_clips,
-        shards=1,
-        seed=args.seed + 1,
-        split="heldout",
-        config="small",
-        progress=False,
-    )
+    corpora_done = os.path.join(work, f"corpora-{args.train_clips}-{args.eval_clips}-{args.seed}.done")
+    if not os.path.exists(corpora_done):  # a rerun with the same --out resumes: corpora, dataset, SR run
+        generate_corpus(train_corpus, clips=args.train_clips, shards=2, seed=args.seed, config="small", progress=False)
+        generate_corpus(
+            eval_corpus,
+            clips=args.eval_clips,
+            shards=1,
+            seed=args.seed + 1,
+            split="heldout",
+            config="small",
+            progress=False,
+        )
+        open(corpora_done, "w").close()
     times["corpus_s"] = time.perf_counter() - t0
 
     pcfg = load_pipeline_config("small", ["sr_pairs=true"])
@@ -149,6 +157,7 @@ def main(argv=None) -> int:
     up = Upsampler.from_run(run_dir, toks.video)
     _, lh, lw = cfg.model.low_grid
     down = toks.video.config.spatial_downsample
+    greedy = dataclasses.replace(cfg.sample, temperature=0.0)  # the most likely code at each MaskGIT step
     items = heldout_items(eval_corpus, pcfg, (lh * down, lw * down))
     if not items:
         raise SystemExit("no held-out clip fits the SR model's grid")
@@ -159,6 +168,7 @@ def main(argv=None) -> int:
         low_codes = toks.video.encode(it.frames[None])[0]
         outs = {
             "sr": up.upsample(low_codes, it.caption, seed=args.seed + i)[1],
+            "sr_greedy": up.upsample(low_codes, it.caption, seed=args.seed + i, options=greedy)[1],
             "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
             "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),
             "tokenizer_2x": toks.video.decode(toks.video.encode(truth[None]))[0],
