@@ -158,8 +158,9 @@ def child_tokenizer(args) -> dict:
         return time.perf_counter() - t0
 
     # padded as the job pads: video to the tokenizer's call size, audio to the batch
-    quantum = min(cfg.batch_size, toks.video.max_batch)
-    video_s = sum(encode_all(toks.video.encode, arrs, quantum) for arrs in streams.values())
+    video_s = sum(
+        encode_all(toks.video.encode, arrs, tokenize.video_quantum(toks, cfg, shape)) for shape, arrs in streams.items()
+    )
     audio_s = encode_all(toks.audio.encode, audio, cfg.batch_size) if audio else 0.0
     rows = sum(len(a) for a in streams.values()) + len(audio)
     return {

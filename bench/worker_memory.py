@@ -5,11 +5,12 @@
 One fresh process does what a Beam or Ray worker does before and during its first window, in order,
 and reads the kernel's figures after each phase: ``VmRSS`` (resident now) and ``VmHWM`` (the
 process's resident high-water mark so far, which is what a per-worker memory limit meets). Phases:
-the interpreter with NumPy; JAX and its CPU client; Apache Beam and Ray imported; the job's three
-tokenizers loaded; each shape the pipeline feeds the tokenizers compiled and run once (as
+the interpreter with NumPy; JAX and its CPU client (with the CLI's platform choice); Apache Beam
+imported; Ray imported; the job's three tokenizers loaded; each shape the pipeline feeds the
+tokenizers compiled and run once at the call size the pipeline uses for it (as
 ``tokenize.warmup_tokenizers`` does, one line per shape); then a second pass over the same shapes
-(steady state: the high-water mark should not move). For each compiled video shape it also prints XLA's own
-temporary-buffer size for one call (``memory_analysis``). Prints one JSON object.
+(steady state: the high-water mark should hardly move). For each compiled video shape it also prints
+XLA's own temporary-buffer size for one call (``memory_analysis``). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -51,15 +52,20 @@ def main(argv=None) -> int:
         phases.append({"phase": name, **kernel_memory_mb(), **extra})
 
     phase("python + numpy")
+    from videopoet.cli.main import default_jax_platforms
+
+    default_jax_platforms()  # what the CLI, and so every worker it starts, runs with
     import jax
     import jax.numpy as jnp
 
     jnp.zeros(1).block_until_ready()
     phase("jax + CPU client")
     import apache_beam  # noqa: F401
+
+    phase("apache_beam imported")
     import ray  # noqa: F401
 
-    phase("apache_beam + ray imported")
+    phase("ray imported")
     from videopoet.pipelines import tokenize
     from videopoet.pipelines.config import load_pipeline_config
 
@@ -72,12 +78,14 @@ def main(argv=None) -> int:
     phase("tokenizers loaded", params_mb=params_mb)
 
     shapes: list[tuple[str, tuple[int, ...]]] = []
-    call = max(1, min(cfg.batch_size, toks.video.max_batch))
+    clip_shapes = []
     for h, w in cfg.buckets().values():
         for t in (cfg.clip_frames, 1) if cfg.images else (cfg.clip_frames,):
-            shapes.append(("video", (call, t, h, w, 3)))
+            clip_shapes.append((t, h, w, 3))
         if cfg.sr_pairs:
-            shapes.append(("video", (call, cfg.clip_frames, 2 * h, 2 * w, 3)))
+            clip_shapes.append((cfg.clip_frames, 2 * h, 2 * w, 3))
+    for shape in clip_shapes:  # at the call size the pipeline encodes each shape with
+        shapes.append(("video", (tokenize.video_quantum(toks, cfg, shape), *shape)))
     if cfg.audio:
         shapes.append(("audio", (cfg.batch_size, cfg.audio_samples)))
     for rnd in ("first", "second"):
@@ -106,7 +114,6 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, jax {jax.__version__}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "config": args.config,
-        "video_call_clips": call,
         "phases": phases,
         "video_xla_temp_mb": temps,
         "peak_mb": kernel_memory_mb()["VmHWM"],

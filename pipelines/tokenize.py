@@ -62,9 +62,12 @@ class Tokenizers:
 
 MODALITIES = ("video", "audio", "text")
 # XLA:CPU encodes a clip faster, and with a quarter of the temporaries, in calls of 2 clips than in
-# calls of 8 (BENCHMARKS.md, "Ray vs Beam", the pinned job-level table); the tokens do not depend on
-# the call size. On an accelerator the video tokenizer keeps its own (larger) call size.
+# calls of 8 (BENCHMARKS.md, "Ray vs Beam"); the temporaries grow with a call's pixels, so a call also
+# holds at most the pixels of two 17-frame 64x64 clips (larger clips go one per call, at the same
+# speed per clip). The tokens do not depend on the call size. On an accelerator the video tokenizer
+# keeps its own (larger) call size.
 CPU_VIDEO_CALL_CLIPS = 2
+CPU_VIDEO_CALL_PIXELS = 2 * 17 * 64 * 64
 _TOKENIZER_CACHE: dict[tuple[str, str, str], Tokenizers] = {}
 _TOKENIZER_LOCK = threading.Lock()
 
@@ -93,6 +96,7 @@ def load_tokenizers(cfg: PipelineConfig) -> Tokenizers:
 
             if jax.default_backend() == "cpu":
                 toks.video.max_batch = min(toks.video.max_batch, CPU_VIDEO_CALL_CLIPS)
+                toks.video.max_call_pixels = CPU_VIDEO_CALL_PIXELS
             _TOKENIZER_CACHE[key] = toks
     check_style(cfg)
     return _TOKENIZER_CACHE[key]
@@ -153,6 +157,12 @@ def padded_batches(arrs: list[np.ndarray], batch: int, quantum: int | None = Non
         yield np.stack(chunk), n
 
 
+def video_quantum(toks: Tokenizers, cfg: PipelineConfig, clip_shape: tuple[int, ...]) -> int:
+    """Rows a stream of ``clip_shape`` ([T, H, W, 3]) clips is padded to: the video tokenizer's call
+    size for that shape, at most the pipeline's batch."""
+    return max(1, min(cfg.batch_size, toks.video.call_size(*clip_shape[:3])))
+
+
 def tokenize_items(
     items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig, timing: Counter | None = None
 ) -> tuple[list[TokenRecord], dict[str, str]]:
@@ -162,7 +172,8 @@ def tokenize_items(
     Every clip the video tokenizer encodes in the window - the items' frames, their COMMIT condition
     clips and style renders, the 2x super-resolution frames - joins one stream per array shape, so a
     window pads at most one batch per shape (not one per shape and per stream), and only up to the
-    video tokenizer's call size (``max_batch``: 2 clips on a CPU), not to ``batch_size``. ``timing``
+    video tokenizer's call size for that shape (``call_size``: on a CPU 2 clips of 17x64x64, 1 of
+    anything larger), not to ``batch_size``. ``timing``
     also counts the tokenizer rows: ``encoded_rows`` (real clips and audio windows) and
     ``padded_rows`` (the zero rows that filled the last batch of a stream)."""
     timing = timing if timing is not None else Counter()
@@ -231,11 +242,10 @@ def tokenize_items(
         for kind in cfg.style_conditions:
             if i in renders:
                 add(i, renders[i][kind], styled, (i, kind))
-    # pad to the video tokenizer's call size (its ``max_batch``), not to the whole batch: padding
-    # rows beyond the last call would be encoded for nothing
-    video_quantum = max(1, min(cfg.batch_size, toks.video.max_batch))
+    # pad to the video tokenizer's call size for the shape, not to the whole batch: padding rows
+    # beyond the last call would be encoded for nothing
     for shape in sorted(streams):
-        run(toks.video.encode, streams[shape], video_quantum)
+        run(toks.video.encode, streams[shape], video_quantum(toks, cfg, shape))
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_jobs = [(i, it.audio, audio, i) for i, it in enumerate(items) if it.audio is not None]

@@ -147,12 +147,16 @@ def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_bat
             shapes[it.frames_2x.shape] += 1
     audio = sum(it.audio is not None for it in items)
     batch = CFG.batch_size
-    # on a CPU the video tokenizer encodes in calls of CPU_VIDEO_CALL_CLIPS clips, and a stream's last
-    # batch is padded to a whole call, not to the batch; audio is padded to the batch
-    call = tokenize.CPU_VIDEO_CALL_CLIPS
-    assert toks.video.max_batch == call < batch
+    # on a CPU the video tokenizer encodes in calls of at most CPU_VIDEO_CALL_CLIPS clips and
+    # CPU_VIDEO_CALL_PIXELS frame pixels, and a stream's last batch is padded to a whole call for its
+    # shape, not to the batch; audio is padded to the batch
+    assert toks.video.max_batch == tokenize.CPU_VIDEO_CALL_CLIPS < batch
+    calls = {shape: toks.video.call_size(*shape[:3]) for shape in shapes}
+    for (t, h, w, _), call in calls.items():
+        assert 1 <= call <= tokenize.CPU_VIDEO_CALL_CLIPS
+        assert call == 1 or call * t * h * w <= tokenize.CPU_VIDEO_CALL_PIXELS
     assert timing["encoded_rows"] == sum(shapes.values()) + audio
-    video_pad = sum(-n % call for n in shapes.values())
+    video_pad = sum(-n % calls[shape] for shape, n in shapes.items())
     assert video_pad < sum(-n % batch for n in shapes.values())  # this corpus has streams where they differ
     assert timing["padded_rows"] == video_pad + (-audio % batch if audio else 0)
     # the same tokens as one call of the whole batch
@@ -160,6 +164,11 @@ def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_bat
     assert len(same) > toks.video.max_batch
     whole = type(toks.video)(toks.video.config, toks.video.params, max_batch=batch)
     assert np.array_equal(toks.video.encode(np.stack(same)), whole.encode(np.stack(same)))
+    # a pixel budget of one such clip encodes them one per call: the same tokens again
+    t, h, w, _ = same[0].shape
+    single = type(toks.video)(toks.video.config, toks.video.params, max_batch=batch, max_call_pixels=t * h * w + 1)
+    assert single.call_size(t, h, w) == 1 and single.call_size(1, h, w) == batch
+    assert np.array_equal(single.encode(np.stack(same)), whole.encode(np.stack(same)))
     for it, rec in zip(items, recs, strict=True):
         ((alone,), _) = tokenize.tokenize_items([it], toks, CFG)
         assert np.array_equal(alone.video, rec.video)

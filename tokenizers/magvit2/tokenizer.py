@@ -169,10 +169,14 @@ def init_params(config: MagvitConfig, seed: int = 0):
 class MagvitTokenizer:
     """Video <-> MAGVIT-v2 codes. ``encode``: uint8 [B,T,H,W,3] -> int32 [B,T',H',W'] (T = 1 + 4k)."""
 
-    def __init__(self, config: MagvitConfig, params, max_batch: int = 8):
+    def __init__(self, config: MagvitConfig, params, max_batch: int = 8, max_call_pixels: int | None = None):
         self.config = config
         self.params = jax.tree_util.tree_map(jnp.asarray, params)
+        # clips per compiled call: at most ``max_batch``, and (when set) at most ``max_call_pixels``
+        # frame pixels (clips x T x H x W) so that a call's XLA temporaries, which grow with its
+        # pixels, stay bounded whatever the clip shape; at least one clip
         self.max_batch = max_batch
+        self.max_call_pixels = max_call_pixels
         self._encode, self._decode = _compiled(arch_config(config))
 
     @classmethod
@@ -231,20 +235,25 @@ class MagvitTokenizer:
         return c.astype(np.int32)
 
     # ------------------------------------------------------------------ encode / decode
-    def _batched(self, fn, arr):
-        outs = [
-            np.asarray(fn(self.params, jnp.asarray(arr[i : i + self.max_batch])))
-            for i in range(0, arr.shape[0], self.max_batch)
-        ]
+    def call_size(self, frames: int, height: int, width: int) -> int:
+        """Clips of ``frames`` x ``height`` x ``width`` that one compiled encode call takes."""
+        n = self.max_batch
+        if self.max_call_pixels is not None:
+            n = min(n, self.max_call_pixels // (frames * height * width))
+        return max(1, n)
+
+    def _batched(self, fn, arr, call: int):
+        outs = [np.asarray(fn(self.params, jnp.asarray(arr[i : i + call]))) for i in range(0, arr.shape[0], call)]
         return np.concatenate(outs, axis=0)
 
     def encode(self, video) -> np.ndarray:
         """uint8 [B,T,H,W,3] -> int32 [B, 1 + (T-1)/4, H/8, W/8]."""
-        return self._batched(self._encode, self.check_video(video)).astype(np.int32)
+        v = self.check_video(video)
+        return self._batched(self._encode, v, self.call_size(*v.shape[1:4])).astype(np.int32)
 
     def decode(self, codes) -> np.ndarray:
         """int32 [B,T',H',W'] -> uint8 [B, 1 + 4(T'-1), 8H', 8W', 3]."""
-        return self._batched(self._decode, self.check_codes(codes)).astype(np.uint8)
+        return self._batched(self._decode, self.check_codes(codes), self.max_batch).astype(np.uint8)
 
     def encode_condition(self, video, mask_kind: str, ratio: float | None = None, keep_frames: int = 5) -> np.ndarray:
         """COMMIT condition tokens: the clip with the ``mask_kind`` region filled, then :meth:`encode`."""
