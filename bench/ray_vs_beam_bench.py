@@ -6,7 +6,8 @@ Each job runs as its own ``videopoet pipeline run`` process (a fresh dataset ver
 nothing is resumed); a sampler thread polls the resident memory of that process and all of its
 descendants (Beam's worker processes, the local Ray cluster the Ray job starts and its workers).
 Reports wall time, clips/s (records / wall, start-up included), the Ray/Beam ratio per worker count,
-the driver's peak RSS, the largest single worker's peak RSS and the peak total RSS of the tree.
+the driver's peak RSS, the largest single worker's peak RSS (and which process it was) and its
+peak resident memory not shared with other processes, and the peak total RSS of the tree.
 Both runners must publish the same fingerprint; the script says so.
 
 With two corpus sizes (``--clips 48,192``) it also reports each job's *marginal* rate, the extra
@@ -32,11 +33,21 @@ import psutil
 BIN = os.path.join(os.path.dirname(sys.executable), "videopoet")
 
 
+def _process_name(proc: psutil.Process) -> str:
+    """A worker's short name: Ray sets its workers' titles (``ray::MapWorker(...)``, ``ray::IDLE``)."""
+    try:
+        cmd = proc.cmdline()
+    except psutil.Error:
+        return "?"
+    return (cmd[0] if cmd and cmd[0].startswith("ray::") else " ".join(cmd[:3]))[:80]
+
+
 class TreeRSS:
     def __init__(self, pid: int, interval: float = 0.2):
         self.root = psutil.Process(pid)
         self.interval = interval
-        self.driver = self.worker = self.total = 0
+        self.driver = self.worker = self.worker_private = self.total = 0
+        self.worker_name = ""
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -48,12 +59,19 @@ class TreeRSS:
                 rss = {}
                 for p in procs:
                     try:
-                        rss[p.pid] = p.memory_info().rss
+                        info = p.memory_info()
+                        rss[p.pid] = info.rss
+                        if p.pid != self.root.pid:
+                            # resident memory not shared with other processes (Ray's object store
+                            # pages a worker maps are shared, and charged to the store)
+                            private = info.rss - info.shared
+                            if private > self.worker_private:
+                                self.worker_private = private
+                            if info.rss > self.worker:
+                                self.worker, self.worker_name = info.rss, _process_name(p)
                     except psutil.Error:
                         pass
                 self.driver = max(self.driver, rss.get(self.root.pid, 0))
-                others = [v for k, v in rss.items() if k != self.root.pid]
-                self.worker = max([self.worker, *others])
                 self.total = max(self.total, sum(rss.values()))
             except psutil.Error:
                 pass
@@ -66,6 +84,8 @@ class TreeRSS:
         return {
             "driver_peak_mb": round(self.driver / mb),
             "largest_worker_peak_mb": round(self.worker / mb),
+            "largest_worker": self.worker_name,
+            "largest_worker_private_peak_mb": round(self.worker_private / mb),
             "tree_peak_mb": round(self.total / mb),
         }
 
