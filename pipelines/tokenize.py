@@ -159,8 +159,8 @@ def padded_batches(arrs: list[np.ndarray], batch: int, quantum: int | None = Non
 
 def video_quantum(toks: Tokenizers, cfg: PipelineConfig, clip_shape: tuple[int, ...]) -> int:
     """Rows a stream of ``clip_shape`` ([T, H, W, 3]) clips is padded to: the video tokenizer's call
-    size for that shape, at most the pipeline's batch."""
-    return max(1, min(cfg.batch_size, toks.video.call_size(*clip_shape[:3])))
+    size for that shape (at least 1), at most the pipeline's batch (validated >= 1)."""
+    return min(cfg.batch_size, toks.video.call_size(*clip_shape[:3]))
 
 
 def tokenize_items(
