@@ -25,9 +25,9 @@ def bench():
     return mod
 
 
-def _stub_jobs(bench, monkeypatch, walls: dict, fingerprints: dict | None = None):
+def _stub_jobs(bench, monkeypatch, tmp_path, walls: dict, fingerprints: dict | None = None):
     """Corpus synthesis does nothing; a job of ``clips`` videos makes 2 records per video in
-    ``walls[(clips, runner, workers)]`` seconds."""
+    ``walls[(clips, runner, workers)]`` seconds; the bench's work folder is the test's."""
     state = {}
 
     def fake_run(argv, **kwargs):
@@ -48,6 +48,7 @@ def _stub_jobs(bench, monkeypatch, walls: dict, fingerprints: dict | None = None
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
     monkeypatch.setattr(bench, "run_job", fake_job)
+    monkeypatch.setattr(bench.tempfile, "mkdtemp", lambda prefix="": str(tmp_path))
 
 
 def _main(bench, capsys, argv):
@@ -55,7 +56,7 @@ def _main(bench, capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
-def test_marginal_rates_fixed_seconds_and_ratios(bench, monkeypatch, capsys):
+def test_marginal_rates_fixed_seconds_and_ratios(bench, monkeypatch, capsys, tmp_path):
     # fixed 10 s + 0.5 s per record (beam 1), 20 s + 0.25 s (beam 2), 30 s + 0.5 s (ray 1), 40 s + 0.25 s (ray 2)
     walls = {}
     for clips in (48, 192):
@@ -64,7 +65,7 @@ def test_marginal_rates_fixed_seconds_and_ratios(bench, monkeypatch, capsys):
         walls[(clips, "beam", 2)] = 20 + 0.25 * records
         walls[(clips, "ray", 1)] = 30 + 0.5 * records
         walls[(clips, "ray", 2)] = 40 + 0.25 * records
-    _stub_jobs(bench, monkeypatch, walls)
+    _stub_jobs(bench, monkeypatch, tmp_path, walls)
     out = _main(bench, capsys, ["--clips", "48,192", "--config", "small"])
     assert out["marginal"] == {
         "beam 1": {"clips_per_s": 2.0, "fixed_s": 10.0},
@@ -81,10 +82,10 @@ def test_marginal_rates_fixed_seconds_and_ratios(bench, monkeypatch, capsys):
     assert len(out["runs"]) == 8 and all(out["same_fingerprint"].values())
 
 
-def test_one_runner_alone_and_fingerprints_per_worker_count(bench, monkeypatch, capsys):
+def test_one_runner_alone_and_fingerprints_per_worker_count(bench, monkeypatch, capsys, tmp_path):
     walls = {(c, "beam", w): 10.0 * w + c / w for c in (24, 96) for w in (1, 2)}
     # both worker counts publish their own fingerprint: that is not a mismatch
-    _stub_jobs(bench, monkeypatch, walls)
+    _stub_jobs(bench, monkeypatch, tmp_path, walls)
     out = _main(bench, capsys, ["--clips", "24,96", "--runners", "beam"])
     assert {r["runner"] for r in out["runs"]} == {"beam"}
     assert set(out["marginal"]) == {"beam 1", "beam 2"}
@@ -93,7 +94,7 @@ def test_one_runner_alone_and_fingerprints_per_worker_count(bench, monkeypatch, 
     # two runners that disagree with the same workers are reported
     fps = {(24, "ray", 2): "different"}
     walls.update({(c, "ray", w): v for (c, _, w), v in list(walls.items())})
-    _stub_jobs(bench, monkeypatch, walls, fps)
+    _stub_jobs(bench, monkeypatch, tmp_path, walls, fps)
     out = _main(bench, capsys, ["--clips", "24,96"])
     assert out["same_fingerprint"] == {
         "24 clips, 1 worker(s)": True,
