@@ -1,10 +1,12 @@
 """Super-resolution against bicubic upsampling on held-out synthetic clips.
 
     python bench/sr_vs_bicubic.py [--train-clips 48] [--eval-clips 8] [--steps 120] [--batch 4]
-                                  [--out DIR] [key=value ...]      (SR config overrides)
+                                  [--out DIR] [--run NAME] [key=value ...]   (SR config overrides)
 
 Rerun with the same ``--out`` and arguments to resume: the corpora and the published dataset are
 kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` to save more often).
+``--run`` names the SR run inside ``--out`` (default ``sr-run``), so that variants of the model
+(say ``model.lowres_skip=true``) train and are measured on the same corpora and dataset.
 
 1. A synthetic ``small`` corpus (train split) goes through the Beam pipeline (``small`` preset, the
    shipped tokenizers) with ``sr_pairs``: 64x64 clips and their 128x128 pairs.
@@ -94,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--run", default="sr-run", help="the SR run's directory name inside --out")
     ap.add_argument("overrides", nargs="*", help="SR config overrides (key=value)")
     args = ap.parse_args(argv)
 
@@ -148,7 +151,9 @@ def main(argv=None) -> int:
         ],
     )
     pairs = sr_data.open_dataset_pairs("srbench@v1", cfg, root)
-    run_dir = os.path.join(work, "sr-run")
+    if os.path.basename(args.run) != args.run or args.run in ("", ".", ".."):
+        raise SystemExit(f"--run {args.run!r}: a plain directory name")
+    run_dir = os.path.join(work, args.run)
     t0 = time.perf_counter()
     res = sr_train.train(cfg, pairs, run_dir)
     times["train_s"] = time.perf_counter() - t0
@@ -196,6 +201,8 @@ def main(argv=None) -> int:
             "steps": cfg.steps,
             "batch_size": cfg.batch_size,
             "sample_steps": cfg.sample.steps,
+            "lowres_skip": cfg.model.lowres_skip,
+            "overrides": list(args.overrides),
         },
         "sr_train": {"final_loss": res["last"].get("loss"), "final_accuracy": res["last"].get("accuracy")},
         "heldout_clips": len(items),

@@ -98,6 +98,48 @@ def test_conditions_change_the_output(tiny, params, pairs):
     assert np.isfinite(np.asarray(no_text)).all()
 
 
+def test_lowres_skip_is_aligned_and_off_keeps_the_parameter_tree(tiny, params, pairs):
+    """``model.lowres_skip``: one more kernel (off: the same tree as before); each high-resolution
+    position's skip input is the low-resolution token covering it, so changing one low-resolution
+    code changes the skip at exactly the scale_h x scale_w positions under it."""
+    low_grid, scale = (2, 3, 2), (1, 2, 2)
+    low = jnp.arange(12).reshape(1, 12)
+    up = np.asarray(model.upsample_nearest(low, low_grid, scale)).reshape(2, 6, 4)
+    tt, yy, xx = np.meshgrid(np.arange(2), np.arange(6), np.arange(4), indexing="ij")
+    assert np.array_equal(up, np.asarray(low).reshape(low_grid)[tt, yy // 2, xx // 2])
+
+    on = config.load_sr_config(tiny, ["model.lowres_skip=true"]).model
+    p_on = model.init_params(on, jax.random.PRNGKey(0))
+    flat_off = {k: v.shape for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    flat_on = {k: v.shape for k, v in jax.tree_util.tree_flatten_with_path(p_on)[0]}
+    extra = set(flat_on) - set(flat_off)
+    assert not set(flat_off) - set(flat_on) and len(extra) == 1
+    assert flat_on[next(iter(extra))] == (on.d_model, on.d_model)
+
+    b = pairs.batch(0, 0, 1)
+    tokens = jnp.full((1, *on.grid), model.MASK)
+
+    def skip_out(lowres):
+        _, state = model.SuperResTransformer(on).apply(
+            {"params": p_on},
+            tokens,
+            lowres,
+            jnp.ones(1, bool),
+            b["text_emb"],
+            b["text_mask"],
+            capture_intermediates=lambda mdl, _: mdl.name == "lowres_skip",
+        )
+        return np.asarray(state["intermediates"]["lowres_skip"]["__call__"][0]).reshape(*on.grid, on.d_model)
+
+    base = np.asarray(b["low"])
+    changed = base.copy()
+    changed[0, 1, 2, 3] = (base[0, 1, 2, 3] + 1) % on.codebook_size
+    diff = np.abs(skip_out(changed) - skip_out(base)).max(-1) > 0
+    want = np.zeros(on.grid, bool)
+    want[1, 4:6, 6:8] = True
+    assert np.array_equal(diff, want)
+
+
 # ------------------------------------------------------------------------------------ windows
 def _naive_masked_attention(q, k, v, allowed):
     """Full softmax attention in float64 where query i sees key j iff allowed[i, j]."""

@@ -47,6 +47,10 @@ class SRModelConfig:
     grid: Triple = (5, 16, 16)  # high-resolution latent grid (T', H', W')
     scale: Triple = (1, 2, 2)  # high / low resolution per axis
     windows: tuple[Triple, ...] = ((1, 16, 2), (1, 2, 16), (5, 4, 4))  # vertical, horizontal, temporal
+    # add to each high-resolution position a projection of the embedding of the low-resolution token
+    # above it (nearest-neighbour upsampled by ``scale``): an aligned path beside the windowed
+    # cross-attention, so that where a token sits need not be learnt from the position embeddings
+    lowres_skip: bool = False
     text_dim: int = 256  # width of the T5 encoder's embeddings
     d_model: int = 128
     layers: int = 6

@@ -16,6 +16,12 @@ cross-attention from each window to the low-resolution tokens under it (the wind
 ``cfg.scale``), cross-attention to the text embeddings, an MLP; pre-norm residuals (RMSNorm).
 Positions enter as learned per-axis embeddings (t + h + w) added to the token embeddings of each grid.
 
+With ``cfg.lowres_skip`` (an implementation choice, not in the paper) each high-resolution position
+also gets, before the first block, a learned projection of the embedding of the low-resolution token
+that covers it (:func:`upsample_nearest`): the cross-attention must otherwise discover which
+low-resolution tokens lie under a query from two separately learned sets of position embeddings,
+which few training pairs teach slowly.
+
 Token factorization (section 3.3): a code of ``lfq_bits`` bits is split into ``factors`` groups of
 ``lfq_bits / factors`` bits (:func:`factorize`; group ``j`` holds bits ``j*b .. j*b+b-1``). The input
 embedding is the sum of one embedding per group, the output one softmax head per group, and the
@@ -130,6 +136,17 @@ def windowed_attention(
     qw, kw, vw = partition(q, q_grid, q_window), partition(k, k_grid, k_window), partition(v, k_grid, k_window)
     mask = jnp.ones((1, 1, qw.shape[1], kw.shape[1]), bool)
     return merge(attend(qw, kw, vw, mask, implementation), q_grid, q_window)
+
+
+def upsample_nearest(x: Array, low_grid: Triple, scale: Triple) -> Array:
+    """[B, t*h*w, ...] over ``low_grid`` -> [B, (t*st)*(h*sh)*(w*sw), ...]: every position of the
+    high-resolution grid gets the value of the low-resolution position covering it (row-major order)."""
+    b, rest = x.shape[0], x.shape[2:]
+    x = x.reshape(b, *low_grid, *rest)
+    for axis, s in enumerate(scale):
+        if s > 1:
+            x = jnp.repeat(x, s, axis=axis + 1)
+    return x.reshape(b, -1, *rest)
 
 
 # ------------------------------------------------------------------------------- layers
@@ -270,6 +287,16 @@ class SuperResTransformer(nn.Module):
         dropped = jnp.broadcast_to(~lowres_keep[:, None, None, None], lowres.shape)
         low = _GridEmbed(cfg, cfg.low_grid, name="lowres_embed")(lowres, dropped)
         low = RMSNorm(cfg.norm_eps, dt, name="ln_lowres_in")(low)
+        if cfg.lowres_skip:
+            skip = nn.Dense(
+                cfg.d_model,
+                use_bias=False,
+                dtype=dt,
+                param_dtype=jnp.float32,
+                kernel_init=P(nn.initializers.normal(1.0 / math.sqrt(cfg.d_model)), (None, "embed")),
+                name="lowres_skip",
+            )(upsample_nearest(low, cfg.low_grid, cfg.scale))
+            x = x + skip
         text = nn.Dense(
             cfg.d_model,
             use_bias=True,
