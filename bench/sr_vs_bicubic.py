@@ -23,6 +23,9 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
    * ``tokenizer_2x``: the tokenizer's reconstruction of the 128x128 ground truth itself (encode +
      decode): what a perfect SR model's tokens would decode to.
 
+   ``heldout_code_accuracy``: the fraction of the SR codes equal to those tokens (the training
+   log's masked-token accuracy is measured on the training pairs).
+
 Measures per method (means over the held-out clips): PSNR (dB, over all pixels of a clip), edge
 sharpness as the ratio of the mean gradient magnitude (luma, central differences) to the ground
 truth's (1 = as sharp; bicubic blurs below 1), and the synthetic-world scorer's colour and shape
@@ -168,15 +171,21 @@ def main(argv=None) -> int:
         raise SystemExit("no held-out clip fits the SR model's grid")
     t0 = time.perf_counter()
     rows = {m: {"psnr": [], "sharpness": [], "colour": [], "shape": []} for m in METHODS}
+    code_match: dict[str, list[float]] = {"sr": [], "sr_greedy": []}
     for i, (it, want) in enumerate(items):
         truth = it.frames_2x
         low_codes = toks.video.encode(it.frames[None])[0]
+        truth_codes = toks.video.encode(truth[None])[0]
+        sr_codes, sr_frames = up.upsample(low_codes, it.caption, seed=args.seed + i)
+        greedy_codes, greedy_frames = up.upsample(low_codes, it.caption, seed=args.seed + i, options=greedy)
+        code_match["sr"].append(float(np.mean(sr_codes == truth_codes)))
+        code_match["sr_greedy"].append(float(np.mean(greedy_codes == truth_codes)))
         outs = {
-            "sr": up.upsample(low_codes, it.caption, seed=args.seed + i)[1],
-            "sr_greedy": up.upsample(low_codes, it.caption, seed=args.seed + i, options=greedy)[1],
+            "sr": sr_frames,
+            "sr_greedy": greedy_frames,
             "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
             "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),
-            "tokenizer_2x": toks.video.decode(toks.video.encode(truth[None]))[0],
+            "tokenizer_2x": toks.video.decode(truth_codes[None])[0],
         }
         g_truth = mean_gradient(truth)
         for m, frames in outs.items():
@@ -211,6 +220,8 @@ def main(argv=None) -> int:
             "shape": float(np.mean([s["shape"] for s in truth_scores])),
         },
         "methods": {m: {k: round(float(np.mean(v)), 4) for k, v in r.items()} for m, r in rows.items()},
+        # the fraction of the SR model's codes equal to the tokenizer's codes of the 128x128 truth
+        "heldout_code_accuracy": {m: round(float(np.mean(v)), 4) for m, v in code_match.items()},
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "work_dir": work,
     }
