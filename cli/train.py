@@ -179,6 +179,14 @@ def _run(args) -> int:
             f"data {row['data_wait_s'] * 1e3:.0f} ms  compute {row['compute_s'] * 1e3:.0f} ms",
             flush=True,
         )
+        held = row.get("heldout")
+        if held:
+            per = " ".join(f"{t} {v['loss']:.3f}" for t, v in held["tasks"].items())
+            print(
+                f"heldout {info.step:6d}  loss {held['loss']:.4f}  top1 {held['accuracy']:.3f} | {per}  "
+                f"({held['seconds']:.0f} s)",
+                flush=True,
+            )
         ev = row.get("eval")
         if ev:
             parts = [

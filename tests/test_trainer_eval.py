@@ -67,3 +67,77 @@ def test_eval_every_must_be_a_multiple_of_log_every():
         load_train_config("tiny", ["log_every=5", "eval.every=7"])
     with pytest.raises(ConfigError, match="tasks must be some of"):
         load_train_config("tiny", ["eval.tasks=[t2i]"])
+
+
+HELDOUT = ["eval.heldout_data=val@1", "eval.heldout_every=2", "eval.heldout_batches=3"]
+
+
+@pytest.fixture(scope="module")
+def heldout_root(root):
+    vocab = load_train_config("tiny").model.vocab
+    store.write_dataset(root, "val", "1", {"a.tar": synthetic.make_records(6, vocab, seed=7)})
+    return root
+
+
+def test_heldout_loss_is_the_loss_of_the_saved_weights_and_leaves_the_run_alone(heldout_root, tmp_path):
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from videopoet.trainer import data, step
+
+    root = heldout_root
+    with_heldout, without = str(tmp_path / "with"), str(tmp_path / "without")
+    cfg = load_train_config("tiny", [*OVR, *HELDOUT])
+    train.train(cfg, "syn@1", with_heldout, root=root)
+    train.train(load_train_config("tiny", OVR), "syn@1", without, root=root)
+    a, b = read_metrics(with_heldout), read_metrics(without)
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exact: the held-out loss reads the weights only
+    assert all("heldout" not in r for r in b)
+    assert [r["step"] for r in a] == [2, 4]
+
+    # recomputed by hand from the checkpoint of step 4: the run's mixture on val@1, no dropout, batches 0-2
+    measured = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
+    )
+    _, mix = data.open_mixture("val@1", measured, root)
+    run = checkpoint.load_run(with_heldout, step=4)
+    text = step.load_text_tower(cfg)
+    loss_sum = tokens = 0.0
+    per_task_tokens: dict[str, float] = {}
+    for i in range(3):
+        batch = {k: jax.numpy.asarray(v) for k, v in mix.global_batch(i).items() if k in data.BATCH_KEYS}
+        emb = text(text.params, batch["text_ids"], batch["text_mask"])
+        _, m = step.loss_and_metrics(run.model, run.params, batch, emb)
+        loss_sum += float(np.sum(m["task_loss_sum"]))
+        tokens += float(np.sum(m["task_tokens"]))
+        assert float(np.sum(m["task_tokens"])) == float(np.sum(np.asarray(mix.global_batch(i)["loss_mask"])))
+        for task, n in zip(data.TASKS, np.asarray(m["task_tokens"]), strict=True):
+            if n:
+                per_task_tokens[task] = per_task_tokens.get(task, 0) + float(n)
+    held = a[-1]["heldout"]
+    assert held["batches"] == 3 and held["tokens"] == int(tokens)
+    assert held["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
+    assert {t: v["tokens"] for t, v in held["tasks"].items()} == {t: int(n) for t, n in per_task_tokens.items()}
+    assert set(held["tasks"]) <= {"t2v", "fp"}  # the run's own mixture
+    assert a[0]["heldout"]["loss"] != held["loss"]  # the weights changed between steps 2 and 4
+    assert os.path.getsize(os.path.join(with_heldout, "loss_curve.png")) > os.path.getsize(
+        os.path.join(without, "loss_curve.png")
+    )  # the training vs held-out panel
+    # not part of the fingerprint: the same run resumes without it
+    res = train.train(load_train_config("tiny", OVR), "syn@1", with_heldout, root=root)
+    assert res["status"] == "completed" and res["resumed_from"] == 4
+
+
+def test_heldout_config_errors(heldout_root, tmp_path):
+    from videopoet.schemas.errors import ConfigError, VideoPoetError
+
+    with pytest.raises(ConfigError, match="needs eval.heldout_data"):
+        load_train_config("tiny", ["eval.heldout_every=2"])
+    with pytest.raises(ConfigError, match="multiple of log_every"):
+        load_train_config("tiny", ["log_every=2", "eval.heldout_every=3", "eval.heldout_data=val@1"])
+    cfg = load_train_config("tiny", [*OVR, "eval.heldout_data=nope@1", "eval.heldout_every=2"])
+    with pytest.raises(VideoPoetError, match="nope"):
+        train.train(cfg, "syn@1", str(tmp_path / "run"), root=heldout_root)
+    assert not os.path.exists(tmp_path / "run" / "run.json")  # refused before the run dir is written

@@ -207,10 +207,21 @@ class EvalConfig:
     seed: int = 1234
     video_tokenizer: str = ""  # "" = the dataset's (as its manifest records it); else a preset or checkpoint
     audio_tokenizer: str = ""
+    # held-out loss: every ``heldout_every`` steps, the loss of the current weights on the same
+    # ``heldout_batches`` global batches of a dataset the run never trains on (NAME@VERSION under the
+    # training --root, or a version dir), built with the run's task mixture and no condition dropout:
+    # the gap to the training loss is what memorization of the training records looks like
+    heldout_data: str = ""
+    heldout_every: int = 0  # 0: none; a multiple of log_every
+    heldout_batches: int = 4
 
     def validate(self) -> None:
         if self.every < 0 or self.samples < 1:
             raise ValueError("every must be >= 0 and samples >= 1")
+        if self.heldout_every < 0 or self.heldout_batches < 1:
+            raise ValueError("eval.heldout_every must be >= 0 and eval.heldout_batches >= 1")
+        if self.heldout_every and not self.heldout_data:
+            raise ValueError("eval.heldout_every needs eval.heldout_data (a dataset the run does not train on)")
         bad = [t for t in self.tasks if t not in EVAL_TASKS]
         if bad or not self.tasks:
             raise ValueError(f"tasks must be some of {list(EVAL_TASKS)}, got {list(self.tasks)}")
@@ -289,6 +300,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must lie in [0, 1)")
         if self.eval.every % self.log_every:
             raise ValueError(f"eval.every ({self.eval.every}) must be a multiple of log_every ({self.log_every})")
+        if self.eval.heldout_every % self.log_every:
+            raise ValueError(
+                f"eval.heldout_every ({self.eval.heldout_every}) must be a multiple of log_every ({self.log_every})"
+            )
 
 
 # --------------------------------------------------------------------------------------- presets

@@ -140,6 +140,7 @@ class Trainer:
     init_fn: Callable
     step_fn: Callable
     text: TextTower
+    eval_fn: Callable | None = None  # (params, batch, text params) -> loss_and_metrics' metrics, no update
 
     def init(self, seed: int | None = None):
         return self.init_fn(jax.random.PRNGKey(self.cfg.seed if seed is None else seed))
@@ -153,6 +154,13 @@ class Trainer:
         # no-ops when no mesh is set
         with jax.set_mesh(self.mesh):
             return self.step_fn(state, gb, self.text.params)
+
+    def evaluate(self, params, batch: dict) -> dict:
+        """The loss metrics of ``params`` on ``batch`` (this process's rows, as :meth:`step` takes them),
+        without a gradient or an update: what the held-out loss of :mod:`.train_eval` runs."""
+        gb = sharding.global_batch(batch, self.mesh, self.cfg.mesh)
+        with jax.set_mesh(self.mesh):
+            return self.eval_fn(params, gb, self.text.params)
 
     def lower(self, state, batch: dict):
         """The step lowered as :meth:`step` traces it (to inspect it or compile it ahead of time). ``state``
@@ -225,14 +233,20 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
             metrics["lr"] = lr_schedule(cfg)(state["step"])
         return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
+    def eval_step(params, batch, text_params):
+        with nn.logical_axis_rules(rules):
+            text_emb = text(text_params, batch["text_ids"], batch["text_mask"])
+            return loss_and_metrics(lm, params, batch, text_emb)[1]
+
     text_sh = jax.tree_util.tree_map(lambda _: repl, text.params)
     step_fn = jax.jit(
         train_step, in_shardings=(state_sh, None, text_sh), out_shardings=(state_sh, repl), donate_argnums=(0,)
     )
+    eval_fn = jax.jit(eval_step, in_shardings=(state_sh["params"], None, text_sh), out_shardings=repl)
     if _is_abstract(text.params):  # an ahead-of-time compile: shapes on the mesh, nothing to place
         text.params = jax.tree_util.tree_map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), text.params, text_sh
         )
     else:
         text.params = jax.device_put(text.params, text_sh)
-    return Trainer(cfg, mesh, lm, tx, state_sh, init_fn, step_fn, text)
+    return Trainer(cfg, mesh, lm, tx, state_sh, init_fn, step_fn, text, eval_fn)

@@ -134,6 +134,7 @@ def train(
         if old_cfg is not None and extend.is_extension(old_cfg, cfg):
             ext = extend.plan(old_cfg, cfg, ckpts.all_steps(), out)
         trainer = _trainer(cfg)
+        heldout = train_eval.HeldoutLoss(cfg, trainer, root, pidx, pcount) if cfg.eval.heldout_every else None
         if init_from is not None and ckpts.latest_step() is None:
             source = adapt.resolve(init_from)
             adapt.check(source, cfg, trainer.text.fingerprint)
@@ -230,6 +231,8 @@ def train(
     def log_row(step_info: StepInfo) -> dict:
         row = _row(acc, step_info.metrics, peak, jax.device_count(), baseline, mixture, step_info.step)
         acc.reset()
+        if heldout is not None and (step_info.step % cfg.eval.heldout_every == 0 or step_info.step == cfg.steps):
+            row["heldout"] = heldout(step_info.state["params"])
         if evaluator is not None and (step_info.step % cfg.eval.every == 0 or step_info.step == cfg.steps):
             row["eval"] = evaluator(step_info.state["params"], step_info.step)
         return row
@@ -243,7 +246,9 @@ def train(
         lead=lead,
         progress=cfg.progress,
         desc="train",
-        panels=metrics.LOSS_PANELS + ((train_eval.EVAL_PANEL,) if evaluator is not None else ()),
+        panels=metrics.LOSS_PANELS
+        + ((train_eval.HELDOUT_PANEL,) if heldout is not None else ())
+        + ((train_eval.EVAL_PANEL,) if evaluator is not None else ()),
     )
     run.add_log_hook(log_row, every=cfg.log_every)
     if 0 < cfg.decay_start < cfg.steps:  # what an extension of this run goes back to (trainer/extend.py)

@@ -1,4 +1,5 @@
-"""Evaluation during training: every ``eval.every`` steps, score a few generated samples on the synthetic world.
+"""Evaluation during training: every ``eval.every`` steps, score a few generated samples on the synthetic world;
+every ``eval.heldout_every`` steps, the loss on a dataset the run never trains on (:class:`HeldoutLoss`).
 
 The evaluator builds a :class:`~videopoet.trainer.generation.Generator` once (the dataset's tokenizers and
 clip geometry, or ``eval.video_tokenizer`` / ``eval.audio_tokenizer``) and, at each evaluation, gives it
@@ -39,6 +40,64 @@ EVAL_PANEL = Panel(
     ),
     ylabel="fraction correct",
 )
+
+
+# training loss beside the held-out loss: a gap that grows is the model learning its training records
+HELDOUT_PANEL = Panel(
+    "training vs held-out loss",
+    ("loss", "heldout/loss"),
+    ylabel="cross-entropy (nats / output token)",
+    hline="unigram_baseline",
+)
+
+
+class HeldoutLoss:
+    """``heldout(params)`` -> the row's ``heldout`` dict: ``{"loss", "accuracy", "tasks": {task: {loss,
+    accuracy, tokens}}, "tokens", "batches", "seconds"}``.
+
+    The held-out dataset (``eval.heldout_data``; a NAME@VERSION resolves under the training ``root``) is
+    verified and checked against the model's vocabulary like the training data, and mixed with the run's
+    own task mixture, seed and batch size, without condition dropout or the image curriculum (the
+    conditional loss of every task). Its first ``eval.heldout_batches`` global batches are drawn once and
+    measured again at every call, so two figures differ only by the weights. Every process calls it (the
+    loss is one computation over the mesh, each process giving its rows of each batch); it reads the
+    weights and never changes them or the training data order."""
+
+    def __init__(self, cfg: TrainConfig, trainer, root: str | None, process_index: int = 0, process_count: int = 1):
+        import dataclasses
+
+        from videopoet.trainer import data
+
+        e = cfg.eval
+        measured = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
+        )
+        ref = data.parse_data_spec(e.heldout_data)[0][0]
+        self.dataset, mixture = data.open_mixture(ref, measured, root)
+        self.ref = e.heldout_data
+        self.trainer = trainer
+        self.batches = [mixture.local_batch(i, process_index, process_count) for i in range(e.heldout_batches)]
+
+    def __call__(self, params) -> dict[str, Any]:
+        import numpy as np
+
+        from videopoet.trainer import data, metrics
+
+        t0 = time.perf_counter()
+        sums: dict[str, np.ndarray] = {}
+        for batch in self.batches:
+            m = jax.device_get(self.trainer.evaluate(params, {k: batch[k] for k in data.BATCH_KEYS}))
+            for k in ("task_loss_sum", "task_correct", "task_tokens"):
+                sums[k] = sums.get(k, 0) + np.asarray(m[k], np.float64)
+        tokens = float(sums["task_tokens"].sum())
+        return {
+            "loss": float(sums["task_loss_sum"].sum() / max(tokens, 1.0)),
+            "accuracy": float(sums["task_correct"].sum() / max(tokens, 1.0)),
+            "tasks": metrics.per_task(sums),
+            "tokens": int(tokens),
+            "batches": len(self.batches),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
 
 
 class Evaluator:

@@ -1,7 +1,13 @@
-"""Per-latent-frame t2v loss/accuracy of the long run vs a copy-the-previous-frame baseline."""
+"""Per-latent-frame t2v loss/accuracy of the long run vs a copy-the-previous-frame baseline.
 
+Also split by position: a position *changes* where its code differs from the same position's code in
+an adjacent latent frame (where the moving object is, or was); the rest is static (background).
+``python longrun/experiments/frame_loss.py RUN BATCHES [--step N] [--data NAME@VERSION --root DIR]``
+(default data: the run's own ``synth-long@v1``; another dataset of the same pipeline config measures
+clips the run never trained on)."""
+
+import argparse
 import dataclasses
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +16,14 @@ import numpy as np
 from videopoet.trainer import checkpoint, data, model, step
 
 T2V_ONLY = {"mixture": {"t2v": 1.0}, "cfg_dropout_text": 0.0, "cfg_dropout_inputs": 0.0, "curriculum": False}
-run = checkpoint.load_run(sys.argv[1])
+ap = argparse.ArgumentParser()
+ap.add_argument("run")
+ap.add_argument("batches", type=int)
+ap.add_argument("--step", type=int, default=None)
+ap.add_argument("--data", default="synth-long@v1")
+ap.add_argument("--root", default="longrun/datasets")
+args = ap.parse_args()
+run = checkpoint.load_run(args.run, step=args.step)
 cfg = run.cfg
 cfg = dataclasses.replace(
     cfg,
@@ -18,7 +31,7 @@ cfg = dataclasses.replace(
         cfg.data, mixture={"t2v": 1.0}, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False
     ),
 )
-ds, mix = data.open_mixture("synth-long@v1", cfg, root="longrun/datasets")
+ds, mix = data.open_mixture(args.data, cfg, root=args.root)
 text = step.load_text_tower(cfg)
 lm = run.model
 voc = cfg.model.vocab
@@ -33,7 +46,8 @@ def fwd(params, batch, emb):
 
 per = {}
 copy = {}
-for s in range(int(sys.argv[2])):
+split = {"changes": [], "static": []}
+for s in range(args.batches):
     st = s * 11 + 5
     b = mix.global_batch(st)
     bb = {k: jnp.asarray(b[k]) for k in data.BATCH_KEYS}
@@ -51,6 +65,14 @@ for s in range(int(sys.argv[2])):
         if not starts:
             continue
         o = starts[0]
+        changes = np.zeros(v.shape, bool)
+        changes[1:] |= v[1:] != v[:-1]
+        changes[:-1] |= v[:-1] != v[1:]
+        hit = pred[i, o - 1 : o - 1 + n] == b["targets"][i, o - 1 : o - 1 + n]
+        lossv = nll[i, o - 1 : o - 1 + n]
+        for name, where in (("changes", changes.reshape(-1)), ("static", ~changes.reshape(-1))):
+            if where.any():
+                split[name].append((lossv[where].mean(), hit[where].mean(), where.mean()))
         for t in range(T):
             sl = slice(o + t * H * W - 1, o + (t + 1) * H * W - 1)  # position q predicts q+1
             frame_nll = nll[i, sl]
@@ -65,3 +87,7 @@ for t in sorted(per):
         f"latent frame {t}: loss {a[:, 0].mean():.3f} top1 {a[:, 1].mean():.3f}  "
         f"copy-previous-frame accuracy {c:.3f}  (n={len(a)})"
     )
+for name, rows in split.items():
+    a = np.array(rows)
+    share, loss, top1 = a[:, 2].mean(), a[:, 0].mean(), a[:, 1].mean()
+    print(f"{name} positions: {share:.3f} of the clip, loss {loss:.3f} top1 {top1:.3f} (n={len(a)})")
