@@ -26,17 +26,30 @@ EVAL = [
 ]
 
 
+HELDOUT = ["eval.heldout_data=val@1", "eval.heldout_every=2", "eval.heldout_batches=3"]
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     r = str(tmp_path_factory.mktemp("root"))
-    store.write_dataset(r, "syn", "1", {"a.tar": synthetic.make_records(8, load_train_config("tiny").model.vocab)})
+    vocab = load_train_config("tiny").model.vocab
+    store.write_dataset(r, "syn", "1", {"a.tar": synthetic.make_records(8, vocab)})
+    store.write_dataset(r, "val", "1", {"a.tar": synthetic.make_records(6, vocab, seed=7)})
     return r
 
 
-def test_eval_rows_do_not_change_the_run(root, tmp_path):
-    with_eval, without = str(tmp_path / "with"), str(tmp_path / "without")
-    train.train(load_train_config("tiny", [*OVR, *EVAL]), "syn@1", with_eval, root=root)
+@pytest.fixture(scope="module")
+def runs(root, tmp_path_factory):
+    """The same run trained with sampled evaluation and the held-out loss on, and with both off."""
+    base = tmp_path_factory.mktemp("runs")
+    with_eval, without = str(base / "with"), str(base / "without")
+    train.train(load_train_config("tiny", [*OVR, *EVAL, *HELDOUT]), "syn@1", with_eval, root=root)
     train.train(load_train_config("tiny", OVR), "syn@1", without, root=root)
+    return with_eval, without
+
+
+def test_eval_rows_do_not_change_the_run(root, runs):
+    with_eval, without = runs
     a, b = read_metrics(with_eval), read_metrics(without)
     assert [r["step"] for r in a] == [r["step"] for r in b] == [2, 4]
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exact: evaluation reads the weights only
@@ -47,15 +60,55 @@ def test_eval_rows_do_not_change_the_run(root, tmp_path):
         assert {"colour", "shape", "motion", "all"} <= set(ev["t2v"]["seen"])
         assert all(0.0 <= v <= 1.0 for split in ev["t2v"].values() for v in split.values())
         assert {"kept", "motion"} <= set(ev["fp"]["seen"])
-    assert all("eval" not in r for r in b)
+    assert all("eval" not in r and "heldout" not in r for r in b)
     assert os.path.getsize(os.path.join(with_eval, "loss_curve.png")) > os.path.getsize(
         os.path.join(without, "loss_curve.png")
-    )  # the evaluation panel beside the loss
+    )  # the evaluation and held-out panels beside the loss
     # eval is not part of the fingerprint: the same run resumes with evaluation off
     assert (
         checkpoint.read_run_info(with_eval)["config_fingerprint"]
         == checkpoint.read_run_info(without)["config_fingerprint"]
     )
+
+
+def test_heldout_loss_is_the_loss_of_the_saved_weights(root, runs):
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    from videopoet.trainer import data, step
+
+    with_eval, _ = runs
+    cfg = load_train_config("tiny", [*OVR, *HELDOUT])
+    a = read_metrics(with_eval)
+    # recomputed by hand from the checkpoint of step 4: the run's mixture on val@1, no dropout, batches 0-2
+    measured = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
+    )
+    _, mix = data.open_mixture("val@1", measured, root)
+    run = checkpoint.load_run(with_eval, step=4)
+    text = step.load_text_tower(cfg)
+    loss_sum = tokens = 0.0
+    per_task_tokens: dict[str, float] = {}
+    for i in range(3):
+        host = mix.global_batch(i)
+        batch = {k: jax.numpy.asarray(v) for k, v in host.items() if k in data.BATCH_KEYS}
+        emb = text(text.params, batch["text_ids"], batch["text_mask"])
+        _, m = step.loss_and_metrics(run.model, run.params, batch, emb)
+        loss_sum += float(np.sum(m["task_loss_sum"]))
+        tokens += float(np.sum(m["task_tokens"]))
+        assert float(np.sum(m["task_tokens"])) == float(np.sum(host["loss_mask"]))
+        for task, n in zip(data.TASKS, np.asarray(m["task_tokens"]), strict=True):
+            if n:
+                per_task_tokens[task] = per_task_tokens.get(task, 0) + float(n)
+    held = a[-1]["heldout"]
+    assert held["batches"] == 3 and held["tokens"] == int(tokens)
+    assert held["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
+    assert {t: v["tokens"] for t, v in held["tasks"].items()} == {t: int(n) for t, n in per_task_tokens.items()}
+    assert set(held["tasks"]) <= {"t2v", "fp"}  # the run's own mixture
+    assert a[0]["heldout"]["loss"] != held["loss"]  # the weights changed between steps 2 and 4
+    # neither is part of the fingerprint: the same run resumes with both off
     res = train.train(load_train_config("tiny", [*OVR, "steps=4"]), "syn@1", with_eval, root=root)
     assert res["status"] == "completed" and res["resumed_from"] == 4
 
@@ -69,68 +122,7 @@ def test_eval_every_must_be_a_multiple_of_log_every():
         load_train_config("tiny", ["eval.tasks=[t2i]"])
 
 
-HELDOUT = ["eval.heldout_data=val@1", "eval.heldout_every=2", "eval.heldout_batches=3"]
-
-
-@pytest.fixture(scope="module")
-def heldout_root(root):
-    vocab = load_train_config("tiny").model.vocab
-    store.write_dataset(root, "val", "1", {"a.tar": synthetic.make_records(6, vocab, seed=7)})
-    return root
-
-
-def test_heldout_loss_is_the_loss_of_the_saved_weights_and_leaves_the_run_alone(heldout_root, tmp_path):
-    import dataclasses
-
-    import jax
-    import numpy as np
-
-    from videopoet.trainer import data, step
-
-    root = heldout_root
-    with_heldout, without = str(tmp_path / "with"), str(tmp_path / "without")
-    cfg = load_train_config("tiny", [*OVR, *HELDOUT])
-    train.train(cfg, "syn@1", with_heldout, root=root)
-    train.train(load_train_config("tiny", OVR), "syn@1", without, root=root)
-    a, b = read_metrics(with_heldout), read_metrics(without)
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exact: the held-out loss reads the weights only
-    assert all("heldout" not in r for r in b)
-    assert [r["step"] for r in a] == [2, 4]
-
-    # recomputed by hand from the checkpoint of step 4: the run's mixture on val@1, no dropout, batches 0-2
-    measured = dataclasses.replace(
-        cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
-    )
-    _, mix = data.open_mixture("val@1", measured, root)
-    run = checkpoint.load_run(with_heldout, step=4)
-    text = step.load_text_tower(cfg)
-    loss_sum = tokens = 0.0
-    per_task_tokens: dict[str, float] = {}
-    for i in range(3):
-        batch = {k: jax.numpy.asarray(v) for k, v in mix.global_batch(i).items() if k in data.BATCH_KEYS}
-        emb = text(text.params, batch["text_ids"], batch["text_mask"])
-        _, m = step.loss_and_metrics(run.model, run.params, batch, emb)
-        loss_sum += float(np.sum(m["task_loss_sum"]))
-        tokens += float(np.sum(m["task_tokens"]))
-        assert float(np.sum(m["task_tokens"])) == float(np.sum(np.asarray(mix.global_batch(i)["loss_mask"])))
-        for task, n in zip(data.TASKS, np.asarray(m["task_tokens"]), strict=True):
-            if n:
-                per_task_tokens[task] = per_task_tokens.get(task, 0) + float(n)
-    held = a[-1]["heldout"]
-    assert held["batches"] == 3 and held["tokens"] == int(tokens)
-    assert held["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
-    assert {t: v["tokens"] for t, v in held["tasks"].items()} == {t: int(n) for t, n in per_task_tokens.items()}
-    assert set(held["tasks"]) <= {"t2v", "fp"}  # the run's own mixture
-    assert a[0]["heldout"]["loss"] != held["loss"]  # the weights changed between steps 2 and 4
-    assert os.path.getsize(os.path.join(with_heldout, "loss_curve.png")) > os.path.getsize(
-        os.path.join(without, "loss_curve.png")
-    )  # the training vs held-out panel
-    # not part of the fingerprint: the same run resumes without it
-    res = train.train(load_train_config("tiny", OVR), "syn@1", with_heldout, root=root)
-    assert res["status"] == "completed" and res["resumed_from"] == 4
-
-
-def test_heldout_config_errors(heldout_root, tmp_path):
+def test_heldout_config_errors(root, tmp_path):
     from videopoet.schemas.errors import ConfigError, VideoPoetError
 
     with pytest.raises(ConfigError, match="needs eval.heldout_data"):
@@ -139,5 +131,5 @@ def test_heldout_config_errors(heldout_root, tmp_path):
         load_train_config("tiny", ["log_every=2", "eval.heldout_every=3", "eval.heldout_data=val@1"])
     cfg = load_train_config("tiny", [*OVR, "eval.heldout_data=nope@1", "eval.heldout_every=2"])
     with pytest.raises(VideoPoetError, match="nope"):
-        train.train(cfg, "syn@1", str(tmp_path / "run"), root=heldout_root)
+        train.train(cfg, "syn@1", str(tmp_path / "run"), root=root)
     assert not os.path.exists(tmp_path / "run" / "run.json")  # refused before the run dir is written
