@@ -189,16 +189,51 @@ def test_mixture_training_resumes_bit_for_bit_and_honours_new_weights(root, tmp_
     m = json.load(open(next(p for p in metas if os.path.isfile(p))))
     assert m["data_positions"] == {n: v // 4 for n, v in got[-1]["datasets"].items()}
 
-    # a resume may change the weights, not the datasets: refused in one line
+    # a resume may change the weights and add datasets, not drop one: refused in one line
     with pytest.raises(data.DataMismatchError, match="a resume on one dataset is refused"):
         train.train(cfg, "a@1", moved, root=root)
-    with pytest.raises(data.DataMismatchError, match="adds d and removes b"):
+    with pytest.raises(data.DataMismatchError, match="removes b is refused"):
         train.train(cfg, "a@1=0.5,d@1=0.5", moved, root=root)
     single = tmp_path / "single"
     single.mkdir()
     (single / "run.json").write_text(json.dumps({"dataset": {"ref": "a@1", "fingerprint": "0" * 64}}))
     with pytest.raises(data.DataMismatchError, match="trained on one dataset"):
         train.train(cfg, spec, str(single), root=root)
+
+
+def test_a_resume_may_add_a_dataset_and_keeps_the_batches_before_it(root, tmp_path):
+    cfg = load_train_config("tiny", OVR)
+    spec = "a@1=0.7,b@1=0.3"
+    full = str(tmp_path / "full")
+    train.train(cfg, spec, full, root=root)
+    grown = str(tmp_path / "grown")
+    train.train(cfg, spec, grown, root=root, hooks=[Hook(_stop_at_4)])
+    res = train.train(cfg, "a@1=0.5,b@1=0.25,d@1=0.25", grown, root=root)
+    assert res["status"] == "completed" and res["resumed_from"] == 4
+    assert res["weight_change"] == {
+        "from_step": 4,
+        "weights": {"a": 0.5, "b": 0.25, "d": 0.25},
+        "previous": {"a": 0.7, "b": 0.3},
+    }
+    rows, before = read_metrics(grown), read_metrics(full)
+    assert [r["loss"] for r in rows[:4]] == [r["loss"] for r in before[:4]]  # exact: the past is kept
+    assert "d" not in rows[3]["datasets"] or rows[3]["datasets"]["d"] == 0
+    drawn = {n: rows[-1]["datasets"][n] - rows[3]["datasets"].get(n, 0) for n in ("a", "b", "d")}
+    assert drawn == {"a": 8, "b": 4, "d": 4}  # 4 steps at 0.5 / 0.25 / 0.25, 4 rows each
+    info = json.load(open(os.path.join(grown, "run.json")))
+    assert [e["name"] for e in info["dataset"]["mixture"]] == ["a", "b", "d"]
+    assert [s["from_step"] for s in info["dataset"]["schedule"]] == [0, 4]
+    # the grown mixture gives steps 0-3 exactly as the original one did
+    old = _mix(root, spec)
+    new = _mix(root, "a@1=0.5,b@1=0.25,d@1=0.25")
+    new.schedule = info["dataset"]["schedule"]
+    for s in range(4):
+        x, y = old.global_batch(s), new.global_batch(s)
+        assert x["dataset"] == y["dataset"] and all(np.array_equal(x[k], y[k]) for k in data.BATCH_KEYS)
+    assert {new.locate(s)[0] for s in range(4, 8)} >= {new.names.index("d")}
+    # and it resumes again from its own record (the added dataset is now part of it)
+    again = train.train(load_train_config("tiny", [*OVR, "steps=8"]), "a@1=0.5,b@1=0.25,d@1=0.25", grown, root=root)
+    assert again["resumed_from"] == 8 and again["weight_change"] is None
 
 
 def test_cli_json_summary_and_submit_preflight(root, tmp_path, capsys):

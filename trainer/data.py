@@ -856,8 +856,10 @@ def dataset_record(ds) -> dict[str, Any]:
 
 def open_dataset_mixture(spec: str, cfg: TrainConfig, root: str | None = None, previous: dict | None = None):
     """Verify every dataset of a mixture ``spec`` and build the :class:`DatasetMixture`. ``previous``: the
-    ``dataset`` record of the run being resumed (run.json), whose datasets must be the same ones (same names,
-    same fingerprints) and whose weight schedule continues. Returns (datasets, DatasetMixture)."""
+    ``dataset`` record of the run being resumed (run.json), whose weight schedule continues: its datasets
+    must all be there with the same fingerprints; datasets it does not name may be added (they had weight 0
+    in every segment before the resume step, so the batches up to it are unchanged, and they are drawn from
+    their first record on). Returns (datasets, DatasetMixture)."""
     opened = open_datasets(spec, root, cfg.data.verify)
     schedule = None
     if previous:
@@ -868,16 +870,16 @@ def open_dataset_mixture(spec: str, cfg: TrainConfig, root: str | None = None, p
                 f"this run was trained on one dataset ({previous.get('ref')}); a resume cannot add datasets "
                 "(use a new --out)"
             )
-        if set(before) != now:
-            added, removed = sorted(now - set(before)), sorted(set(before) - now)
-            what = " and ".join(
-                ([f"adds {', '.join(added)}"] if added else []) + ([f"removes {', '.join(removed)}"] if removed else [])
-            )
+        removed = sorted(set(before) - now)
+        if removed:
             raise DataMismatchError(
-                f"this run was trained on the mixture {previous.get('ref')}; a resume that {what} is refused "
-                "(weights may change, the datasets may not; use a new --out)"
+                f"this run was trained on the mixture {previous.get('ref')}; a resume that removes "
+                f"{', '.join(removed)} is refused (the batches it gave are part of the run: keep it, with a "
+                "smaller weight, or use a new --out)"
             )
         for ds, _ in opened:
+            if ds.name not in before:
+                continue  # added by this resume
             fp = before[ds.name].get("fingerprint")
             if fp and fp != ds.fingerprint:
                 raise DataMismatchError(

@@ -198,7 +198,10 @@ def train(
             raise checkpoint.RunError(
                 f"checkpoint {latest} in {out} does not match this run (step {start}, config differs?)"
             )
-        if mixed and meta.get("data_positions") not in (None, mixture.steps_drawn(start)):
+        drawn = mixture.steps_drawn(start) if mixed else {}
+        if mixed and meta.get("data_positions") is not None:  # datasets added by this resume have drawn nothing
+            drawn = {n: c for n, c in drawn.items() if c or n in meta["data_positions"]}
+        if mixed and meta.get("data_positions") not in (None, drawn):
             ckpts.close()
             raise checkpoint.RunError(
                 f"checkpoint {latest} in {out} was saved at dataset positions {meta['data_positions']}, but the "
