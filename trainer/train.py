@@ -198,15 +198,16 @@ def train(
             raise checkpoint.RunError(
                 f"checkpoint {latest} in {out} does not match this run (step {start}, config differs?)"
             )
-        drawn = mixture.steps_drawn(start) if mixed else {}
-        if mixed and meta.get("data_positions") is not None:  # datasets added by this resume have drawn nothing
-            drawn = {n: c for n, c in drawn.items() if c or n in meta["data_positions"]}
-        if mixed and meta.get("data_positions") not in (None, drawn):
-            ckpts.close()
-            raise checkpoint.RunError(
-                f"checkpoint {latest} in {out} was saved at dataset positions {meta['data_positions']}, but the "
-                f"weight schedule in run.json gives {mixture.steps_drawn(start)}"
-            )
+        saved = meta.get("data_positions")
+        if mixed and saved is not None:
+            # datasets that this resume adds to the mixture have drawn nothing and are not in the saved positions
+            drawn = {n: c for n, c in mixture.steps_drawn(start).items() if c or n in saved}
+            if saved != drawn:
+                ckpts.close()
+                raise checkpoint.RunError(
+                    f"checkpoint {latest} in {out} was saved at dataset positions {saved}, but the weight "
+                    f"schedule in run.json gives {drawn}"
+                )
     data_iter = iter(mixture.dataset(start, pidx, pcount))  # the data position is the step (any process count)
 
     def save(n: int, state_n) -> None:

@@ -73,8 +73,7 @@ class HeldoutLoss:
             cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
         )
         ref = data.parse_data_spec(e.heldout_data)[0][0]
-        self.dataset, mixture = data.open_mixture(ref, measured, root)
-        self.ref = e.heldout_data
+        _, mixture = data.open_mixture(ref, measured, root)
         self.trainer = trainer
         self.batches = [mixture.local_batch(i, process_index, process_count) for i in range(e.heldout_batches)]
 

@@ -15,7 +15,6 @@ import numpy as np
 
 from videopoet.trainer import checkpoint, data, model, step
 
-T2V_ONLY = {"mixture": {"t2v": 1.0}, "cfg_dropout_text": 0.0, "cfg_dropout_inputs": 0.0, "curriculum": False}
 ap = argparse.ArgumentParser()
 ap.add_argument("run")
 ap.add_argument("batches", type=int)
