@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Copies a live run dir (LONGRUN_OUT, trained outside the repository so that git never sees files
-# changing under it) into longrun/run: config, run.json, metrics, TensorBoard events, the finished
-# checkpoints (never Orbax's in-progress directories), and the log LONGRUN_LOG when set. Then `git add -A longrun && git commit`.
+# changing under it) into longrun/run: config, run.json, metrics, the finished
+# checkpoints (never Orbax's in-progress directories), and the log LONGRUN_LOG when set. TensorBoard
+# events stay out (metrics.jsonl holds the same rows; the tree must fit one device call). Then `git add -A longrun && git commit`.
 # LONGRUN_DEST / LONGRUN_LOG_DEST: where they go (default longrun/run and longrun/train.log, the first run's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ for try in 1 2 3 4 5; do  # a checkpoint being rotated away while copying: try a
   rm -rf "$dest.new"
   if cp -a "$src"/. "$dest.new"/ 2>/dev/null || { mkdir -p "$dest.new" && cp -a "$src"/. "$dest.new"/; }; then
     find "$dest.new/checkpoints" -maxdepth 1 -name '*orbax-checkpoint-tmp*' -exec rm -rf {} +
+    rm -rf "$dest.new/tb"
     rm -rf "$dest" && mv "$dest.new" "$dest"
     if [ -n "${LONGRUN_LOG:-}" ]; then cp "$LONGRUN_LOG" "${LONGRUN_LOG_DEST:-longrun/train.log}"; fi
     du -sh longrun
