@@ -115,3 +115,20 @@ def test_component_presets_load_and_validate():
     with pytest.raises(ConfigError, match="frames must be 1 \\+ 4k"):
         load_config(MagvitConfig, "small", ["frames=16"], MAGVIT2_PRESETS)
     assert load_config(SoundStreamConfig, "paper", [], SOUNDSTREAM_PRESETS).frame_rate == 50.0
+
+
+def test_data_config_as_measured_drops_condition_dropout_and_the_curriculum_only():
+    from videopoet.trainer.config import DataConfig
+
+    trained = DataConfig(cfg_dropout_text=0.2, cfg_dropout_inputs=0.1, curriculum=True, text_len=7)
+    measured = trained.measured()
+    assert (measured.cfg_dropout_text, measured.cfg_dropout_inputs, measured.curriculum) == (0.0, 0.0, False)
+    assert measured.mixture == trained.mixture and measured.text_len == 7
+    assert trained.cfg_dropout_text == 0.2 and trained.curriculum  # the run's own config is unchanged
+    t2v = trained.measured(mixture={"t2v": 1.0})
+    assert dict(t2v.mixture) == {"t2v": 1.0}
+    t2v.validate()
+    differing = {
+        f.name for f in dataclasses.fields(DataConfig) if getattr(trained, f.name) != getattr(measured, f.name)
+    }
+    assert differing == {"cfg_dropout_text", "cfg_dropout_inputs", "curriculum"}

@@ -137,6 +137,17 @@ class DataConfig:
     prefetch: int = 2  # batches built ahead by Grain
     num_threads: int = 2  # Grain read threads
 
+    def measured(self, mixture: Mapping[str, float] | None = None) -> DataConfig:
+        """This data config as a loss is measured on it: no condition dropout and no image curriculum,
+        so every row is its task's conditional example (``mixture``: other task weights, default the same)."""
+        return dataclasses.replace(
+            self,
+            mixture=dict(self.mixture if mixture is None else mixture),
+            cfg_dropout_text=0.0,
+            cfg_dropout_inputs=0.0,
+            curriculum=False,
+        )
+
     def validate(self) -> None:
         if self.text_len < 1 or self.length_bucket < 1:
             raise ValueError("text_len and length_bucket must be >= 1")

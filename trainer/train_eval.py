@@ -69,9 +69,7 @@ class HeldoutLoss:
         from videopoet.trainer import data
 
         e = cfg.eval
-        measured = dataclasses.replace(
-            cfg, data=dataclasses.replace(cfg.data, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False)
-        )
+        measured = dataclasses.replace(cfg, data=cfg.data.measured())
         ref = data.parse_data_spec(e.heldout_data)[0][0]
         _, mixture = data.open_mixture(ref, measured, root)
         self.trainer = trainer

@@ -24,12 +24,7 @@ ap.add_argument("--root", default="longrun/datasets")
 args = ap.parse_args()
 run = checkpoint.load_run(args.run, step=args.step)
 cfg = run.cfg
-cfg = dataclasses.replace(
-    cfg,
-    data=dataclasses.replace(
-        cfg.data, mixture={"t2v": 1.0}, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False
-    ),
-)
+cfg = dataclasses.replace(cfg, data=cfg.data.measured(mixture={"t2v": 1.0}))
 ds, mix = data.open_mixture(args.data, cfg, root=args.root)
 text = step.load_text_tower(cfg)
 lm = run.model

@@ -11,15 +11,9 @@ import numpy as np
 from videopoet.trainer import checkpoint, data, step
 
 run_dir = sys.argv[1]
-T2V_ONLY = {"mixture": {"t2v": 1.0}, "cfg_dropout_text": 0.0, "cfg_dropout_inputs": 0.0, "curriculum": False}
 run = checkpoint.load_run(run_dir)
 cfg = run.cfg
-cfg = dataclasses.replace(
-    cfg,
-    data=dataclasses.replace(
-        cfg.data, mixture={"t2v": 1.0}, cfg_dropout_text=0.0, cfg_dropout_inputs=0.0, curriculum=False
-    ),
-)
+cfg = dataclasses.replace(cfg, data=cfg.data.measured(mixture={"t2v": 1.0}))
 ds, mix = data.open_mixture("synth-long@v1", cfg, root="longrun/datasets")
 text = step.load_text_tower(cfg)
 lm = run.model
