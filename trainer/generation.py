@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -111,6 +111,16 @@ class Request:
     given: int | None = None  # fp / avcont: latent frames given
     first_frame: bool = False  # stylize: the input's first frame is given too
     seed: int = 0
+
+
+class RequestRecord(NamedTuple):
+    """The TokenRecord a request becomes (what the task layout builds its prompt from), and what it gives."""
+
+    record: TokenRecord
+    variant: int  # the task's layout variant (the mask kind, the given latent frames, first frame)
+    given_video: np.ndarray | None  # the input's video codes placed in the output (i2v, fp, avcont, stylize)
+    given_audio: np.ndarray | None  # the input's audio codes placed in the output (avcont)
+    given_pixels: int  # pixel frames of the output that come from the input
 
 
 @dataclasses.dataclass
@@ -287,11 +297,12 @@ class Generator:
         slot_ids, slot_mask = tasks.text_slot(ids, self.opts.text_len)
         return ids, slot_ids, slot_mask
 
-    def _encode_video(self, video: np.ndarray) -> np.ndarray:
+    def encode_video(self, video: np.ndarray) -> np.ndarray:
+        """The video tokenizer's codes int32 [T', H', W'] of uint8 frames [T, H, W, 3]."""
         return self.video_tok.encode(np.asarray(video, np.uint8)[None])[0]
 
-    def _record(self, r: Request) -> tuple[TokenRecord, int, np.ndarray | None, np.ndarray | None, int]:
-        """(record, variant, given video codes, given audio codes, given pixel frames)."""
+    def request_record(self, r: Request) -> RequestRecord:
+        """The record of a request, as generation builds its prompt (the output positions hold zeros)."""
         sp, (tl, h, w) = self.spec, self.spec.latent
         levels = self.vocab.audio_levels
         zeros_v = np.zeros((tl, h, w), np.int32)
@@ -303,11 +314,11 @@ class Generator:
         if r.task == "t2i":
             video = zeros_v[:1]
         elif r.task == "i2v":
-            img = self._encode_video(r.image[None])  # [1, H', W']
+            img = self.encode_video(r.image[None])  # [1, H', W']
             video = np.concatenate([img, zeros_v[1:]])
             given_v, given_px = img, 1
         elif r.task == "fp":
-            codes = self._encode_video(r.video)
+            codes = self.encode_video(r.video)
             k = self._given(r.given, "fp")
             video = np.concatenate([codes[:k], zeros_v[k:]])
             given_v, given_px = codes[:k], 1 + 4 * (k - 1) if k else 0
@@ -321,16 +332,16 @@ class Generator:
         elif r.task == "stylize":
             conds = self._style_conditions(r.video)
             if r.first_frame:
-                first = self._encode_video(r.video)[:1]
+                first = self.encode_video(r.video)[:1]
                 video = np.concatenate([first, zeros_v[1:]])
                 given_v, given_px, variant = first, 1, 1
         elif r.task == "v2a":
-            video = self._encode_video(r.video)
+            video = self.encode_video(r.video)
             audio = zeros_a
         elif r.task == "a2v":
             audio = self._encode_audio(r.audio)
         elif r.task == "avcont":
-            codes = self._encode_video(r.video)
+            codes = self.encode_video(r.video)
             acodes = self._encode_audio(r.audio)
             k = self._given(r.given, "avcont")
             a = tasks.audio_split(acodes.shape[1], tl, k)
@@ -350,7 +361,7 @@ class Generator:
             conditions=conds,
             meta={"bucket": "square"},
         )
-        return rec, variant, given_v, given_a, given_px
+        return RequestRecord(rec, variant, given_v, given_a, given_px)
 
     def _style_conditions(self, video: np.ndarray) -> dict[str, np.ndarray]:
         """The stylize condition streams of a clip: its flow / depth renders, tokenized (as the pipeline does)."""
@@ -365,7 +376,7 @@ class Generator:
             renders = style.style_videos(np.asarray(video, np.uint8), self.style_kinds, self.depth_model)
         except style.StyleError as e:
             raise GenerationError(str(e)) from None
-        return {STYLE_STREAMS[k]: self._encode_video(v) for k, v in renders.items()}
+        return {STYLE_STREAMS[k]: self.encode_video(v) for k, v in renders.items()}
 
     def _given(self, given: int | None, task: str) -> int:
         tl = self.spec.latent[0]
@@ -431,7 +442,7 @@ class Generator:
             self.check_request(r)
         built, examples = [], []
         for r in requests:
-            rec, variant, gv, ga, gpx = self._record(r)
+            rec, variant, gv, ga, gpx = self.request_record(r)
             try:
                 ex = tasks.build(task, rec, self.opts, variant)
             except tasks.MissingInputsError as e:

@@ -57,10 +57,10 @@ for task in ("t2v", "i2v"):
     rows = {"object": [], "background": [], "first object": []}
     share = []
     for s in scenes:
-        codes = gen._encode_video(s["frames"])
+        codes = gen.encode_video(s["frames"])
         req = generation.Request(task, prompt=s["caption"]) if task == "t2v" else None
         req = req or generation.Request(task, image=s["frames"][0])
-        rec, variant, _, _, _ = gen._record(req)
+        rec, variant = gen.request_record(req)[:2]
         rec = dataclasses.replace(rec, video=codes)
         ex = tasks.build(task, rec, gen.opts, variant)
         given = 1 if task == "i2v" else 0
