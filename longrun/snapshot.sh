@@ -13,6 +13,10 @@ for try in 1 2 3 4 5; do  # a checkpoint being rotated away while copying: try a
   if cp -a "$src"/. "$dest.new"/ 2>/dev/null || { mkdir -p "$dest.new" && cp -a "$src"/. "$dest.new"/; }; then
     find "$dest.new/checkpoints" -maxdepth 1 -name '*orbax-checkpoint-tmp*' -exec rm -rf {} +
     rm -rf "$dest.new/tb"
+    # only the latest checkpoint (a decay-start one kept for extensions stays in the live dir): one
+    # checkpoint with its Adam moments is 24 MB, two would not fit one device call
+    latest=$(find "$dest.new/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null | sort -n | tail -1)
+    find "$dest.new/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' ! -name "${latest:-none}" -exec rm -rf {} +
     rm -rf "$dest" && mv "$dest.new" "$dest"
     if [ -n "${LONGRUN_LOG:-}" ]; then cp "$LONGRUN_LOG" "${LONGRUN_LOG_DEST:-longrun/train.log}"; fi
     du -sh longrun
