@@ -296,6 +296,42 @@ def test_maskgit_decoding(tiny, params, pairs):
     assert np.array_equal(filled[:, 0], b["high"][:, 0]) and filled.min() >= 0
 
 
+def test_the_schedule_runs_over_the_positions_masked_at_the_start(tiny, params, pairs):
+    """With half the codes given, a 2-step decode equals a by-hand MaskGIT over the N masked positions:
+    step 0 samples every masked code and keeps the N - floor(N cos(pi/4)) most confident, step 1
+    (with its own samples) fills the rest; the given codes never change."""
+    mc = tiny.model
+    b = pairs.batch(0, 2, 2)
+    init = np.asarray(b["high"], np.int32).copy()
+    init[np.random.default_rng(0).random(init.shape) < 0.5] = model.MASK
+    opts = config.SampleConfig(steps=2, temperature=1.0, choice_temperature=0.0)
+    got = sample.decode(mc, params, b["low"], b["text_emb"], b["text_mask"], 5, opts, init_tokens=init)
+
+    def sampled(tokens, step):
+        logits = model.SuperResTransformer(mc).apply(
+            {"params": params}, jnp.asarray(tokens), b["low"], jnp.ones(2, bool), b["text_emb"], b["text_mask"]
+        )
+        logits = logits.reshape(2, mc.tokens, mc.factors, mc.factor_size)
+        key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(5), step))[0]
+        picked = jax.random.categorical(key, logits, axis=-1)
+        lp = jax.nn.log_softmax(logits, -1)
+        conf = jnp.sum(jnp.take_along_axis(lp, picked[..., None], -1)[..., 0], -1)
+        return np.asarray(model.combine(picked, mc)), np.asarray(conf)
+
+    want = init.reshape(2, -1).copy()
+    codes, conf = sampled(init, 0)
+    for row in range(2):
+        unknown = np.flatnonzero(want[row] < 0)
+        fill = unknown.size - int(np.floor(unknown.size * np.cos(np.pi / 4)))
+        assert 1 < fill < unknown.size
+        chosen = unknown[np.argsort(-conf[row, unknown], kind="stable")[:fill]]
+        want[row, chosen] = codes[row, chosen]
+    codes, _ = sampled(want.reshape(init.shape), 1)
+    want = np.where(want < 0, codes, want)
+    assert np.array_equal(got.reshape(2, -1), want)
+    assert np.array_equal(got[init >= 0], init[init >= 0])
+
+
 def test_cosine_schedule_masks_fewer_each_step():
     counts = [int(sample.masked_after(s, 24, 1280)) for s in range(24)]
     assert counts[-1] == 0 and counts[0] < 1280

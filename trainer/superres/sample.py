@@ -1,10 +1,11 @@
 """MaskGIT decoding of the super-resolution transformer, with classifier-free guidance.
 
-Decoding starts from every high-resolution position masked and runs ``steps`` parallel steps. Step
-``s`` (0-based) predicts every masked position, samples a code for each (each factor from its own
-softmax at ``temperature``; 0 takes the most likely), and keeps the most confident of them: after it,
-``floor(N * cos(pi/2 * (s+1)/steps))`` positions stay masked (the cosine schedule; at least one
-fewer than before, none after the last step, so every position is filled). The confidence of a
+Decoding starts from the high-resolution positions masked (all of them, unless some codes are given)
+and runs ``steps`` parallel steps. Step ``s`` (0-based) predicts every masked position, samples a code
+for each (each factor from its own softmax at ``temperature``; 0 takes the most likely), and keeps the
+most confident of them: after it, ``floor(N * cos(pi/2 * (s+1)/steps))`` of the ``N`` positions masked
+at the start stay masked (the cosine schedule; at least one fewer than before, none after the last
+step, so every position is filled). The confidence of a
 sampled code is its log-probability (the sum over factors) plus Gumbel noise scaled by
 ``choice_temperature * (1 - (s+1)/steps)``, MaskGIT's annealed randomness in the choice of which
 positions to keep. All randomness comes from the seed: the same inputs and seed give the same codes.
@@ -35,9 +36,9 @@ def guide(cond, no_text, no_lowres, w_text, w_lowres):
     return cond + w_text * (cond - no_text) + w_lowres * (cond - no_lowres)
 
 
-def masked_after(step, steps: int, n: int):
-    """How many of ``n`` positions the cosine schedule leaves masked after 0-based ``step`` (before the
-    at-least-one-fewer rule)."""
+def masked_after(step, steps: int, n):
+    """How many of ``n`` positions masked at the start the cosine schedule leaves masked after 0-based
+    ``step`` (before the at-least-one-fewer rule); ``n`` may be an array (one count per row)."""
     ratio = (step + 1) / steps
     return jnp.maximum(jnp.floor(n * jnp.cos(0.5 * jnp.pi * ratio)), 0).astype(jnp.int32)
 
@@ -50,6 +51,7 @@ def _compiled(cfg: SRModelConfig, steps: int, guided: bool, greedy: bool):
     def run(params, lowres, text_emb, text_mask, init_tokens, rng, temperature, choice_temperature, w_text, w_lowres):
         b = lowres.shape[0]
         keep = jnp.ones((b,), bool)
+        n_start = jnp.sum(init_tokens.reshape(b, n) < 0, axis=1)  # the schedule runs over these
 
         def logits_of(tokens):
             cond = model.apply({"params": params}, tokens, lowres, keep, text_emb, text_mask)
@@ -74,7 +76,7 @@ def _compiled(cfg: SRModelConfig, steps: int, guided: bool, greedy: bool):
             conf = conf + choice_temperature * (1.0 - ratio) * jax.random.gumbel(k_choice, (b, n))
             conf = jnp.where(unknown, conf, jnp.inf)
             n_unknown = jnp.sum(unknown, axis=1)
-            n_next = jnp.minimum(masked_after(s, steps, n), jnp.maximum(n_unknown - 1, 0))
+            n_next = jnp.minimum(masked_after(s, steps, n_start), jnp.maximum(n_unknown - 1, 0))
             rank = jnp.argsort(jnp.argsort(conf, axis=1), axis=1)
             remask = rank < n_next[:, None]
             new = jnp.where(unknown, jnp.where(remask, sr_model.MASK, sr_model.combine(picked, cfg)), flat)
