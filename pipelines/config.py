@@ -11,7 +11,8 @@ Presets (``PRESETS``):
   ``paper`` tokenizer presets (or checkpoints given by path).
 
 ``sr_pairs: true`` (any preset; ``--sr-pairs`` on the command line) adds super-resolution training
-pairs: every video clip is also tokenized at twice the bucket's size.
+pairs: every video clip is also tokenized at twice the bucket's size, and its bucket-size tokens are
+decoded, bicubic-upsampled 2x and tokenized again (the upsampled guess an SR model may start from).
 
 ``style_conditions: [flow]`` or ``[flow, depth]`` (``--style-conditions [--depth-model PATH.onnx]``)
 adds the stylization conditions: each video clip's optical flow (OpenCV) and depth (the ONNX network
@@ -71,7 +72,8 @@ class PipelineConfig:
     # ---- super-resolution pairs: each video clip is also tokenized at twice the bucket's height and
     # width (the record's SUPERRES_STREAM); the bucket-size clip is then the 2x2 box average of the
     # 2x clip, so the pair is exact. A video source smaller than 2x the bucket is a reject
-    # (sr_source_too_small); images carry no pair.
+    # (sr_source_too_small); images carry no pair. The record also holds SUPERRES_UPSAMPLED_STREAM: the
+    # tokens of the bucket-size clip as decoded from its own tokens, bicubic-upsampled 2x.
     sr_pairs: bool = False
     # ---- stylization conditions: each video clip's optical flow ("flow") and depth ("depth", from the
     # ONNX network at depth_model), rendered as 3-channel videos and tokenized into the record's

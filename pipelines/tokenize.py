@@ -26,7 +26,7 @@ from videopoet.media import style
 from videopoet.pipelines.config import PipelineConfig
 from videopoet.pipelines.errors import PipelineError
 from videopoet.pipelines.prepare import ClipItem
-from videopoet.schemas.record import STYLE_STREAMS, SUPERRES_STREAM, TokenRecord
+from videopoet.schemas.record import STYLE_STREAMS, SUPERRES_STREAM, SUPERRES_UPSAMPLED_STREAM, TokenRecord
 from videopoet.schemas.tokenizer_ref import MODALITY_KINDS, TokenizerRef
 from videopoet.tokenizers import registry
 
@@ -124,6 +124,7 @@ def warmup_tokenizers(toks: Tokenizers, cfg: PipelineConfig) -> float:
             toks.video.encode(np.zeros((cfg.batch_size, t, h, w, 3), np.uint8))
         if cfg.sr_pairs:
             toks.video.encode(np.zeros((cfg.batch_size, cfg.clip_frames, 2 * h, 2 * w, 3), np.uint8))
+            toks.video.decode(toks.video.encode(np.zeros((cfg.batch_size, cfg.clip_frames, h, w, 3), np.uint8)))
     if cfg.audio:
         toks.audio.encode(np.zeros((cfg.batch_size, cfg.audio_samples), np.float32))
     return time.perf_counter() - t0
@@ -163,6 +164,18 @@ def video_quantum(toks: Tokenizers, cfg: PipelineConfig, clip_shape: tuple[int, 
     return min(cfg.batch_size, toks.video.call_size(*clip_shape[:3]))
 
 
+def upsample_codes_fn(toks: Tokenizers) -> Callable[[np.ndarray], np.ndarray]:
+    """codes int32 [B, T', H', W'] -> the codes [B, T', 2H', 2W'] of their decoded clips upsampled 2x
+    (bicubic): what upsampling alone gives in token space (``SUPERRES_UPSAMPLED_STREAM``)."""
+    from videopoet import media
+
+    def fn(codes: np.ndarray) -> np.ndarray:
+        frames = toks.video.decode(np.asarray(codes, np.int32))
+        return toks.video.encode(np.stack([media.upsample_bicubic(f, 2) for f in frames]))
+
+    return fn
+
+
 def tokenize_items(
     items: list[ClipItem], toks: Tokenizers, cfg: PipelineConfig, timing: Counter | None = None
 ) -> tuple[list[TokenRecord], dict[str, str]]:
@@ -173,7 +186,8 @@ def tokenize_items(
     clips and style renders, the 2x super-resolution frames - joins one stream per array shape, so a
     window pads at most one batch per shape (not one per shape and per stream), and only up to the
     video tokenizer's call size for that shape (``call_size``: on a CPU 2 clips of 17x64x64, 1 of
-    anything larger), not to ``batch_size``. ``timing``
+    anything larger), not to ``batch_size``. A super-resolution pair's upsampled stream is made after
+    them, from the clip's own tokens (decode, bicubic 2x, encode). ``timing``
     also counts the tokenizer rows: ``encoded_rows`` (real clips and audio windows) and
     ``padded_rows`` (the zero rows that filled the last batch of a stream)."""
     timing = timing if timing is not None else Counter()
@@ -181,6 +195,7 @@ def tokenize_items(
     video: dict[int, np.ndarray] = {}
     conds: dict[tuple[int, str], np.ndarray] = {}
     video_2x: dict[int, np.ndarray] = {}
+    upsampled: dict[int, np.ndarray] = {}
     styled: dict[tuple[int, str], np.ndarray] = {}
     audio: dict[int, np.ndarray] = {}
     text_ids: dict[int, np.ndarray] = {}
@@ -246,6 +261,14 @@ def tokenize_items(
     # beyond the last call would be encoded for nothing
     for shape in sorted(streams):
         run(toks.video.encode, streams[shape], video_quantum(toks, cfg, shape))
+    # super-resolution pairs: the bucket-size tokens decoded, bicubic-upsampled 2x and encoded again
+    upsampled_jobs: dict[tuple[int, ...], list[tuple[int, np.ndarray, dict, Any]]] = {}
+    for i in video_2x:
+        if i in video:
+            upsampled_jobs.setdefault(tuple(video[i].shape), []).append((i, video[i], upsampled, i))
+    for jobs in (upsampled_jobs[shape] for shape in sorted(upsampled_jobs)):
+        clip_2x = items[jobs[0][0]].frames_2x.shape  # the encode of the 2x clip is the costly call
+        run(upsample_codes_fn(toks), jobs, video_quantum(toks, cfg, clip_2x))
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_jobs = [(i, it.audio, audio, i) for i, it in enumerate(items) if it.audio is not None]
@@ -267,6 +290,7 @@ def tokenize_items(
         c = {k: conds[(i, k)].astype(np.int32) for k in cfg.conditions if (i, k) in conds}
         if i in video_2x:  # (a failed 2x encode made its sample a tokenize reject above)
             c[SUPERRES_STREAM] = video_2x[i].astype(np.int32)
+            c[SUPERRES_UPSAMPLED_STREAM] = upsampled[i].astype(np.int32)
         for kind in cfg.style_conditions:
             if (i, kind) in styled:
                 c[STYLE_STREAMS[kind]] = styled[(i, kind)].astype(np.int32)

@@ -29,6 +29,11 @@ READABLE_VERSIONS = frozenset({1})
 # The named stream of a super-resolution training pair: the clip's video tokens at twice the
 # resolution of ``video`` (the pipeline's ``sr_pairs`` option); counted apart as "superres" tokens.
 SUPERRES_STREAM = "superres_2x"
+# Beside it, the video tokenizer's codes of the bicubic 2x upsample of the clip as decoded from
+# ``video``: what upsampling alone gives in token space, the super-resolution model's aligned guess
+# (computed the same way from the LM's codes at generation); counted as "superres" tokens too.
+SUPERRES_UPSAMPLED_STREAM = "superres_2x_upsampled"
+SUPERRES_STREAMS = (SUPERRES_STREAM, SUPERRES_UPSAMPLED_STREAM)
 # The stylization conditions of a clip (the pipeline's ``style_conditions``): its optical flow and
 # depth, each rendered as a 3-channel video and tokenized like ``video`` (same shape); counted apart
 # as "style" tokens.
@@ -75,7 +80,8 @@ class TokenRecord:
     audio       int32 [levels, frames] SoundStream RVQ codes
     text_ids    int32 [L] SentencePiece ids of the caption (the trainer runs the frozen encoder)
     conditions  named int32 streams, e.g. "inpaint_center" -> [T', H', W'] COMMIT condition tokens,
-                ``SUPERRES_STREAM`` -> [T', 2H', 2W'] the same clip's tokens at twice the resolution, and
+                ``SUPERRES_STREAM`` -> [T', 2H', 2W'] the same clip's tokens at twice the resolution,
+                ``SUPERRES_UPSAMPLED_STREAM`` -> [T', 2H', 2W'] the tokens of its decoded clip upsampled, and
                 ``STYLE_STREAMS`` ("style_flow", "style_depth") -> [T', H', W'] its flow / depth renders' tokens
     meta        small scalar facts: "bucket" ("square"/"portrait"), "is_image", ...
     """
@@ -102,9 +108,9 @@ class TokenRecord:
             "audio": 0 if self.audio is None else int(self.audio.size),
             "text": 0 if self.text_ids is None else int(self.text_ids.size),
             "condition": int(
-                sum(v.size for k, v in self.conditions.items() if k != SUPERRES_STREAM and k not in style)
+                sum(v.size for k, v in self.conditions.items() if k not in SUPERRES_STREAMS and k not in style)
             ),
-            "superres": int(self.conditions[SUPERRES_STREAM].size) if SUPERRES_STREAM in self.conditions else 0,
+            "superres": int(sum(v.size for k, v in self.conditions.items() if k in SUPERRES_STREAMS)),
             "style": int(sum(v.size for k, v in self.conditions.items() if k in style)),
         }
 

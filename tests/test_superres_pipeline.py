@@ -13,7 +13,7 @@ import pytest
 from videopoet import media
 from videopoet.pipelines import prepare, shard, testing, tokenize
 from videopoet.pipelines.config import load_pipeline_config
-from videopoet.schemas.record import SUPERRES_STREAM
+from videopoet.schemas.record import SUPERRES_STREAM, SUPERRES_STREAMS, SUPERRES_UPSAMPLED_STREAM
 
 CFG = load_pipeline_config("tiny", ["sr_pairs=true"])
 
@@ -57,6 +57,7 @@ def test_pipeline_emits_pairs_counted_in_the_manifest(tmp_path, corpus):
     )  # fmt: skip
     assert rc == 0
     ds = store.open_dataset("sr@v1", root)
+    toks = tokenize.load_tokenizers(CFG)
     assert ds.manifest["lineage"]["pipeline_config"]["sr_pairs"] is True
     recs = [r for p in ds.shard_paths() for r in read_records(p)]
     videos = [r for r in recs if not r.meta["is_image"]]
@@ -65,12 +66,17 @@ def test_pipeline_emits_pairs_counted_in_the_manifest(tmp_path, corpus):
         if r.meta["is_image"]:
             assert SUPERRES_STREAM not in r.conditions
             continue
-        hi = r.conditions[SUPERRES_STREAM]
+        hi, up = r.conditions[SUPERRES_STREAM], r.conditions[SUPERRES_UPSAMPLED_STREAM]
         t, h, w = r.video.shape
-        assert hi.shape == (t, 2 * h, 2 * w) and hi.dtype == np.int32
+        assert hi.shape == up.shape == (t, 2 * h, 2 * w) and hi.dtype == up.dtype == np.int32
+        # the upsampled stream is the tokenizer's codes of the decoded bucket-size clip, bicubic 2x
+        decoded = toks.video.decode(r.video[None])[0]
+        assert np.array_equal(up, toks.video.encode(media.upsample_bicubic(decoded, 2)[None])[0])
     tokens = ds.manifest["totals"]["tokens"]
-    assert tokens["superres"] == sum(r.conditions[SUPERRES_STREAM].size for r in videos) > 0
-    assert tokens["condition"] == sum(v.size for r in recs for k, v in r.conditions.items() if k != SUPERRES_STREAM)
+    assert tokens["superres"] == sum(r.conditions[k].size for r in videos for k in SUPERRES_STREAMS) > 0
+    assert tokens["condition"] == sum(
+        v.size for r in recs for k, v in r.conditions.items() if k not in SUPERRES_STREAMS
+    )
     assert ds.manifest["rejects"]["by_reason"] == {"sr_source_too_small": 1}
     (rej,) = list(ds.iter_rejects())
     assert rej["key"] == "lowres" and "at least 64x64" in rej["message"]
@@ -140,11 +146,12 @@ def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_bat
     timing: Counter = Counter()
     recs, failed = tokenize.tokenize_items(items, toks, CFG, timing)
     assert failed == {} and len(recs) == len(items)
-    shapes = Counter()
+    shapes, upsampled = Counter(), Counter()  # clips encoded per shape; upsampled pairs per 2x shape
     for it in items:
         shapes[it.frames.shape] += 1 + len(tokenize.condition_kinds(it, CFG))
         if it.frames_2x is not None:
             shapes[it.frames_2x.shape] += 1
+            upsampled[it.frames_2x.shape] += 1
     audio = sum(it.audio is not None for it in items)
     batch = CFG.batch_size
     # on a CPU the video tokenizer encodes in calls of at most CPU_VIDEO_CALL_CLIPS clips and
@@ -155,10 +162,11 @@ def test_a_window_is_one_padded_stream_per_shape_and_tokens_do_not_depend_on_bat
     for (t, h, w, _), call in calls.items():
         assert 1 <= call <= tokenize.CPU_VIDEO_CALL_CLIPS
         assert call == 1 or call * t * h * w <= tokenize.CPU_VIDEO_CALL_PIXELS
-    assert timing["encoded_rows"] == sum(shapes.values()) + audio
+    assert timing["encoded_rows"] == sum(shapes.values()) + sum(upsampled.values()) + audio
     video_pad = sum(-n % calls[shape] for shape, n in shapes.items())
+    upsampled_pad = sum(-n % calls[shape] for shape, n in upsampled.items())
     assert video_pad < sum(-n % batch for n in shapes.values())  # this corpus has streams where they differ
-    assert timing["padded_rows"] == video_pad + (-audio % batch if audio else 0)
+    assert timing["padded_rows"] == video_pad + upsampled_pad + (-audio % batch if audio else 0)
     # the same tokens as one call of the whole batch
     same = [it.frames for it in items if it.frames.shape == items[0].frames.shape][:batch]
     assert len(same) > toks.video.max_batch
