@@ -19,12 +19,14 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
      decoded by the tokenizer at 128x128 (the cascade of ``videopoet generate --sr``);
    * ``sr_greedy``: the same with token temperature 0 (the most likely code at each step);
    * ``bicubic``: the tokenizer's decoding of the low-resolution tokens (64x64), bicubic-upsampled;
+   * ``bicubic_tokens``: that bicubic clip encoded and decoded at 128x128 (the upsampled guess of the
+     pipeline's ``superres_2x_upsampled`` stream, which a ``model.upsampled_input`` model starts from);
    * ``bicubic_of_pixels``: the true 64x64 pixels bicubic-upsampled (no tokenizer at all);
    * ``tokenizer_2x``: the tokenizer's reconstruction of the 128x128 ground truth itself (encode +
      decode): what a perfect SR model's tokens would decode to.
 
-   ``heldout_code_accuracy``: the fraction of the SR codes equal to those tokens (the training
-   log's masked-token accuracy is measured on the training pairs).
+   ``heldout_code_accuracy``: the fraction of the SR codes (and of the guess's) equal to those
+   tokens (the training log's masked-token accuracy is measured on the training pairs).
 
 Measures per method (means over the held-out clips): PSNR (dB, over all pixels of a clip), edge
 sharpness as the ratio of the mean gradient magnitude (luma, central differences) to the ground
@@ -49,7 +51,7 @@ sys.path[:] = [
 
 import numpy as np  # noqa: E402
 
-METHODS = ("sr", "sr_greedy", "bicubic", "bicubic_of_pixels", "tokenizer_2x")
+METHODS = ("sr", "sr_greedy", "bicubic", "bicubic_tokens", "bicubic_of_pixels", "tokenizer_2x")
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -171,7 +173,7 @@ def main(argv=None) -> int:
         raise SystemExit("no held-out clip fits the SR model's grid")
     t0 = time.perf_counter()
     rows = {m: {"psnr": [], "sharpness": [], "colour": [], "shape": []} for m in METHODS}
-    code_match: dict[str, list[float]] = {"sr": [], "sr_greedy": []}
+    code_match: dict[str, list[float]] = {"sr": [], "sr_greedy": [], "bicubic_tokens": []}
     for i, (it, want) in enumerate(items):
         truth = it.frames_2x
         low_codes = toks.video.encode(it.frames[None])[0]
@@ -180,10 +182,13 @@ def main(argv=None) -> int:
         greedy_codes, greedy_frames = up.upsample(low_codes, it.caption, seed=args.seed + i, options=greedy)
         code_match["sr"].append(float(np.mean(sr_codes == truth_codes)))
         code_match["sr_greedy"].append(float(np.mean(greedy_codes == truth_codes)))
+        guess = tokenize.upsampled_codes(toks.video, low_codes[None])
+        code_match["bicubic_tokens"].append(float(np.mean(guess[0] == truth_codes)))
         outs = {
             "sr": sr_frames,
             "sr_greedy": greedy_frames,
             "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
+            "bicubic_tokens": toks.video.decode(guess)[0],
             "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),
             "tokenizer_2x": toks.video.decode(truth_codes[None])[0],
         }
@@ -211,6 +216,7 @@ def main(argv=None) -> int:
             "batch_size": cfg.batch_size,
             "sample_steps": cfg.sample.steps,
             "lowres_skip": cfg.model.lowres_skip,
+            "upsampled_input": cfg.model.upsampled_input,
             "overrides": list(args.overrides),
         },
         "sr_train": {"final_loss": res["last"].get("loss"), "final_accuracy": res["last"].get("accuracy")},
@@ -220,7 +226,7 @@ def main(argv=None) -> int:
             "shape": float(np.mean([s["shape"] for s in truth_scores])),
         },
         "methods": {m: {k: round(float(np.mean(v)), 4) for k, v in r.items()} for m, r in rows.items()},
-        # the fraction of the SR model's codes equal to the tokenizer's codes of the 128x128 truth
+        # the fraction of the SR model's (and the guess's) codes equal to the tokenizer's codes of the 128x128 truth
         "heldout_code_accuracy": {m: round(float(np.mean(v)), 4) for m, v in code_match.items()},
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "work_dir": work,

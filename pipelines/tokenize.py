@@ -164,16 +164,14 @@ def video_quantum(toks: Tokenizers, cfg: PipelineConfig, clip_shape: tuple[int, 
     return min(cfg.batch_size, toks.video.call_size(*clip_shape[:3]))
 
 
-def upsample_codes_fn(toks: Tokenizers) -> Callable[[np.ndarray], np.ndarray]:
+def upsampled_codes(video_tokenizer, codes: np.ndarray) -> np.ndarray:
     """codes int32 [B, T', H', W'] -> the codes [B, T', 2H', 2W'] of their decoded clips upsampled 2x
-    (bicubic): what upsampling alone gives in token space (``SUPERRES_UPSAMPLED_STREAM``)."""
+    (bicubic): what upsampling alone gives in token space (``SUPERRES_UPSAMPLED_STREAM``; the
+    super-resolution cascade computes it the same way from the LM's codes)."""
     from videopoet import media
 
-    def fn(codes: np.ndarray) -> np.ndarray:
-        frames = toks.video.decode(np.asarray(codes, np.int32))
-        return toks.video.encode(np.stack([media.upsample_bicubic(f, 2) for f in frames]))
-
-    return fn
+    frames = video_tokenizer.decode(np.asarray(codes, np.int32))
+    return video_tokenizer.encode(np.stack([media.upsample_bicubic(f, 2) for f in frames]))
 
 
 def tokenize_items(
@@ -268,7 +266,7 @@ def tokenize_items(
             upsampled_jobs.setdefault(tuple(video[i].shape), []).append((i, video[i], upsampled, i))
     for jobs in (upsampled_jobs[shape] for shape in sorted(upsampled_jobs)):
         clip_2x = items[jobs[0][0]].frames_2x.shape  # the encode of the 2x clip is the costly call
-        run(upsample_codes_fn(toks), jobs, video_quantum(toks, cfg, clip_2x))
+        run(lambda codes: upsampled_codes(toks.video, codes), jobs, video_quantum(toks, cfg, clip_2x))
     timing["tokenize_video"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     a_jobs = [(i, it.audio, audio, i) for i, it in enumerate(items) if it.audio is not None]

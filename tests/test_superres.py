@@ -140,6 +140,63 @@ def test_lowres_skip_is_aligned_and_off_keeps_the_parameter_tree(tiny, params, p
     assert np.array_equal(diff, want)
 
 
+def test_upsampled_input_is_used_dropped_with_the_lowres_condition_and_required(tmp_path, tiny):
+    """``model.upsampled_input``: a model that sees the guess learns to copy it where codes are not
+    predictable otherwise (random high-resolution codes, a guess with 20% of them wrong), one without
+    it cannot; the guess is dropped with the low-resolution condition; pairs or a decode without it
+    are refused."""
+    on = config.load_sr_config(tiny, ["model.upsampled_input=true"])
+
+    def names(tree):
+        return {jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+    flat_off = names(model.init_params(tiny.model, jax.random.PRNGKey(0)))
+    flat_on = names(model.init_params(on.model, jax.random.PRNGKey(0)))
+    assert flat_off < flat_on and all("upsampled_embed" in k for k in flat_on - flat_off)
+
+    rng = np.random.default_rng(4)
+    n, mc = 32, on.model
+    high = rng.integers(0, mc.codebook_size, (n, *mc.grid)).astype(np.int32)
+    guess = np.where(rng.random(high.shape) < 0.2, rng.integers(0, mc.codebook_size, high.shape), high)
+    base = data.synthetic_pairs(mc, n, on.text_len, seed=5)
+    with_guess = data.PairSet(high, base.low, base.text_emb, base.text_mask, guess.astype(np.int32))
+    without = data.PairSet(high, base.low, base.text_emb, base.text_mask)
+    with pytest.raises(data.PairError, match="no upsampled guess"):
+        without.check(mc, on.text_len)
+
+    def accuracy(cfg, run, pair_set):
+        train.train(cfg, pair_set, run)
+        _, trained, _ = train.load_run(run)
+        b = {k: jnp.asarray(v) for k, v in pair_set.batch(99, 0, 16).items()}
+        quiet = config.load_sr_config(cfg, ["drop_text=0.0", "drop_lowres=0.0", "lowres_noise=0.0"])
+        return float(
+            np.mean([train.masked_loss(quiet, trained, b, jax.random.PRNGKey(i))[1]["accuracy"] for i in range(4)])
+        )
+
+    common = ["steps=80", "warmup_steps=5", "learning_rate=0.01", "checkpoint_every=80", "batch_size=8"]
+    got_on = accuracy(config.load_sr_config(on, common), str(tmp_path / "on"), with_guess)
+    got_off = accuracy(config.load_sr_config(tiny, common), str(tmp_path / "off"), without)
+    _, trained, _ = train.load_run(str(tmp_path / "on"))
+    assert got_on > 0.6 and got_off < 0.1, (got_on, got_off)
+
+    b = with_guess.batch(0, 0, 2)
+    tokens = jnp.full((2, *mc.grid), model.MASK)
+    apply = model.SuperResTransformer(mc).apply
+    other = (b["upsampled"] + 1) % mc.codebook_size
+    keep, drop = jnp.ones(2, bool), jnp.zeros(2, bool)
+
+    def out(up, k):
+        return np.asarray(apply({"params": trained}, tokens, b["low"], k, b["text_emb"], b["text_mask"], up))
+
+    assert not np.allclose(out(b["upsampled"], keep), out(other, keep))
+    assert np.array_equal(out(b["upsampled"], drop), out(other, drop))
+    with pytest.raises(ValueError, match="upsampled"):
+        sample.decode(mc, trained, b["low"], b["text_emb"], b["text_mask"], 0, on.sample)
+    greedy = config.SampleConfig(steps=4, temperature=0.0)
+    codes = sample.decode(mc, trained, b["low"], b["text_emb"], b["text_mask"], 0, greedy, upsampled=b["upsampled"])
+    assert codes.shape == (2, *mc.grid) and np.mean(codes == b["high"]) > 0.5  # chance: 1 / 64
+
+
 # ------------------------------------------------------------------------------------ windows
 def _naive_masked_attention(q, k, v, allowed):
     """Full softmax attention in float64 where query i sees key j iff allowed[i, j]."""

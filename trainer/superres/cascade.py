@@ -3,7 +3,9 @@
 :class:`Upsampler` holds a trained super-resolution run (:func:`videopoet.trainer.superres.train.load_run`),
 its text encoder and the video tokenizer that decodes the high-resolution grid. MAGVIT-v2 is fully
 convolutional, so the tokenizer that made the LM's low-resolution tokens decodes the 2x token grid too
-(the pipeline's ``sr_pairs`` tokenized the 2x clips with it). The run's dataset names the video
+(the pipeline's ``sr_pairs`` tokenized the 2x clips with it). A model with ``upsampled_input`` also
+gets the LM's codes decoded, bicubic-upsampled 2x and encoded again, as the pipeline made its
+training guesses. The run's dataset names the video
 tokenizer its pairs were made with: a generator whose tokenizer has another fingerprint is refused,
 because the SR model's codes would mean something else to it.
 """
@@ -91,6 +93,11 @@ class Upsampler:
             emb = self.text.embed(slot_ids[None], slot_mask[None])
         else:
             emb = np.zeros((1, self.cfg.text_len, self.text.dim), np.float32)
+        upsampled = None
+        if self.cfg.model.upsampled_input:
+            from videopoet.pipelines.tokenize import upsampled_codes
+
+            upsampled = upsampled_codes(self.video_tok, codes[None])
         high = sr_sample.decode(
             self.cfg.model,
             self.params,
@@ -99,6 +106,7 @@ class Upsampler:
             slot_mask[None].astype(bool),
             seed,
             options or self.cfg.sample,
+            upsampled=upsampled,
         )
         frames = self.video_tok.decode(high)[0]
         return high[0], np.asarray(frames, np.uint8)

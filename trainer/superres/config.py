@@ -51,6 +51,10 @@ class SRModelConfig:
     # above it (nearest-neighbour upsampled by ``scale``): an aligned path beside the windowed
     # cross-attention, so that where a token sits need not be learnt from the position embeddings
     lowres_skip: bool = False
+    # add to each high-resolution position the embedding of the upsampled guess's code there (the
+    # pair's SUPERRES_UPSAMPLED_STREAM: the tokens of the decoded low-resolution clip, bicubic 2x):
+    # the model then learns what to change in what upsampling gives, instead of every code afresh
+    upsampled_input: bool = False
     text_dim: int = 256  # width of the T5 encoder's embeddings
     d_model: int = 128
     layers: int = 6

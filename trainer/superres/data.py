@@ -7,7 +7,8 @@ ids the text) through the LM trainer's reader (:func:`videopoet.trainer.data.ope
 grids, and a batch decodes its records and runs the frozen text encoder on their captions.
 
 A :class:`PairSet` holds, per example, the high-resolution codes [T, H, W], the low-resolution codes of
-the same clip [T, h, w] and its caption's text embeddings [L, text_dim] with their mask [L]. A batch
+the same clip [T, h, w] and its caption's text embeddings [L, text_dim] with their mask [L], and
+optionally the upsampled guess [T, H, W] (the pipeline's ``SUPERRES_UPSAMPLED_STREAM``). A batch
 is a pure function of (seed, step) (:meth:`PairSet.batch`), so a resumed run sees the batches an
 uninterrupted run would.
 
@@ -24,7 +25,7 @@ import hashlib
 import numpy as np
 
 from videopoet.schemas.errors import VideoPoetError
-from videopoet.schemas.record import SUPERRES_STREAM
+from videopoet.schemas.record import SUPERRES_STREAM, SUPERRES_UPSAMPLED_STREAM
 from videopoet.trainer.superres.config import SRModelConfig, SRTrainConfig
 from videopoet.trainer.tasks import text_slot
 
@@ -39,6 +40,7 @@ class PairSet:
     low: np.ndarray  # int32 [N, T, h, w]
     text_emb: np.ndarray  # float32 [N, L, text_dim]
     text_mask: np.ndarray  # bool [N, L]
+    upsampled: np.ndarray | None = None  # int32 [N, T, H, W]: the upsampled guess (model.upsampled_input)
 
     def __len__(self) -> int:
         return int(self.high.shape[0])
@@ -54,11 +56,15 @@ class PairSet:
         }
         if n < 1:
             raise PairError("the pair set is empty")
+        if cfg.upsampled_input:
+            if self.upsampled is None:
+                raise PairError("model.upsampled_input: these pairs carry no upsampled guess")
+            want["upsampled"] = (n, *cfg.grid)
         for name, shape in want.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:
                 raise PairError(f"pairs: {name} has shape {list(got)}, the config needs {list(shape)}")
-        for name in ("high", "low"):
+        for name in ("high", "low", "upsampled") if cfg.upsampled_input else ("high", "low"):
             codes = getattr(self, name)
             if codes.min() < 0 or codes.max() >= cfg.codebook_size:
                 raise PairError(f"pairs: {name} codes must lie in [0, {cfg.codebook_size}) (lfq_bits {cfg.lfq_bits})")
@@ -66,21 +72,27 @@ class PairSet:
     def batch(self, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
         """The examples of ``step``: a random draw (with replacement) from (seed, step) alone."""
         idx = np.random.default_rng([seed, step]).integers(0, len(self), batch_size)
-        return {
+        out = {
             "high": self.high[idx].astype(np.int32),
             "low": self.low[idx].astype(np.int32),
             "text_emb": self.text_emb[idx].astype(np.float32),
             "text_mask": self.text_mask[idx].astype(bool),
         }
+        if self.upsampled is not None:
+            out["upsampled"] = self.upsampled[idx].astype(np.int32)
+        return out
 
     def subset(self, idx) -> PairSet:
         idx = np.asarray(idx)
-        return PairSet(self.high[idx], self.low[idx], self.text_emb[idx], self.text_mask[idx])
+        up = None if self.upsampled is None else self.upsampled[idx]
+        return PairSet(self.high[idx], self.low[idx], self.text_emb[idx], self.text_mask[idx], up)
 
     def fingerprint(self) -> str:
         """sha256 over the arrays (dtype, shape and bytes): a resumed run must see the same pairs."""
         h = hashlib.sha256()
-        for name in ("high", "low", "text_emb", "text_mask"):
+        for name in ("high", "low", "text_emb", "text_mask", "upsampled"):
+            if getattr(self, name) is None:
+                continue
             a = np.ascontiguousarray(getattr(self, name))
             h.update(f"{name}:{a.dtype.str}:{list(a.shape)};".encode())
             h.update(a.tobytes())
@@ -97,8 +109,11 @@ class DatasetPairs:
     :meth:`batch` draws exactly as :meth:`PairSet.batch` does (with replacement, from (seed, step)
     alone), so a resumed run sees the batches an uninterrupted run would."""
 
-    def __init__(self, records, index, text_encoder, text_len: int, *, dataset: dict, skipped: dict):
+    def __init__(
+        self, records, index, text_encoder, text_len: int, *, dataset: dict, skipped: dict, upsampled: bool = False
+    ):
         self.records = records
+        self.upsampled = bool(upsampled)  # every pair holds SUPERRES_UPSAMPLED_STREAM
         self.index = np.asarray(index, np.int64)
         self.text = text_encoder
         self.text_len = int(text_len)
@@ -115,6 +130,11 @@ class DatasetPairs:
             raise PairError(f"pairs: text_len {self.text_len}, the config needs {text_len}")
         if self.text.dim != cfg.text_dim:
             raise PairError(f"the text encoder has width {self.text.dim}, model.text_dim is {cfg.text_dim}")
+        if cfg.upsampled_input and not self.upsampled:
+            raise PairError(
+                f"model.upsampled_input: dataset {self.dataset.get('ref')} has pairs without the upsampled "
+                f"guess ({SUPERRES_UPSAMPLED_STREAM}); rebuild it with this version's `pipeline run --sr-pairs`"
+            )
 
     def batch(self, seed: int, step: int, batch_size: int) -> dict[str, np.ndarray]:
         idx = np.random.default_rng([seed, step]).integers(0, len(self), batch_size)
@@ -123,12 +143,15 @@ class DatasetPairs:
         ids = np.stack([s[0] for s in slots])
         mask = np.stack([s[1] for s in slots])
         emb = self.text.embed(ids, mask) if mask.any() else np.zeros((batch_size, self.text_len, self.text.dim))
-        return {
+        out = {
             "high": np.stack([r.conditions[SUPERRES_STREAM] for r in recs]).astype(np.int32),
             "low": np.stack([r.video for r in recs]).astype(np.int32),
             "text_emb": np.asarray(emb, np.float32),
             "text_mask": mask.astype(bool),
         }
+        if self.upsampled:
+            out["upsampled"] = np.stack([r.conditions[SUPERRES_UPSAMPLED_STREAM] for r in recs]).astype(np.int32)
+        return out
 
     def fingerprint(self) -> str:
         """sha256 over the dataset's fingerprint, the pairs used, the text encoder and the text length."""
@@ -142,13 +165,19 @@ class DatasetPairs:
 
 
 def _pair_info(rec) -> tuple:
-    """(video shape, 2x shape or None, min code, max code) of one record (the index pass)."""
+    """(video shape, 2x shape or None, min code, max code, has an upsampled guess of the 2x shape) of
+    one record (the index pass)."""
     high = rec.conditions.get(SUPERRES_STREAM)
     if high is None or rec.video is None:
-        return (None, None, 0, 0)
-    lo = min(int(rec.video.min()), int(high.min()))
-    hi = max(int(rec.video.max()), int(high.max()))
-    return (tuple(rec.video.shape), tuple(high.shape), lo, hi)
+        return (None, None, 0, 0, False)
+    arrays = [rec.video, high]
+    up = rec.conditions.get(SUPERRES_UPSAMPLED_STREAM)
+    has_up = up is not None and up.shape == high.shape
+    if has_up:
+        arrays.append(up)
+    lo = min(int(a.min()) for a in arrays)
+    hi = max(int(a.max()) for a in arrays)
+    return (tuple(rec.video.shape), tuple(high.shape), lo, hi, has_up)
 
 
 def dataset_has_pairs(ds) -> bool:
@@ -191,7 +220,8 @@ def open_dataset_pairs(ref: str, cfg: SRTrainConfig, root: str | None = None, *,
     infos = list(records.map(_pair_info).to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=64)))
     want = (tuple(cfg.model.low_grid), tuple(cfg.model.grid))
     index, skipped, grids = [], {"no_pair": 0, "other_grid": 0}, set()
-    for i, (low, high, lo, hi) in enumerate(infos):
+    upsampled = True
+    for i, (low, high, lo, hi, has_up) in enumerate(infos):
         if high is None:
             skipped["no_pair"] += 1
         elif (low, high) != want:
@@ -201,6 +231,7 @@ def open_dataset_pairs(ref: str, cfg: SRTrainConfig, root: str | None = None, *,
             if lo < 0 or hi >= cfg.model.codebook_size:
                 raise PairError(f"dataset {ds.ref}: record {i} has codes outside [0, {cfg.model.codebook_size})")
             index.append(i)
+            upsampled = upsampled and has_up
     if not index:
         have = ", ".join(str(list(g)) for g in sorted(grids))
         raise PairError(
@@ -208,7 +239,9 @@ def open_dataset_pairs(ref: str, cfg: SRTrainConfig, root: str | None = None, *,
             f"its pairs have {have}: set model.grid (and model.windows to fit)"
         )
     info = {"ref": ds.ref, "uri": ds.uri, "fingerprint": ds.fingerprint}
-    return DatasetPairs(records, index, text_encoder, cfg.text_len, dataset=info, skipped=skipped)
+    return DatasetPairs(
+        records, index, text_encoder, cfg.text_len, dataset=info, skipped=skipped, upsampled=upsampled and bool(index)
+    )
 
 
 def synthetic_pairs(cfg: SRModelConfig, n: int, text_len: int, *, classes: int = 4, seed: int = 0) -> PairSet:

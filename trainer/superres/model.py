@@ -7,6 +7,8 @@ Inputs of one forward pass (every shape static)::
     lowres_keep  bool  [B]            False: the low-resolution condition is dropped (classifier-free)
     text_emb     float [B, L, text_dim]   frozen T5 encoder output
     text_mask    bool  [B, L]         valid text slots (all False: the text condition is dropped)
+    upsampled    int32 [B, T, H, W]   with ``cfg.upsampled_input``: the upsampled guess (dropped with
+                                      the low-resolution condition, which it is made from)
 
 Output: float32 logits [B, T, H, W, factors, factor_size], one distribution per factor.
 
@@ -21,6 +23,11 @@ also gets, before the first block, a learned projection of the embedding of the 
 that covers it (:func:`upsample_nearest`): the cross-attention must otherwise discover which
 low-resolution tokens lie under a query from two separately learned sets of position embeddings,
 which few training pairs teach slowly.
+
+With ``cfg.upsampled_input`` (also not in the paper) each high-resolution position gets the
+embedding of the upsampled guess's code at that position: the tokens of the decoded low-resolution
+clip upsampled 2x by bicubic interpolation, which on the synthetic world already equal more of the
+truth's codes than a small model predicts from the low-resolution tokens alone.
 
 Token factorization (section 3.3): a code of ``lfq_bits`` bits is split into ``factors`` groups of
 ``lfq_bits / factors`` bits (:func:`factorize`; group ``j`` holds bits ``j*b .. j*b+b-1``). The input
@@ -272,13 +279,13 @@ class _GridEmbed(nn.Module):
 
 
 class SuperResTransformer(nn.Module):
-    """``__call__(tokens, lowres, lowres_keep, text_emb, text_mask)`` -> float32 logits
+    """``__call__(tokens, lowres, lowres_keep, text_emb, text_mask[, upsampled])`` -> float32 logits
     [B, T, H, W, factors, factor_size] (module docstring)."""
 
     cfg: SRModelConfig
 
     @nn.compact
-    def __call__(self, tokens, lowres, lowres_keep, text_emb, text_mask):
+    def __call__(self, tokens, lowres, lowres_keep, text_emb, text_mask, upsampled=None):
         cfg = self.cfg
         dt = _dtype(cfg.dtype)
         b = tokens.shape[0]
@@ -297,6 +304,11 @@ class SuperResTransformer(nn.Module):
                 name="lowres_skip",
             )(upsample_nearest(low, cfg.low_grid, cfg.scale))
             x = x + skip
+        if cfg.upsampled_input:
+            if upsampled is None:
+                raise ValueError("model.upsampled_input: the upsampled guess must be given")
+            gone = jnp.broadcast_to(~lowres_keep[:, None, None, None], upsampled.shape)
+            x = x + _GridEmbed(cfg, cfg.grid, name="upsampled_embed")(upsampled, gone)
         text = nn.Dense(
             cfg.d_model,
             use_bias=True,
@@ -331,7 +343,8 @@ def dummy_inputs(cfg: SRModelConfig, batch: int = 1, text_len: int = 4) -> tuple
     keep = jnp.ones((batch,), bool)
     text_emb = jnp.zeros((batch, text_len, cfg.text_dim), jnp.float32)
     text_mask = jnp.ones((batch, text_len), bool)
-    return tokens, lowres, keep, text_emb, text_mask
+    upsampled = jnp.zeros((batch, *cfg.grid), jnp.int32) if cfg.upsampled_input else None
+    return tokens, lowres, keep, text_emb, text_mask, upsampled
 
 
 def init_params(cfg: SRModelConfig, rng: Array, boxed: bool = False):

@@ -48,17 +48,19 @@ def _compiled(cfg: SRModelConfig, steps: int, guided: bool, greedy: bool):
     model = sr_model.SuperResTransformer(cfg)
     n, k, v = cfg.tokens, cfg.factors, cfg.factor_size
 
-    def run(params, lowres, text_emb, text_mask, init_tokens, rng, temperature, choice_temperature, w_text, w_lowres):
+    def run(params, lowres, text_emb, text_mask, init_tokens, upsampled, rng, temperature, choice_t, w_text, w_lowres):
         b = lowres.shape[0]
         keep = jnp.ones((b,), bool)
         n_start = jnp.sum(init_tokens.reshape(b, n) < 0, axis=1)  # the schedule runs over these
 
         def logits_of(tokens):
-            cond = model.apply({"params": params}, tokens, lowres, keep, text_emb, text_mask)
+            cond = model.apply({"params": params}, tokens, lowres, keep, text_emb, text_mask, upsampled)
             if not guided:
                 return cond
-            no_text = model.apply({"params": params}, tokens, lowres, keep, text_emb, jnp.zeros_like(text_mask))
-            no_low = model.apply({"params": params}, tokens, lowres, ~keep, text_emb, text_mask)
+            no_text = model.apply(
+                {"params": params}, tokens, lowres, keep, text_emb, jnp.zeros_like(text_mask), upsampled
+            )
+            no_low = model.apply({"params": params}, tokens, lowres, ~keep, text_emb, text_mask, upsampled)
             return guide(cond, no_text, no_low, w_text, w_lowres)
 
         def body(s, tokens):
@@ -73,7 +75,7 @@ def _compiled(cfg: SRModelConfig, steps: int, guided: bool, greedy: bool):
             lp = jax.nn.log_softmax(logits, axis=-1)
             conf = jnp.sum(jnp.take_along_axis(lp, picked[..., None], axis=-1)[..., 0], axis=-1)
             ratio = (s + 1) / steps
-            conf = conf + choice_temperature * (1.0 - ratio) * jax.random.gumbel(k_choice, (b, n))
+            conf = conf + choice_t * (1.0 - ratio) * jax.random.gumbel(k_choice, (b, n))
             conf = jnp.where(unknown, conf, jnp.inf)
             n_unknown = jnp.sum(unknown, axis=1)
             n_next = jnp.minimum(masked_after(s, steps, n_start), jnp.maximum(n_unknown - 1, 0))
@@ -97,15 +99,17 @@ def decode(
     options: SampleConfig | None = None,
     *,
     init_tokens=None,
+    upsampled=None,
     guided: bool | None = None,
 ) -> np.ndarray:
     """High-resolution codes int32 [B, T, H, W] for low-resolution codes ``lowres`` [B, T, h, w] and the
     captions' ``text_emb`` [B, L, text_dim] / ``text_mask`` [B, L].
 
     ``seed``: an int or a PRNG key. ``init_tokens`` [B, T, H, W]: codes already known (MASK = -1
-    elsewhere; default all masked). ``guided``: run the three guidance passes (default: when a guidance
-    weight is not 0; True with both weights 0 computes the guided logits, which then equal the
-    conditional ones)."""
+    elsewhere; default all masked). ``upsampled`` [B, T, H, W]: the upsampled guess, which a model with
+    ``upsampled_input`` needs (:func:`videopoet.pipelines.tokenize.upsampled_codes`). ``guided``: run
+    the three guidance passes (default: when a guidance weight is not 0; True with both weights 0
+    computes the guided logits, which then equal the conditional ones)."""
     options = options or SampleConfig()
     options.validate()
     lowres = jnp.asarray(lowres, jnp.int32)
@@ -114,6 +118,14 @@ def decode(
         raise ValueError(f"lowres has shape {list(lowres.shape[1:])}, the model needs {list(cfg.low_grid)}")
     if init_tokens is None:
         init_tokens = jnp.full((b, *cfg.grid), sr_model.MASK, jnp.int32)
+    if cfg.upsampled_input:
+        if upsampled is None:
+            raise ValueError("the model takes the upsampled guess (model.upsampled_input): pass upsampled")
+        upsampled = jnp.asarray(upsampled, jnp.int32)
+        if tuple(upsampled.shape) != (b, *cfg.grid):
+            raise ValueError(f"upsampled has shape {list(upsampled.shape)}, the model needs {[b, *cfg.grid]}")
+    else:
+        upsampled = None
     if guided is None:
         guided = options.guidance_text != 0 or options.guidance_lowres != 0
     rng = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
@@ -124,6 +136,7 @@ def decode(
         jnp.asarray(text_emb, jnp.float32),
         jnp.asarray(text_mask, bool),
         jnp.asarray(init_tokens, jnp.int32),
+        upsampled,
         rng,
         jnp.float32(max(options.temperature, 1e-6)),
         jnp.float32(options.choice_temperature),

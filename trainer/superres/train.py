@@ -6,7 +6,8 @@ One step (:func:`make_train_step`), per example, with randomness from (seed, ste
    ratios decoding goes through), at least one position; the masked positions get MASK;
 2. noise augmentation: a level ``u ~ U(0, lowres_noise)``; each low-resolution code is replaced by a
    uniformly random code with probability ``u`` (the cascade feeds the LM's codes, not the
-   tokenizer's, so the model must not trust every low-resolution code);
+   tokenizer's, so the model must not trust every low-resolution code); with
+   ``model.upsampled_input`` each code of the upsampled guess likewise, at the same level;
 3. condition dropout: the text is dropped with probability ``drop_text`` and the low-resolution
    input with ``drop_lowres``, independently (what classifier-free guidance needs at sampling);
 4. loss: the factorized cross-entropy (:func:`videopoet.trainer.superres.model.factorized_cross_entropy`)
@@ -98,20 +99,33 @@ def corrupt(cfg: SRTrainConfig, batch: dict, rng) -> dict:
     noisy = jax.random.uniform(r_noise, batch["low"].shape) < level
     random_codes = jax.random.randint(r_codes, batch["low"].shape, 0, mc.codebook_size, jnp.int32)
     keep_text = jax.random.uniform(r_text, (b,)) >= cfg.drop_text
-    return {
+    out = {
         "tokens": jnp.where(masked, sr_model.MASK, high),
         "masked": masked,
         "lowres": jnp.where(noisy, random_codes, batch["low"]),
         "lowres_keep": jax.random.uniform(r_low, (b,)) >= cfg.drop_lowres,
         "text_mask": batch["text_mask"] & keep_text[:, None],
+        "upsampled": None,
     }
+    if mc.upsampled_input:  # the guess is made from the low-resolution tokens: noised at the same level
+        r_up, r_up_codes = jax.random.split(jax.random.fold_in(rng, 1))
+        noisy_up = jax.random.uniform(r_up, high.shape) < level
+        up_codes = jax.random.randint(r_up_codes, high.shape, 0, mc.codebook_size, jnp.int32)
+        out["upsampled"] = jnp.where(noisy_up, up_codes, batch["upsampled"])
+    return out
 
 
 def masked_loss(cfg: SRTrainConfig, params, batch: dict, rng) -> tuple[jax.Array, dict]:
     mc = cfg.model
     inp = corrupt(cfg, batch, rng)
     logits = sr_model.SuperResTransformer(mc).apply(
-        {"params": params}, inp["tokens"], inp["lowres"], inp["lowres_keep"], batch["text_emb"], inp["text_mask"]
+        {"params": params},
+        inp["tokens"],
+        inp["lowres"],
+        inp["lowres_keep"],
+        batch["text_emb"],
+        inp["text_mask"],
+        inp["upsampled"],
     )
     ce = sr_model.factorized_cross_entropy(logits, batch["high"], mc, cfg.label_smoothing)
     w = inp["masked"].astype(jnp.float32)
@@ -227,7 +241,11 @@ def train(cfg: SRTrainConfig, pairs: PairSet | DatasetPairs, out: str, *, hooks:
         done = start
         with run:
             while done < cfg.steps:
-                batch = {k: jnp.asarray(v) for k, v in pairs.batch(cfg.seed, done, cfg.batch_size).items()}
+                batch = {
+                    k: jnp.asarray(v)
+                    for k, v in pairs.batch(cfg.seed, done, cfg.batch_size).items()
+                    if k != "upsampled" or cfg.model.upsampled_input
+                }
                 state, metrics = step_fn(state, batch)
                 loss = float(metrics["loss"])
                 done += 1
