@@ -121,10 +121,11 @@ def warmup_tokenizers(toks: Tokenizers, cfg: PipelineConfig) -> float:
     t0 = time.perf_counter()
     for h, w in cfg.buckets().values():
         for t in (cfg.clip_frames, 1) if cfg.images else (cfg.clip_frames,):
-            toks.video.encode(np.zeros((cfg.batch_size, t, h, w, 3), np.uint8))
+            codes = toks.video.encode(np.zeros((cfg.batch_size, t, h, w, 3), np.uint8))
+            if cfg.sr_pairs and t == cfg.clip_frames:  # the upsampled guess decodes the clip's codes
+                toks.video.decode(codes)
         if cfg.sr_pairs:
             toks.video.encode(np.zeros((cfg.batch_size, cfg.clip_frames, 2 * h, 2 * w, 3), np.uint8))
-            toks.video.decode(toks.video.encode(np.zeros((cfg.batch_size, cfg.clip_frames, h, w, 3), np.uint8)))
     if cfg.audio:
         toks.audio.encode(np.zeros((cfg.batch_size, cfg.audio_samples), np.float32))
     return time.perf_counter() - t0

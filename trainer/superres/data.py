@@ -239,9 +239,7 @@ def open_dataset_pairs(ref: str, cfg: SRTrainConfig, root: str | None = None, *,
             f"its pairs have {have}: set model.grid (and model.windows to fit)"
         )
     info = {"ref": ds.ref, "uri": ds.uri, "fingerprint": ds.fingerprint}
-    return DatasetPairs(
-        records, index, text_encoder, cfg.text_len, dataset=info, skipped=skipped, upsampled=upsampled and bool(index)
-    )
+    return DatasetPairs(records, index, text_encoder, cfg.text_len, dataset=info, skipped=skipped, upsampled=upsampled)
 
 
 def synthetic_pairs(cfg: SRModelConfig, n: int, text_len: int, *, classes: int = 4, seed: int = 0) -> PairSet:

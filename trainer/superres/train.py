@@ -241,11 +241,7 @@ def train(cfg: SRTrainConfig, pairs: PairSet | DatasetPairs, out: str, *, hooks:
         done = start
         with run:
             while done < cfg.steps:
-                batch = {
-                    k: jnp.asarray(v)
-                    for k, v in pairs.batch(cfg.seed, done, cfg.batch_size).items()
-                    if k != "upsampled" or cfg.model.upsampled_input
-                }
+                batch = {k: jnp.asarray(v) for k, v in pairs.batch(cfg.seed, done, cfg.batch_size).items()}
                 state, metrics = step_fn(state, batch)
                 loss = float(metrics["loss"])
                 done += 1
