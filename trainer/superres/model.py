@@ -246,11 +246,14 @@ class SRBlock(nn.Module):
 
 
 class _GridEmbed(nn.Module):
-    """Factorized code embedding (one table per factor, one extra row for MASK / NULL) plus learned
-    per-axis position embeddings: codes [B, T, H, W] (``extra`` where the extra row is meant) -> [B, N, D]."""
+    """Factorized code embedding (one table per factor, one extra row for MASK / NULL) plus, with
+    ``positions``, learned per-axis position embeddings: codes [B, T, H, W] (``extra`` where the extra
+    row is meant) -> [B, N, D]. An embedding added onto one that has them (the upsampled guess onto the
+    high-resolution tokens) needs no positions of its own."""
 
     cfg: SRModelConfig
     grid: Triple
+    positions: bool = True
 
     @nn.compact
     def __call__(self, codes, extra):
@@ -268,7 +271,7 @@ class _GridEmbed(nn.Module):
                 name=f"factor_{j}",
             )
             x = x + table(ids[..., j])
-        for axis, size in enumerate(self.grid):
+        for axis, size in enumerate(self.grid if self.positions else ()):
             pos = self.param(
                 f"pos_{'thw'[axis]}", P(nn.initializers.normal(0.02), (None, "embed")), (size, cfg.d_model), jnp.float32
             ).astype(dt)
@@ -308,7 +311,7 @@ class SuperResTransformer(nn.Module):
             if upsampled is None:
                 raise ValueError("model.upsampled_input: the upsampled guess must be given")
             gone = jnp.broadcast_to(~lowres_keep[:, None, None, None], upsampled.shape)
-            x = x + _GridEmbed(cfg, cfg.grid, name="upsampled_embed")(upsampled, gone)
+            x = x + _GridEmbed(cfg, cfg.grid, positions=False, name="upsampled_embed")(upsampled, gone)
         text = nn.Dense(
             cfg.d_model,
             use_bias=True,
