@@ -393,6 +393,20 @@ def test_wilson_interval():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
+def test_an_eval_scene_keeps_its_seed_whatever_the_number_of_scenes():
+    """The first scenes of a larger evaluation are those of a smaller one, sampled with the same seeds
+    (held-out scenes included), so figures at different ``--scenes`` can be compared scene by scene."""
+    from videopoet.trainer import evaluate
+
+    spec = generation.MediaSpec(frames=5, height=32, width=32)
+    small, large = evaluate.eval_scenes(spec, per_split=2), evaluate.eval_scenes(spec, per_split=5)
+    by_key = {s["key"]: (s["seed_index"], s["caption"], s["split"]) for s in large}
+    assert len(by_key) == 10 and len({v[0] for v in by_key.values()}) == 10  # distinct seeds
+    assert [s["split"] for s in small] == ["seen"] * 2 + ["heldout"] * 2
+    for s in small:
+        assert by_key[s["key"]] == (s["seed_index"], s["caption"], s["split"])
+
+
 @pytest.mark.slow
 def test_trained_model_generates_what_it_learned(tmp_path):
     """A tiny model trained on learnable synthetic records (t2v + fp) continues their pattern when

@@ -25,9 +25,16 @@ __all__ = ["DEFAULT_EVAL_TASKS", "EVAL_TASKS", "eval_scenes", "evaluate_model", 
 SPLIT_LABEL = {"train": "seen", "heldout": "heldout"}
 
 
+HELDOUT_SEED_OFFSET = 10_000
+"""A held-out scene's sampling seed index is this plus its index in the split, so that a scene is
+generated with the same seed whatever ``per_split`` is (the first scenes of a larger evaluation are
+those of a smaller one)."""
+
+
 def eval_scenes(spec, per_split: int = 8, seed: int = 1234) -> list[dict]:
     """Single-object scenes at the generation geometry: ``per_split`` of seen combinations (train
-    split, new scenes: a seed the corpus does not use by default) and of held-out combinations."""
+    split, new scenes: a seed the corpus does not use by default) and of held-out combinations. Each
+    has a ``seed_index``: its samples are drawn with seeds ``seed + 1000 * seed_index + sample``."""
     scfg = load_synth_config(
         "small",
         [
@@ -53,6 +60,7 @@ def eval_scenes(spec, per_split: int = 8, seed: int = 1234) -> list[dict]:
                     "frames": render_frames(attrs),
                     "audio": render_audio(attrs),
                     "attrs": attrs,
+                    "seed_index": i if split == "train" else HELDOUT_SEED_OFFSET + i,
                 }
             )
     return out
@@ -143,9 +151,9 @@ def evaluate_model(
 
     def reqs(task):
         out = []
-        for si, s in enumerate(scenes):
+        for s in scenes:
             for j in range(samples):
-                r = generation.Request(task, seed=seed + 1000 * si + j)
+                r = generation.Request(task, seed=seed + 1000 * s["seed_index"] + j)
                 if task == "t2v":
                     r.prompt = s["caption"]
                 elif task == "stylize":
@@ -217,17 +225,17 @@ def _long_rows(gen, scenes, samples: int, seed: int, options, seconds: float, ou
     :meth:`~videopoet.trainer.generation.Generator.long_videos` to ``seconds``, its last clip-length of
     frames graded against the main object the scorer finds at the start."""
     sp = gen.spec
-    todo = [(si, s, j) for si, s in enumerate(scenes) for j in range(samples)]
+    todo = [(s, j) for s in scenes for j in range(samples)]
     for i in range(0, len(todo), 8):
         chunk = todo[i : i + 8]
         clips = gen.long_videos(
             [None] * len(chunk),
             seconds,
-            [seed + 1000 * si + j for si, _, j in chunk],
+            [seed + 1000 * s["seed_index"] + j for s, j in chunk],
             options,
-            [s["frames"] for _, s, _ in chunk],
+            [s["frames"] for s, _ in chunk],
         )
-        for (_, s, j), frames in zip(chunk, clips, strict=True):
+        for (s, j), frames in zip(chunk, clips, strict=True):
             start = analyze_frames(s["frames"])
             end = analyze_frames(frames[-sp.frames :])
             row: dict[str, Any] = {"split": s["split"], "key": s["key"], "sample": j, "frames": int(frames.shape[0])}
