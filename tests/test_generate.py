@@ -355,6 +355,15 @@ def test_eval_command(run_dir, tmp_path, capsys):
         lo, hi = rep["t2v"]["seen"]["ci95"][k]
         assert 0.0 <= lo <= rep["t2v"]["seen"][k] <= hi <= 1.0
     assert rep["reference"]["ground_truth"]["seen"]["all"] == 1.0  # the scorer on ground truth
+    assert [t["target"].split(" >=")[0] for t in rep["targets"]] == [
+        "t2v seen colour",
+        "t2v seen motion",
+        "t2v seen shape",
+        "t2v heldout colour",
+        "t2v heldout motion",
+        "i2v seen kept",
+        "v2a seen audio_colour",
+    ]
     html = (out / "gallery.html").read_text()
     assert html.count("<figure>") == 16 and "heldout" in html
     for s in rep["samples"]["t2v"]:
@@ -363,6 +372,7 @@ def test_eval_command(run_dir, tmp_path, capsys):
     text = capsys.readouterr().out
     assert rc == 0 and "seen" in text and "heldout" in text and "gallery" in text
     assert "t2v        colour" in text and "[" in text  # figures printed with their intervals
+    assert "target     t2v seen colour >= 0.80" in text and "i2v" not in text.split("target", 1)[1]
 
 
 @pytest.mark.slow
@@ -382,6 +392,31 @@ def test_eval_long_video_row(run_dir, tmp_path, capsys):
     assert "<h2>long</h2>" in (out / "gallery.html").read_text()
     assert main([*argv[:-1], "0", *TOK]) == 2  # --long-seconds 0
     assert "--long-seconds must lie in (0, 600]" in capsys.readouterr().err
+
+
+def test_targets_are_graded_against_the_goal_and_its_interval():
+    from videopoet.trainer.evaluate import Target, check_targets
+
+    def agg(value, lo, hi, n=32):
+        return {"colour": value, "shape": value, "n": n, "ci95": {"colour": [lo, hi], "shape": [lo, hi]}}
+
+    report = {
+        "t2v": {"seen": agg(0.9, 0.84, 0.97), "heldout": agg(0.45, 0.3, 0.6)},
+        "reference": {"tokenizer": {"seen": agg(0.5, 0.3, 0.7), "heldout": agg(0.5, 0.3, 0.7)}},
+    }
+    targets = (
+        Target("t2v", "seen", "colour", 0.8),
+        Target("t2v", "heldout", "colour", 0.5),
+        Target("t2v", "heldout", "shape", 0.8, reference="tokenizer"),  # 0.45 >= 0.8 x 0.5
+        Target("i2v", "seen", "kept", 0.8),  # no i2v row: not graded
+    )
+    rows = check_targets(report, targets)
+    assert [(r["goal"], r["met"], r["clears"], r["short_by"]) for r in rows] == [
+        (0.8, True, True, 0.0),
+        (0.5, False, False, 0.05),
+        (0.4, True, False, 0.0),
+    ]
+    assert rows[2]["target"] == "t2v heldout shape >= 0.40"
 
 
 def test_wilson_interval():

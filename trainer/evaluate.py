@@ -5,13 +5,14 @@ held-out (zero-shot) ones at the run's clip geometry, has the model generate tex
 image-to-video, frame prediction and video-to-audio (on request also long video and stylization)
 for them, grades every result with the scorer beside the synthetic world
 (:mod:`videopoet.pipelines.synth.score`) and writes the gallery (:mod:`videopoet.trainer.gallery`).
-:func:`table` is the seen vs held-out summary.
+:func:`table` is the seen vs held-out summary; :func:`check_targets` grades a report against the
+figures the shipped model is meant to reach (:data:`TARGETS`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,7 +21,17 @@ from videopoet.pipelines.synth.score import analyze_audio, analyze_frames, objec
 from videopoet.trainer import gallery, generation
 from videopoet.trainer.config import DEFAULT_EVAL_TASKS, EVAL_TASKS
 
-__all__ = ["DEFAULT_EVAL_TASKS", "EVAL_TASKS", "eval_scenes", "evaluate_model", "table", "wilson_interval"]
+__all__ = [
+    "DEFAULT_EVAL_TASKS",
+    "EVAL_TASKS",
+    "TARGETS",
+    "Target",
+    "check_targets",
+    "eval_scenes",
+    "evaluate_model",
+    "table",
+    "wilson_interval",
+]
 
 SPLIT_LABEL = {"train": "seen", "heldout": "heldout"}
 
@@ -215,6 +226,7 @@ def evaluate_model(
     for task in tasks:
         report[task] = _aggregate(rows[task], keys[task])
     report["reference"] = _reference(gen, scenes)
+    report["targets"] = check_targets(report)
     report["samples"] = {t: [{k: v for k, v in r.items() if k not in ("objects",)} for r in rows[t]] for t in tasks}
     report["gallery"] = gallery.write_gallery(out_dir, items, table(report), gen.info, EVAL_TASKS)
     return report
@@ -270,6 +282,58 @@ def _reference(gen, scenes) -> dict[str, dict]:
     return out
 
 
+class Target(NamedTuple):
+    """A figure the model should reach: ``report[task][split][metric] >= threshold``, times the same
+    metric of a ``reference`` row (``tokenizer``: what the tokenizer round trip scores) where named."""
+
+    task: str
+    split: str
+    metric: str
+    threshold: float
+    reference: str | None = None
+
+
+TARGETS = (
+    Target("t2v", "seen", "colour", 0.8),
+    Target("t2v", "seen", "motion", 0.8),
+    Target("t2v", "seen", "shape", 0.8, reference="tokenizer"),
+    Target("t2v", "heldout", "colour", 0.5),
+    Target("t2v", "heldout", "motion", 0.5),
+    Target("i2v", "seen", "kept", 0.8),
+    Target("v2a", "seen", "audio_colour", 0.8),
+)
+"""What the shipped ``small`` model is meant to reach (text-to-video on seen and held-out
+combinations, image-to-video keeping the given object, video-to-audio's pitch by colour)."""
+
+
+def check_targets(report: dict, targets=TARGETS) -> list[dict]:
+    """One row per target whose task the report holds: the figure and its 95% interval, the goal (a
+    reference row's figure scaled by the threshold where the target names one), ``met`` (the figure
+    reaches the goal), ``clears`` (the interval's lower bound does: met beyond sampling noise) and
+    ``short_by`` (how far the figure is below the goal; 0 when met)."""
+    rows = []
+    for t in targets:
+        if t.task not in report:
+            continue
+        agg = report[t.task][t.split]
+        value, ci = agg[t.metric], agg["ci95"].get(t.metric)
+        scale = report["reference"][t.reference][t.split][t.metric] if t.reference else 1.0
+        goal = t.threshold * (scale or 0.0)
+        met = value is not None and value >= goal - 1e-9
+        rows.append(
+            {
+                "target": f"{t.task} {t.split} {t.metric} >= {goal:.2f}",
+                "value": value,
+                "ci95": ci,
+                "goal": round(goal, 4),
+                "met": met,
+                "clears": ci is not None and ci[0] >= goal - 1e-9,
+                "short_by": 0.0 if met or value is None else round(goal - value, 4),
+            }
+        )
+    return rows
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -286,6 +350,9 @@ def table(report: dict) -> str:
                 if k not in ("n", "ci95"):
                     seen, held = (_fmt_ci(agg[split], k) for split in ("seen", "heldout"))
                     lines.append(f"{label:<10} {k:<14} {seen:>17} {held:>17}")
+    for row in report.get("targets", ()):
+        verdict = "met" if row["met"] else f"missed by {row['short_by']:.2f}"
+        lines.append(f"target     {row['target']:<32} {_fmt(row['value']):>5}  {verdict}")
     return "\n".join(lines)
 
 
