@@ -116,6 +116,15 @@ def _run(args) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
     report["run"] = args.run
     report["step"] = gen.info.get("step")
+    report["settings"] = {
+        "scenes": args.scenes,
+        "samples": args.samples,
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "guidance": args.guidance,
+    }
     text = f"{evaluate.table(report)}\n\ngallery: {report['gallery']}"
     emit(args, report, text)
     return 0

@@ -355,6 +355,15 @@ def test_eval_command(run_dir, tmp_path, capsys):
         lo, hi = rep["t2v"]["seen"]["ci95"][k]
         assert 0.0 <= lo <= rep["t2v"]["seen"][k] <= hi <= 1.0
     assert rep["reference"]["ground_truth"]["seen"]["all"] == 1.0  # the scorer on ground truth
+    assert rep["settings"] == {
+        "scenes": 2,
+        "samples": 1,
+        "seed": 1234,
+        "temperature": 1.0,
+        "top_k": 0,
+        "top_p": 1.0,
+        "guidance": 1.0,
+    }
     assert [t["target"].split(" >=")[0] for t in rep["targets"]] == [
         "t2v seen colour",
         "t2v seen motion",

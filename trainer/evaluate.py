@@ -30,6 +30,7 @@ __all__ = [
     "eval_scenes",
     "evaluate_model",
     "table",
+    "verdicts",
     "wilson_interval",
 ]
 
@@ -332,6 +333,17 @@ def check_targets(report: dict, targets=TARGETS) -> list[dict]:
             }
         )
     return rows
+
+
+def verdicts(report: dict) -> dict[str, list[list]]:
+    """Per task, each sample's ``[split, key, sample, {metric: bool}]``: what the scorer said of it,
+    without the measurements behind it (what a rerun with the same seeds is compared on)."""
+    out = {}
+    for task, rows in report["samples"].items():
+        out[task] = [
+            [r["split"], r["key"], r["sample"], {k: v for k, v in r.items() if isinstance(v, bool)}] for r in rows
+        ]
+    return out
 
 
 def _fmt(v) -> str:
