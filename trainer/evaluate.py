@@ -363,7 +363,7 @@ def table(report: dict) -> str:
                     seen, held = (_fmt_ci(agg[split], k) for split in ("seen", "heldout"))
                     lines.append(f"{label:<10} {k:<14} {seen:>17} {held:>17}")
     for row in report.get("targets", ()):
-        verdict = "met" if row["met"] else f"missed by {row['short_by']:.2f}"
+        verdict = "met" if row["met"] else f"short by {row['short_by']:.2f}"
         lines.append(f"target     {row['target']:<32} {_fmt(row['value']):>5}  {verdict}")
     return "\n".join(lines)
 
