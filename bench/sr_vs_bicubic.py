@@ -38,9 +38,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -122,9 +124,17 @@ def main(argv=None) -> int:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     train_corpus, eval_corpus = os.path.join(work, "train"), os.path.join(work, "heldout")
-    corpora_done = os.path.join(work, f"corpora-{args.train_clips}-{args.eval_clips}-{args.seed}.done")
-    if not os.path.exists(corpora_done):  # a rerun with the same --out resumes: corpora, dataset, SR run
+    # a rerun with the same --out resumes: corpora, dataset, SR run; another --eval-clips remakes only
+    # the held-out corpus (the training corpus, its dataset and the SR run stay)
+    train_done = os.path.join(work, f"corpus-train-{args.train_clips}-{args.seed}.done")
+    eval_done = os.path.join(work, f"corpus-heldout-{args.eval_clips}-{args.seed}.done")
+    if not os.path.exists(train_done):
         generate_corpus(train_corpus, clips=args.train_clips, shards=2, seed=args.seed, config="small", progress=False)
+        open(train_done, "w").close()
+    if not os.path.exists(eval_done):
+        shutil.rmtree(eval_corpus, ignore_errors=True)
+        for stale in glob.glob(os.path.join(work, "corpus-heldout-*.done")):
+            os.remove(stale)
         generate_corpus(
             eval_corpus,
             clips=args.eval_clips,
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
             config="small",
             progress=False,
         )
-        open(corpora_done, "w").close()
+        open(eval_done, "w").close()
     times["corpus_s"] = time.perf_counter() - t0
 
     pcfg = load_pipeline_config("small", ["sr_pairs=true"])
