@@ -18,6 +18,8 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
    * ``sr``: the SR model's MaskGIT decoding of the low-resolution tokens (the caption as text),
      decoded by the tokenizer at 128x128 (the cascade of ``videopoet generate --sr``);
    * ``sr_greedy``: the same with token temperature 0 (the most likely code at each step);
+   * ``sr_refineF`` (a ``model.upsampled_input`` model): greedy decoding from the upsampled guess, over
+     only the fraction F of positions whose guess code the model finds least likely (``sample.refine``);
    * ``bicubic``: the tokenizer's decoding of the low-resolution tokens (64x64), bicubic-upsampled;
    * ``bicubic_tokens``: that bicubic clip encoded and decoded at 128x128 (the upsampled guess of the
      pipeline's ``superres_2x_upsampled`` stream, which a ``model.upsampled_input`` model starts from);
@@ -104,6 +106,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--run", default="sr-run", help="the SR run's directory name inside --out")
+    ap.add_argument(
+        "--refine",
+        type=float,
+        nargs="*",
+        default=[0.1, 0.25],
+        help="with model.upsampled_input: the sr_refineF rows (greedy MaskGIT over the fraction F of "
+        "positions whose guess code the model finds least likely; the rest keep the guess)",
+    )
     ap.add_argument("overrides", nargs="*", help="SR config overrides (key=value)")
     args = ap.parse_args(argv)
 
@@ -178,25 +188,27 @@ def main(argv=None) -> int:
     _, lh, lw = cfg.model.low_grid
     down = toks.video.config.spatial_downsample
     greedy = dataclasses.replace(cfg.sample, temperature=0.0)  # the most likely code at each MaskGIT step
+    decodings = {"sr": cfg.sample, "sr_greedy": greedy}
+    if cfg.model.upsampled_input:  # from the guess, only its least likely positions decoded (greedy)
+        decodings |= {f"sr_refine{f:g}": dataclasses.replace(greedy, refine=f) for f in args.refine}
+    methods = (*decodings, *(m for m in METHODS if m not in ("sr", "sr_greedy")))
     items = heldout_items(eval_corpus, pcfg, (lh * down, lw * down))
     if not items:
         raise SystemExit("no held-out clip fits the SR model's grid")
     t0 = time.perf_counter()
-    rows = {m: {"psnr": [], "sharpness": [], "colour": [], "shape": []} for m in METHODS}
-    code_match: dict[str, list[float]] = {"sr": [], "sr_greedy": [], "bicubic_tokens": []}
+    rows = {m: {"psnr": [], "sharpness": [], "colour": [], "shape": []} for m in methods}
+    code_match: dict[str, list[float]] = {m: [] for m in (*decodings, "bicubic_tokens")}
     for i, (it, want) in enumerate(items):
         truth = it.frames_2x
         low_codes = toks.video.encode(it.frames[None])[0]
         truth_codes = toks.video.encode(truth[None])[0]
-        sr_codes, sr_frames = up.upsample(low_codes, it.caption, seed=args.seed + i)
-        greedy_codes, greedy_frames = up.upsample(low_codes, it.caption, seed=args.seed + i, options=greedy)
-        code_match["sr"].append(float(np.mean(sr_codes == truth_codes)))
-        code_match["sr_greedy"].append(float(np.mean(greedy_codes == truth_codes)))
+        outs = {}
+        for m, options in decodings.items():
+            codes, outs[m] = up.upsample(low_codes, it.caption, seed=args.seed + i, options=options)
+            code_match[m].append(float(np.mean(codes == truth_codes)))
         guess = tokenize.upsampled_codes(toks.video, low_codes[None])
         code_match["bicubic_tokens"].append(float(np.mean(guess[0] == truth_codes)))
-        outs = {
-            "sr": sr_frames,
-            "sr_greedy": greedy_frames,
+        outs |= {
             "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
             "bicubic_tokens": toks.video.decode(guess)[0],
             "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),

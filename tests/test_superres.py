@@ -1,6 +1,7 @@
 """The super-resolution transformer (videopoet.trainer.superres): windows, factorization, training,
 MaskGIT decoding, run directories. Tiny preset, CPU."""
 
+import dataclasses
 import json
 import os
 
@@ -387,6 +388,50 @@ def test_the_schedule_runs_over_the_positions_masked_at_the_start(tiny, params, 
     want = np.where(want < 0, codes, want)
     assert np.array_equal(got.reshape(2, -1), want)
     assert np.array_equal(got[init >= 0], init[init >= 0])
+
+
+def test_refine_decodes_only_the_least_likely_positions_of_the_guess(tiny, pairs):
+    """``sample.refine=F``: the guess's codes stay except at the floor(F N) positions whose guess code
+    the model (all positions masked, seeing the guess) gives the lowest log-probability; those are
+    decoded as MaskGIT decodes given codes. Refused without the guess, with given codes, out of [0, 1]."""
+    on = config.load_sr_config(tiny, ["model.upsampled_input=true"])
+    mc = on.model
+    params = model.init_params(mc, jax.random.PRNGKey(1))
+    b = pairs.batch(0, 0, 2)
+    guess = np.asarray((b["high"] * 7 + 3) % mc.codebook_size, np.int32)  # a guess unlike the truth
+    args = (mc, params, b["low"], b["text_emb"], b["text_mask"], 3)
+    opts = config.SampleConfig(steps=4, temperature=0.0, refine=0.25)
+    got = sample.decode(*args, opts, upsampled=guess).reshape(2, -1)
+
+    logits = model.SuperResTransformer(mc).apply(
+        {"params": params},
+        jnp.full(guess.shape, model.MASK),
+        b["low"],
+        jnp.ones(2, bool),
+        b["text_emb"],
+        b["text_mask"],
+        guess,
+    )
+    lp = np.asarray(model.code_log_probs(logits, jnp.asarray(guess), mc)).reshape(2, -1)
+    k = int(np.floor(0.25 * mc.tokens))
+    for row in range(2):
+        redo = np.argsort(lp[row], kind="stable")[:k]
+        kept = np.setdiff1d(np.arange(mc.tokens), redo)
+        assert np.array_equal(got[row, kept], guess.reshape(2, -1)[row, kept])
+        assert np.any(got[row, redo] != guess.reshape(2, -1)[row, redo])  # untrained: not its guess back
+    init = guess.reshape(2, -1).copy()
+    init[np.arange(2)[:, None], np.argsort(lp, axis=1, kind="stable")[:, :k]] = model.MASK
+    by_hand = sample.decode(
+        *args, dataclasses.replace(opts, refine=0.0), init_tokens=init.reshape(guess.shape), upsampled=guess
+    )
+    assert np.array_equal(got, by_hand.reshape(2, -1))
+
+    with pytest.raises(ValueError, match="upsampled guess"):
+        sample.decode(tiny.model, model.init_params(tiny.model, jax.random.PRNGKey(0)), *args[2:], opts)
+    with pytest.raises(ValueError, match="no init_tokens"):
+        sample.decode(*args, opts, init_tokens=guess, upsampled=guess)
+    with pytest.raises(ValueError, match=r"sample.refine must lie in \[0, 1\]"):
+        config.SampleConfig(refine=1.5).validate()
 
 
 def test_cosine_schedule_masks_fewer_each_step():

@@ -132,10 +132,15 @@ class SampleConfig:
     choice_temperature: float = 4.5  # Gumbel noise on the confidences, annealed to 0 over the steps
     guidance_text: float = 0.0  # w of the text condition (0 = off)
     guidance_lowres: float = 0.0  # w of the low-resolution condition (0 = off)
+    # with a model that takes the upsampled guess: start from the guess and decode only this fraction of
+    # the positions, those whose guess code the model finds least likely (0 = decode every position)
+    refine: float = 0.0
 
     def validate(self) -> None:
         if self.steps < 1:
             raise ValueError("sample.steps must be >= 1")
+        if not 0.0 <= self.refine <= 1.0:
+            raise ValueError(f"sample.refine must lie in [0, 1], got {self.refine}")
         for name in ("temperature", "choice_temperature", "guidance_text", "guidance_lowres"):
             if getattr(self, name) < 0:
                 raise ValueError(f"sample.{name} must be >= 0")

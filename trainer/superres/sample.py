@@ -10,6 +10,11 @@ sampled code is its log-probability (the sum over factors) plus Gumbel noise sca
 ``choice_temperature * (1 - (s+1)/steps)``, MaskGIT's annealed randomness in the choice of which
 positions to keep. All randomness comes from the seed: the same inputs and seed give the same codes.
 
+With ``refine`` F > 0 (a model that takes the upsampled guess) decoding starts from the guess
+instead: one pass over the all-masked positions gives the log-probability the model assigns to the
+guess's code at each position, the fraction F of positions where it is lowest are masked, and
+MaskGIT decodes only those; every other position keeps the guess's code.
+
 Guidance (per factor, on the logits) with three forward passes: the conditional model ``c`` (text
 and low-resolution input), ``t`` (text dropped) and ``l`` (low-resolution input dropped)::
 
@@ -41,6 +46,32 @@ def masked_after(step, steps: int, n):
     ``step`` (before the at-least-one-fewer rule); ``n`` may be an array (one count per row)."""
     ratio = (step + 1) / steps
     return jnp.maximum(jnp.floor(n * jnp.cos(0.5 * jnp.pi * ratio)), 0).astype(jnp.int32)
+
+
+@functools.lru_cache(maxsize=8)
+def _guess_log_probs(cfg: SRModelConfig):
+    model = sr_model.SuperResTransformer(cfg)
+
+    def run(params, lowres, text_emb, text_mask, upsampled):
+        tokens = jnp.full(upsampled.shape, sr_model.MASK, jnp.int32)
+        keep = jnp.ones((lowres.shape[0],), bool)
+        logits = model.apply({"params": params}, tokens, lowres, keep, text_emb, text_mask, upsampled)
+        return sr_model.code_log_probs(logits, upsampled, cfg)
+
+    return jax.jit(run)
+
+
+def start_from_guess(cfg: SRModelConfig, params, lowres, text_emb, text_mask, upsampled, fraction: float):
+    """Initial tokens int32 [B, T, H, W]: the guess's codes, with the ``fraction`` of positions whose
+    guess code the model finds least likely masked (module docstring; at least one per row)."""
+    lp = np.asarray(_guess_log_probs(cfg)(params, lowres, text_emb, text_mask, upsampled))
+    b = lp.shape[0]
+    flat = lp.reshape(b, -1)
+    k = max(1, int(np.floor(fraction * flat.shape[1])))
+    order = np.argsort(flat, axis=1, kind="stable")[:, :k]  # the least likely first
+    init = np.array(upsampled, np.int32).reshape(b, -1)
+    np.put_along_axis(init, order, sr_model.MASK, axis=1)
+    return init.reshape(upsampled.shape)
 
 
 @functools.lru_cache(maxsize=8)
@@ -126,6 +157,13 @@ def decode(
             raise ValueError(f"upsampled has shape {list(upsampled.shape)}, the model needs {[b, *cfg.grid]}")
     else:
         upsampled = None
+    if options.refine > 0:
+        if upsampled is None:
+            raise ValueError("sample.refine starts from the upsampled guess: a model.upsampled_input model's")
+        if bool(np.any(np.asarray(init_tokens) >= 0)):
+            raise ValueError("sample.refine chooses the given codes itself: pass no init_tokens")
+        text = jnp.asarray(text_emb, jnp.float32), jnp.asarray(text_mask, bool)
+        init_tokens = start_from_guess(cfg, params, lowres, *text, upsampled, options.refine)
     if guided is None:
         guided = options.guidance_text != 0 or options.guidance_lowres != 0
     rng = jax.random.PRNGKey(seed) if isinstance(seed, int) else seed
