@@ -12,7 +12,8 @@ quickstart cannot drift from the CLI), each with its own progress display:
     5. generate          a few clips for several tasks
     6. eval              automatic scoring on the synthetic world + an HTML gallery
     7. the shipped model (``--run default``, the long run's checkpoint): the same text-to-video prompt
-       and its own evaluation, so the quickstart's short run can be read beside a long one
+       and its own evaluation, so the quickstart's short run can be read beside a long one; both
+       tables are printed and ``DIR/gallery.html`` shows each prompt with both models' clips
 
 A step whose command has not been built yet is reported as skipped (with its issue) and the steps
 that need its output are skipped too; everything else still runs. Re-running with the same
@@ -170,7 +171,7 @@ def quickstart(args: argparse.Namespace) -> int:
             needs=("train",),
         )
     s.run("eval", ["eval", "--run", run_dir], needs=("train",))
-    shipped_gallery = None
+    shipped_gallery = both_gallery = None
     if args.shipped_scenes > 0:
         from videopoet.trainer import checkpoint
 
@@ -191,8 +192,16 @@ def quickstart(args: argparse.Namespace) -> int:
             )
             shipped_eval = os.path.join(out, "eval-default")
             argv = ["eval", "--run", "default", "--scenes", str(args.shipped_scenes), "--out", shipped_eval]
-            s.run("shipped eval", argv)
-            shipped_gallery = os.path.join(shipped_eval, "gallery.html")
+            if s.run("shipped eval", argv):
+                shipped_gallery = os.path.join(shipped_eval, "gallery.html")
+                if "eval" not in s.failed_or_skipped:
+                    from videopoet.trainer import evaluate, gallery
+
+                    columns = [(f"the quickstart's run ({args.steps} steps)", os.path.join(run_dir, "eval"))]
+                    columns.append(("the shipped model (--run default)", shipped_eval))
+                    both_gallery = gallery.write_side_by_side(
+                        os.path.join(out, "gallery.html"), columns, evaluate.EVAL_TASKS
+                    )
     summary = {
         "out": out,
         "corpus": corpus,
@@ -202,6 +211,7 @@ def quickstart(args: argparse.Namespace) -> int:
         "clips": clips_dir,
         "gallery": os.path.join(run_dir, "eval", "gallery.html"),
         "shipped_gallery": shipped_gallery,
+        "both_gallery": both_gallery,
         "seconds": round(time.time() - t0, 1),
         "steps": s.results,
     }
@@ -216,6 +226,7 @@ def quickstart(args: argparse.Namespace) -> int:
             f"  corpus    {corpus}\n  datasets  {root}  (synth@v1)\n  run       {run_dir}\n"
             f"  clips     {clips_dir}\n  gallery   {summary['gallery']}"
             + (f"\n  shipped   {shipped_gallery}  (the shipped model, --run default)" if shipped_gallery else "")
+            + (f"\n  both      {both_gallery}  (each prompt with both models' clips)" if both_gallery else "")
         )
     failed = [r for r in s.results if r["status"] == "failed"]
     return 1 if failed else 0

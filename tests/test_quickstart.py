@@ -47,5 +47,8 @@ def test_quickstart_tiny_runs_every_step(tmp_path, capsys):
     # the shipped model beside the quickstart's own
     assert statuses["shipped generate"] == statuses["shipped eval"] == "ok"
     assert os.path.getsize(out / "clips" / "shipped_t2v.mp4") > 0 and os.path.exists(summary["shipped_gallery"])
+    both = open(summary["both_gallery"]).read()  # each prompt with both models' clips
+    assert summary["both_gallery"] == str(out / "gallery.html")
+    assert "src='run/eval/t2v_" in both and "src='eval-default/t2v_" in both and "not evaluated" in both
     # the dataset it made verifies, and a second run reuses everything (published version: no-op)
     assert main(["data", "verify", "synth@v1", "--root", summary["datasets_root"]]) == 0
