@@ -268,3 +268,28 @@ def test_super_resolution_trains_on_one_dataset(root, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("videopoet: error: --model sr trains on one dataset") and "\n" not in err
+
+
+def test_a_mixture_run_exports_from_a_moved_datasets_root(root, tmp_path):
+    """``export --root``: every member is found under the new root and checked by fingerprint; the
+    model directory records the mixture and its schedule."""
+    import shutil
+
+    from videopoet.trainer import export
+
+    run = str(tmp_path / "run")
+    train.train(load_train_config("tiny", OVR), "a@1=0.7,b@prod=0.3", run, root=root)
+    moved = str(tmp_path / "moved")
+    shutil.copytree(root, moved)
+    rec = export.export_run(run, str(tmp_path / "model"), root=moved)
+    assert [(e["ref"], e["weight"]) for e in rec["dataset"]["mixture"]] == [("a@1", 0.7), ("b@1", 0.3)]
+    assert rec["dataset"]["schedule"][0]["weights"] == {"a": 0.7, "b": 0.3}
+    assert rec["dataset_manifest"]["lineage"]["tokenizers"]["video"]["name"] == "magvit2-x"
+    assert export.load_model_dir(str(tmp_path / "model")).step == 8
+    # a member that is not the one trained on (same name and version, other records) is refused
+    shutil.rmtree(os.path.join(moved, "b"))
+    vocab = load_train_config("tiny").model.vocab
+    bits = int(np.log2(vocab.visual_size))
+    store.write_dataset(moved, "b", "1", {"b.tar": synthetic.make_records(6, vocab, seed=9)}, lineage=_lineage(bits))
+    with pytest.raises(export.ExportError, match="b@1 under .* is not the dataset"):
+        export.export_run(run, str(tmp_path / "model2"), root=moved)

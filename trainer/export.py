@@ -89,6 +89,23 @@ def _digest(flat: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _manifest_under(root: str, dataset: dict, run_dir: str) -> dict:
+    """The manifest of the run's dataset under the datasets ``root``: of a single dataset, or of a
+    mixture's first member (its members share the tokenizers and clip geometry that generation reads,
+    as the trainer checked), every member's fingerprint checked against the one the run recorded."""
+    from videopoet.schemas.store import DatasetStore
+
+    store = DatasetStore(root)
+    members = dataset.get("mixture") or [{"ref": dataset.get("ref"), "fingerprint": dataset.get("fingerprint")}]
+    manifests = []
+    for member in members:
+        manifest = store.open(str(member.get("ref"))).manifest
+        if manifest.get("fingerprint") != member.get("fingerprint"):
+            raise ExportError(f"{member.get('ref')} under {root} is not the dataset {run_dir} was trained on")
+        manifests.append(manifest)
+    return manifests[0]
+
+
 def export_run(
     run_dir: str, out_dir: str, step: int | None = None, dtype: str = "float16", root: str | None = None
 ) -> dict[str, Any]:
@@ -107,11 +124,7 @@ def export_run(
     dataset = run.info.get("dataset") or {}
     manifest = generation._dataset_manifest(run.info)
     if root is not None:
-        from videopoet.schemas.store import DatasetStore
-
-        manifest = DatasetStore(root).open(str(dataset.get("ref"))).manifest
-        if manifest.get("fingerprint") != dataset.get("fingerprint"):
-            raise ExportError(f"{dataset.get('ref')} under {root} is not the dataset {run_dir} was trained on")
+        manifest = _manifest_under(root, dataset, run_dir)
     if not manifest:
         raise ExportError(
             f"the dataset of {run_dir} cannot be read (its manifest gives the tokenizers and clip geometry); "
@@ -123,7 +136,11 @@ def export_run(
         "source": {"run_dir": os.path.abspath(run_dir) if "://" not in run_dir else run_dir, "step": run.step},
         "dtype": dtype,
         "params_sha256": _digest(flat),
-        "dataset": {k: dataset.get(k) for k in ("ref", "fingerprint", "tokenizers")},
+        "dataset": {
+            **{k: dataset.get(k) for k in ("ref", "fingerprint", "tokenizers")},
+            # a mixture run: its members (name, ref, fingerprint, weight) and the weights' schedule
+            **{k: dataset[k] for k in ("mixture", "schedule") if dataset.get(k)},
+        },
         "dataset_manifest": {
             "manifest_version": manifest.get("manifest_version"),
             "lineage": {
