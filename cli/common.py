@@ -15,6 +15,29 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
 
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """``--temperature --top-k --top-p --guidance``; one not given takes the model directory's
+    ``sampling.json`` value (the shipped model's measured settings), else the library default."""
+    why = "default: the model's sampling.json, else {}"
+    p.add_argument("--temperature", type=float, default=None, help=f"0 = greedy ({why.format(1.0)})")
+    p.add_argument("--top-k", type=int, default=None, help=f"0 = off ({why.format(0)})")
+    p.add_argument("--top-p", type=float, default=None, help=f"1 = off ({why.format(1.0)})")
+    p.add_argument(
+        "--guidance", type=float, default=None, help=f"classifier-free guidance scale, 1 = off ({why.format(1.0)})"
+    )
+
+
+def sampling_options(args: argparse.Namespace):
+    """The validated SamplingOptions of ``args.run``: the flags given, over its ``sampling.json``."""
+    from videopoet.trainer import export
+    from videopoet.trainer.sampling import SamplingOptions
+
+    given = {k: getattr(args, k) for k in export.SAMPLING_KEYS if getattr(args, k, None) is not None}
+    options = SamplingOptions(**{**export.sampling_defaults(args.run), **given})
+    options.validate()
+    return options
+
+
 def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
     """Print ``obj`` as JSON under --json, else ``text`` (or a readable dump of ``obj``)."""
     if getattr(args, "json", False):

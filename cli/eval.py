@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_json_flag, add_sampling_flags, emit, sampling_options
 
 
 def register(sub) -> None:
@@ -49,10 +49,7 @@ def register(sub) -> None:
         help="clips + gallery.html (default RUN_DIR/eval; ./eval-NAME for a model directory)",
     )
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--guidance", type=float, default=1.0)
+    add_sampling_flags(p)
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
     p.add_argument("--video-tokenizer", default=None, metavar="PRESET|DIR")
     p.add_argument("--audio-tokenizer", default=None, metavar="PRESET|DIR")
@@ -65,7 +62,6 @@ def _run(args) -> int:
 
     from videopoet.schemas import objstore
     from videopoet.trainer import evaluate, generation
-    from videopoet.trainer.sampling import SamplingOptions
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     bad = [t for t in tasks if t not in evaluate.EVAL_TASKS]
@@ -77,8 +73,7 @@ def _run(args) -> int:
         raise generation.GenerationError(f"--long-seconds must lie in (0, 600], got {args.long_seconds}")
     if not 1 <= args.scenes <= 1000 or not 1 <= args.samples <= 100:
         raise generation.GenerationError("--scenes must lie in [1, 1000] and --samples in [1, 100]")
-    options = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance)
-    options.validate()
+    options = sampling_options(args)
     gen = generation.load_generator(
         args.run,
         step=args.step,
@@ -120,10 +115,10 @@ def _run(args) -> int:
         "scenes": args.scenes,
         "samples": args.samples,
         "seed": args.seed,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "guidance": args.guidance,
+        "temperature": options.temperature,
+        "top_k": options.top_k,
+        "top_p": options.top_p,
+        "guidance": options.guidance,
     }
     text = f"{evaluate.table(report)}\n\ngallery: {report['gallery']}"
     emit(args, report, text)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_json_flag, add_sampling_flags, emit, sampling_options
 
 TASKS = ("t2v", "t2i", "i2v", "fp", "inpaint", "outpaint", "stylize", "v2a", "a2v", "avcont", "uncond")
 OUT_EXT = {"t2i": (".png",), "v2a": (".wav", ".mp4")}
@@ -73,10 +73,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, metavar="FILE", help="output .mp4 / .png / .wav")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    add_sampling_flags(p)
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
     p.add_argument(
         "--sr",
@@ -195,14 +192,6 @@ def write_output(path: str, frames=None, audio=None, fps: float = 8.0, rate: int
     return path
 
 
-def options_from_args(args):
-    from videopoet.trainer.sampling import SamplingOptions
-
-    o = SamplingOptions(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, guidance=args.guidance)
-    o.validate()
-    return o
-
-
 def _run(args) -> int:
     import time
 
@@ -211,7 +200,7 @@ def _run(args) -> int:
     from videopoet.trainer import generation
 
     check_args(args)
-    options = options_from_args(args)
+    options = sampling_options(args)
     t0 = time.perf_counter()
     gen = generation.load_generator(
         args.run,

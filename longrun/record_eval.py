@@ -2,8 +2,9 @@
 
     python longrun/record_eval.py [--run default] [--out trainer/assets/small] [--scenes 32]
 
-``videopoet eval --run RUN --scenes 32 --tasks t2v,i2v,fp,v2a --temperature 0.7 --top-k 50 --json``,
-the gallery's path left out (it lies outside the model directory), and its table printed. The
+``videopoet eval --run RUN --scenes 32 --tasks t2v,i2v,fp,v2a --json`` with the model directory's own
+sampling settings (its ``sampling.json``), the gallery's path left out (it lies outside the model
+directory), and its table printed. The
 smaller evaluation that the tests regenerate (``eval-check.json``) is written by the test itself,
 under the test suite's XLA flags: ``VIDEOPOET_RECORD=1 pytest tests/test_shipped_model.py``.
 """
@@ -19,7 +20,7 @@ import tempfile
 from videopoet.cli.main import main as videopoet
 from videopoet.trainer import evaluate
 
-SETTINGS = ["--tasks", "t2v,i2v,fp,v2a", "--temperature", "0.7", "--top-k", "50"]
+SETTINGS = ["--tasks", "t2v,i2v,fp,v2a"]
 
 
 def main() -> int:

@@ -551,3 +551,41 @@ def test_the_shipped_model_loads_and_says_where_it_came_from():
     assert run.run_dir == export.DEFAULT and run.info["dtype"] == "float16"
     assert run.info["dataset"]["fingerprint"] and run.info["dataset_manifest"]["lineage"]["tokenizers"]["video"]
     assert os.path.isfile(os.path.join(export.DEFAULT, "README.md"))
+
+
+def test_a_model_directory_s_sampling_json_sets_the_flags_not_given(run_dir, tmp_path, capsys):
+    """``sampling.json`` beside a model's parameters: ``eval`` (and ``generate``, through the same
+    ``cli.common.sampling_options``) samples with it for every flag not given; a given flag wins;
+    a file with an unknown key or a wrong type is refused in one line; an export keeps the file."""
+    import json as json_module
+
+    from videopoet.trainer import export
+
+    model_dir = str(tmp_path / "m")
+    export.export_run(run_dir, model_dir)
+    with open(os.path.join(model_dir, export.SAMPLING_FILE), "w") as f:
+        json_module.dump({"temperature": 0.5, "top_k": 7, "guidance": 2.0, "_why": "measured"}, f)
+
+    def settings(*flags):
+        argv = ["eval", "--run", model_dir, "--scenes", "1", "--tasks", "t2v", "--json", *TOK, *flags]
+        assert main([*argv, "--out", str(tmp_path / "ev")]) == 0
+        return json_module.loads(capsys.readouterr().out)["settings"]
+
+    got = settings()
+    assert (got["temperature"], got["top_k"], got["top_p"], got["guidance"]) == (0.5, 7, 1.0, 2.0)
+    got = settings("--temperature", "0", "--guidance", "1")
+    assert (got["temperature"], got["top_k"], got["guidance"]) == (0.0, 7, 1.0)
+    # a run directory has no such file: the library defaults
+    assert export.sampling_defaults(run_dir) == {}
+    export.export_run(run_dir, model_dir)  # a new export keeps it
+    assert export.sampling_defaults(model_dir) == {"temperature": 0.5, "top_k": 7, "guidance": 2.0}
+    for bad, why in [
+        ({"temprature": 0.5}, "unknown setting 'temprature'"),
+        ({"top_k": 2.5}, "top_k must be an integer"),
+    ]:
+        with open(os.path.join(model_dir, export.SAMPLING_FILE), "w") as f:
+            json_module.dump(bad, f)
+        argv = ["generate", "--run", model_dir, "--task", "t2v", "--prompt", "x", "--out", str(tmp_path / "y.mp4")]
+        assert main([*argv, *TOK]) != 0
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1, err

@@ -9,7 +9,9 @@ A model directory holds what generation and evaluation need and nothing of train
 * ``run.json``: where it came from (source run, step, the dataset's name and fingerprint) and the part
   of the dataset's manifest that generation reads (the tokenizer references and the pipeline's clip
   geometry), so the dataset itself need not be present;
-* ``README.md`` (shipped model only): the commands, seeds and figures that reproduce it.
+* ``README.md`` (shipped model only): the commands, seeds and figures that reproduce it;
+* ``sampling.json`` (optional): the sampling settings its figures were measured with, which
+  ``generate`` and ``eval`` use for every flag not given (:func:`sampling_defaults`).
 
 ``videopoet generate/eval --run default`` use :data:`DEFAULT` (``trainer/assets/small``), and any model
 directory is a ``--run`` too. :func:`export_run` writes one from a run's checkpoint
@@ -29,11 +31,23 @@ import numpy as np
 
 from videopoet.schemas.errors import VideoPoetError
 
-__all__ = ["DEFAULT", "MODEL_FILE", "ExportError", "export_run", "is_model_dir", "load_model_dir", "resolve"]
+__all__ = [
+    "DEFAULT",
+    "MODEL_FILE",
+    "SAMPLING_FILE",
+    "ExportError",
+    "export_run",
+    "is_model_dir",
+    "load_model_dir",
+    "resolve",
+    "sampling_defaults",
+]
 
 ASSETS = os.path.join(os.path.dirname(__file__), "assets")
 DEFAULT = os.path.join(ASSETS, "small")
 MODEL_FILE = "model.safetensors"
+SAMPLING_FILE = "sampling.json"
+SAMPLING_KEYS = {"temperature": float, "top_k": int, "top_p": float, "guidance": float}
 DEFAULT_NAME = "default"
 
 
@@ -48,6 +62,33 @@ def resolve(run: str) -> str:
     if not is_model_dir(DEFAULT):
         raise ExportError(f"this installation has no shipped model ({DEFAULT} is missing); give --run RUN_DIR")
     return DEFAULT
+
+
+def sampling_defaults(run: str) -> dict[str, float | int]:
+    """The sampling settings a model directory recommends (its ``sampling.json``: any of temperature,
+    top_k, top_p, guidance); {} for a run without one. A file with other keys or values of the wrong
+    type is refused in one line rather than half applied."""
+    path = os.path.join(resolve(run), SAMPLING_FILE)
+    if "://" in str(path) or not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ExportError(f"{path}: not JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ExportError(f"{path}: expected an object of {', '.join(SAMPLING_KEYS)}")
+    out: dict[str, float | int] = {}
+    for key, value in raw.items():
+        if key.startswith("_"):  # comments, e.g. why these settings
+            continue
+        kind = SAMPLING_KEYS.get(key)
+        if kind is None:
+            raise ExportError(f"{path}: unknown setting {key!r} (allowed: {', '.join(SAMPLING_KEYS)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+            raise ExportError(f"{path}: {key} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        out[key] = kind(value)
+    return out
 
 
 def is_model_dir(path: str) -> bool:
