@@ -20,7 +20,7 @@ from videopoet.trainer.sampling import SamplingOptions
 
 RECORDED = os.path.join(export.DEFAULT, "eval.json")
 CHECK = os.path.join(export.DEFAULT, "eval-check.json")
-CHECK_ARGV = ["eval", "--run", "default", "--scenes", "2", "--tasks", "t2v,i2v,fp,v2a"]
+CHECK_ARGV = ["eval", "--run", "default", "--scenes", "1", "--tasks", "t2v,i2v,fp,v2a"]
 
 
 def _load(path: str) -> dict:
@@ -49,7 +49,7 @@ def test_the_recorded_evaluation_has_32_scenes_and_its_readme_says_which_targets
 def test_the_shipped_model_gives_the_recorded_samples(tmp_path, capsys):
     """The recorded figures are this checkpoint's: its check evaluation, rerun, scores every sample as
     recorded (the same seeds; the scorer's verdicts, which a last-bit difference in a sampled token
-    late in a clip does not change). Two scenes per split keep CI short; at that size no interval
+    late in a clip does not change). One scene per split keeps CI short; at that size no interval
     clears a target, so whether targets are met is read from the 32-scene record (the test above)."""
     rc = main([*CHECK_ARGV, "--out", str(tmp_path / "eval"), "--json"])
     rep = json.loads(capsys.readouterr().out)
