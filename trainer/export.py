@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT",
     "MODEL_FILE",
     "SAMPLING_FILE",
+    "SAMPLING_KEYS",
     "ExportError",
     "export_run",
     "is_model_dir",
@@ -138,13 +139,13 @@ def _manifest_under(root: str, dataset: dict, run_dir: str) -> dict:
 
     store = DatasetStore(root)
     members = dataset.get("mixture") or [{"ref": dataset.get("ref"), "fingerprint": dataset.get("fingerprint")}]
-    manifests = []
+    first = None
     for member in members:
         manifest = store.open(str(member.get("ref"))).manifest
         if manifest.get("fingerprint") != member.get("fingerprint"):
             raise ExportError(f"{member.get('ref')} under {root} is not the dataset {run_dir} was trained on")
-        manifests.append(manifest)
-    return manifests[0]
+        first = manifest if first is None else first
+    return first or {}
 
 
 def export_run(
