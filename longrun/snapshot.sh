@@ -2,7 +2,8 @@
 # Copies a live run dir (LONGRUN_OUT, trained outside the repository so that git never sees files
 # changing under it) into longrun/run: config, run.json, metrics, the finished
 # checkpoints (never Orbax's in-progress directories), and the log LONGRUN_LOG when set. TensorBoard
-# events stay out (metrics.jsonl holds the same rows; the tree must fit one device call). Then `git add -A longrun && git commit`.
+# events stay out (metrics.jsonl holds the same rows; the tree must fit one device call), and the
+# metrics go in gzipped (metrics.jsonl.gz: gunzip it before resuming from the tree's copy). Then `git add -A longrun && git commit`.
 # LONGRUN_DEST / LONGRUN_LOG_DEST: where they go (default longrun/run and longrun/train.log, the first run's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ for try in 1 2 3 4 5; do  # a checkpoint being rotated away while copying: try a
   if cp -a "$src"/. "$dest.new"/ 2>/dev/null || { mkdir -p "$dest.new" && cp -a "$src"/. "$dest.new"/; }; then
     find "$dest.new/checkpoints" -maxdepth 1 -name '*orbax-checkpoint-tmp*' -exec rm -rf {} +
     rm -rf "$dest.new/tb"
+    # the tree holds the metrics gzipped (its size budget); `gunzip` it before resuming from the tree
+    if [ -f "$dest.new/metrics.jsonl" ]; then gzip -9 -n -f "$dest.new/metrics.jsonl"; fi
     # only the latest checkpoint (a decay-start one kept for extensions stays in the live dir): one
     # checkpoint with its Adam moments is 24 MB, two would not fit one device call
     latest=$(find "$dest.new/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null | sort -n | tail -1)
