@@ -377,6 +377,9 @@ def test_eval_command(run_dir, tmp_path, capsys):
     assert html.count("<figure>") == 16 and "heldout" in html
     for s in rep["samples"]["t2v"]:
         assert (out / f"t2v_{s['key']}_{s['sample']}.gif").exists()
+        # how many objects the scorer found: a right colour needs one
+        assert isinstance(s["objects_found"], int) and (s["objects_found"] > 0 or not s["colour"])
+    assert all("objects_found" not in s for s in rep["samples"]["v2a"])
     rc = main(["eval", "--run", run_dir, "--scenes", "1", "--tasks", "t2v", "--out", str(out), *TOK])
     text = capsys.readouterr().out
     assert rc == 0 and "seen" in text and "heldout" in text and "gallery" in text

@@ -228,9 +228,16 @@ def evaluate_model(
         report[task] = _aggregate(rows[task], keys[task])
     report["reference"] = _reference(gen, scenes)
     report["targets"] = check_targets(report)
-    report["samples"] = {t: [{k: v for k, v in r.items() if k not in ("objects",)} for r in rows[t]] for t in tasks}
+    # per sample: the verdicts and how many objects the scorer found (0: the model drew none), not the objects
+    report["samples"] = {
+        t: [{**{k: v for k, v in r.items() if k != "objects"}, **_found(r)} for r in rows[t]] for t in tasks
+    }
     report["gallery"] = gallery.write_gallery(out_dir, items, table(report), gen.info, EVAL_TASKS)
     return report
+
+
+def _found(row: dict) -> dict:
+    return {"objects_found": len(row["objects"])} if "objects" in row else {}
 
 
 def _long_rows(gen, scenes, samples: int, seed: int, options, seconds: float, out_dir: str):
