@@ -14,6 +14,7 @@ imports a tokenizer, a pipeline or the trainer.
   file's bytes -> mono float32 at ``sample_rate`` (soxr), with the track's start time.
 * :func:`decode_image` - jpg/png/webp -> uint8 ``[H, W, 3]`` (Pillow), with a pixel cap checked
   from the header before decoding.
+* :func:`decode_gif` - an animated GIF (the eval gallery's clips) -> uint8 ``[T, H, W, 3]`` (Pillow).
 * :func:`resize_center_crop` - uint8 ``[T, h, w, 3]`` -> ``[T, H, W, 3]`` (scale to cover, crop): the one
   resize of the house, so a tokenizer trains on frames resized exactly as the pipelines resize the
   frames it later tokenizes.
@@ -47,6 +48,7 @@ __all__ = [
     "decode_clips",
     "decode_image",
     "decode_frames",
+    "decode_gif",
     "extract_audio_track",
     "image_size",
     "probe_video",
@@ -371,3 +373,20 @@ def decode_image(blob: bytes, max_pixels: int | None = None) -> np.ndarray:
                 return np.asarray(im.convert("RGB"))
     except Exception as e:
         raise MediaError("undecodable_image", f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def decode_gif(blob: bytes) -> np.ndarray:
+    """Animated GIF bytes -> uint8 [T, H, W, 3] (RGB), every frame."""
+    from PIL import Image
+
+    if not blob:
+        raise MediaError("empty_file", "zero-byte image")
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            frames = []
+            for i in range(getattr(im, "n_frames", 1)):
+                im.seek(i)
+                frames.append(np.asarray(im.convert("RGB")))
+    except Exception as e:
+        raise MediaError("undecodable_image", f"cannot decode GIF: {type(e).__name__}: {e}") from None
+    return np.stack(frames)

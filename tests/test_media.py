@@ -75,3 +75,13 @@ def test_encoders_round_trip():
     frames = np.stack([frame, 255 - frame, frame // 2])  # distinct: Pillow merges repeated frames
     gif = Image.open(io.BytesIO(encode.encode_gif(frames, fps=10)))  # GIF delays are in 10 ms
     assert gif.n_frames == 3 and gif.info["duration"] == 100
+    # decode_gif: every frame back; a clip of few flat colours exactly (a GIF holds a 256-colour palette)
+    assert media.decode_gif(encode.encode_gif(frames, fps=10)).shape == (3, 24, 32, 3)
+    flat = np.zeros((4, 16, 16, 3), np.uint8)
+    for t, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 120, 40)]):
+        flat[t, :, : 4 * (t + 1)] = colour
+    np.testing.assert_array_equal(media.decode_gif(encode.encode_gif(flat, fps=8)), flat)
+    for blob, reason in [(b"", "empty_file"), (b"GIF89a-not-really", "undecodable_image")]:
+        with pytest.raises(media.MediaError) as err:
+            media.decode_gif(blob)
+        assert err.value.reason == reason

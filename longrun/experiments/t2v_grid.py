@@ -16,19 +16,11 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
+from videopoet import media
 from videopoet.trainer import evaluate, generation
 
 CAPTION_H = 14
 GAP = 6
-
-
-def gif_frames(path: str) -> list[np.ndarray]:
-    with Image.open(path) as im:
-        out = []
-        for i in range(im.n_frames):
-            im.seek(i)
-            out.append(np.asarray(im.convert("RGB")))
-    return out
 
 
 def main() -> int:
@@ -56,9 +48,9 @@ def main() -> int:
             if not os.path.isfile(gif):
                 sys.exit(f"t2v_grid: {gif} is missing (an evaluation of other scenes?)")
             # the gallery's GIFs are enlarged by whole-pixel repetition: back to the clip's own pixels
-            frames = [
-                f[:: max(1, f.shape[0] // spec.height), :: max(1, f.shape[1] // spec.width)] for f in gif_frames(gif)
-            ]
+            with open(gif, "rb") as f:
+                clip = media.decode_gif(f.read())
+            frames = clip[:, :: max(1, clip.shape[1] // spec.height), :: max(1, clip.shape[2] // spec.width)]
             row.append(np.concatenate([frames[min(i, len(frames) - 1)] for i in picks], axis=1))
         tiles.append((f"[{scene['split']}] {scene['caption']}", row))
     th, tw = tiles[0][1][0].shape[:2]
