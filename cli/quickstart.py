@@ -197,8 +197,10 @@ def quickstart(args: argparse.Namespace) -> int:
                 if "eval" not in s.failed_or_skipped:
                     from videopoet.trainer import evaluate, gallery
 
-                    columns = [(f"the quickstart's run ({args.steps} steps)", os.path.join(run_dir, "eval"))]
-                    columns.append(("the shipped model (--run default)", shipped_eval))
+                    columns = [
+                        (f"the quickstart's run ({args.steps} steps)", os.path.join(run_dir, "eval")),
+                        ("the shipped model (--run default)", shipped_eval),
+                    ]
                     both_gallery = gallery.write_side_by_side(
                         os.path.join(out, "gallery.html"), columns, evaluate.EVAL_TASKS
                     )
