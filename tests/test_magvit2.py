@@ -651,15 +651,15 @@ def test_init_from_grows_a_smaller_model(tmp_path):
 
 
 def test_freeze_encoder_trains_the_decoder_only(tmp_path):
-    """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves;
-    without a trained model to start from it is refused."""
+    """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves
+    (here on the moving-weighted loss); without a trained model to start from it is refused."""
     from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, train_run
 
     src_dir = str(tmp_path / "src")
     train_run(_run_cfg("steps=1"), src_dir, _tiny_source(), pool_size=4, progress=False)
     ft_dir = str(tmp_path / "ft")
     train_run(
-        _run_cfg("steps=2", "freeze_encoder=true", "learning_rate=0.01"),
+        _run_cfg("steps=2", "freeze_encoder=true", "learning_rate=0.01", "moving_weight=4"),
         ft_dir,
         _tiny_source(),
         pool_size=4,
@@ -685,6 +685,26 @@ def test_freeze_encoder_trains_the_decoder_only(tmp_path):
             pool_size=4,
             progress=False,
         )
+
+
+def test_moving_weight_puts_the_loss_on_what_moves():
+    """moving_pixel_weights: 1 on static pixels and on a 1-frame clip; 1 + w x |x - mean over time| where
+    a square crosses a static background, largest in the frames the square covers a pixel."""
+    from videopoet.tokenizers.magvit2.train import moving_pixel_weights
+
+    x = np.full((1, 4, 8, 8, 3), -0.5, np.float32)
+    for t in range(4):  # a white 2 x 2 square moving right by 2 px per frame along rows 3-4
+        x[0, t, 3:5, 2 * t : 2 * t + 2] = 1.0
+    w = np.asarray(moving_pixel_weights(jnp.asarray(x), 10.0))
+    assert w.shape == (1, 4, 8, 8, 1)
+    static = np.ones((8, 8), bool)
+    static[3:5] = False
+    np.testing.assert_array_equal(w[0, :, static, 0], 1.0)
+    # the square's own pixels: |1 - mean(1, -0.5, -0.5, -0.5)| = 1.125 -> 1 + 11.25; the same pixel in
+    # the other frames: |-0.5 - (-0.125)| = 0.375 -> 1 + 3.75
+    np.testing.assert_allclose(w[0, 1, 3:5, 2:4, 0], 12.25, rtol=1e-6)
+    np.testing.assert_allclose(w[0, 0, 3:5, 2:4, 0], 4.75, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(moving_pixel_weights(jnp.asarray(x[:, :1]), 10.0)), 1.0)
 
 
 def test_deflated_video_model_is_the_video_model_on_images():

@@ -61,6 +61,10 @@ class MagvitConfig:
     # ---- reconstruction / GAN / perceptual
     l1_weight: float = 1.0
     l2_weight: float = 1.0
+    # L1 / L2 weigh each pixel 1 + moving_weight * |x - the clip's mean over time| (channel mean, x in
+    # [-1, 1]): the loss follows what moves (objects) instead of the static background that fills most
+    # pixels; images and static pixels keep weight 1. 0 = plain means.
+    moving_weight: float = 0.0
     gan_weight: float = 0.0  # 0 disables the discriminator (paper: 0.1 image, 0.3 video)
     gan_start_step: int = 0
     lecam_weight: float = 0.05
@@ -160,6 +164,7 @@ class MagvitConfig:
             "commitment_weight",
             "l1_weight",
             "l2_weight",
+            "moving_weight",
             "gan_weight",
             "lecam_weight",
             "perceptual_weight",

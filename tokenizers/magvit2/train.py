@@ -195,6 +195,15 @@ def make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int
     return functools.partial(fn, pweights=perceptual_weights)
 
 
+def moving_pixel_weights(x, moving_weight: float):
+    """Per-pixel loss weights [B, T, H, W, 1] of clips ``x`` [B, T, H, W, C] in [-1, 1]: 1 plus
+    ``moving_weight`` times the pixel's distance from its clip's mean over time, averaged over the
+    channels. A static pixel (and every pixel of a 1-frame clip) weighs 1; one an object crosses weighs
+    up to 1 + 2 x ``moving_weight`` in the frames where the object covers it."""
+    dev = jnp.mean(jnp.abs(x - jnp.mean(x, axis=1, keepdims=True)), axis=-1, keepdims=True)
+    return 1.0 + moving_weight * jax.lax.stop_gradient(dev)
+
+
 @functools.lru_cache(maxsize=8)
 def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: int = 0):
     model = MagvitVQ(arch_config(phase_cfg))
@@ -212,13 +221,19 @@ def _make_train_step(cfg: MagvitConfig, phase_cfg: MagvitConfig, phase_steps: in
         recon, z, codes = model.apply({"params": params}, x)
         l1 = jnp.mean(jnp.abs(recon - x))
         l2 = jnp.mean(jnp.square(recon - x))
+        if cfg.moving_weight > 0:
+            w = moving_pixel_weights(x, cfg.moving_weight)
+            l1_fit = jnp.sum(w * jnp.abs(recon - x)) / (jnp.sum(w) * x.shape[-1])
+            l2_fit = jnp.sum(w * jnp.square(recon - x)) / (jnp.sum(w) * x.shape[-1])
+        else:
+            l1_fit, l2_fit = l1, l2
         ent, aux = lfq.entropy_loss(
             z, cfg.lfq_scale, cfg.entropy_temperature, cfg.codebook_entropy_weight, cfg.exact_entropy_max_bits
         )
         commit = lfq.commitment_loss(z, cfg.lfq_scale)
         total = (
-            cfg.l1_weight * l1
-            + cfg.l2_weight * l2
+            cfg.l1_weight * l1_fit
+            + cfg.l2_weight * l2_fit
             + entropy_weight_at(cfg, step) * ent
             + cfg.commitment_weight * commit
         )
