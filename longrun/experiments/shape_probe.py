@@ -13,11 +13,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
+from videopoet.pipelines import synth
 from videopoet.pipelines.synth import render_frames
 from videopoet.pipelines.synth.score import score_clip
 from videopoet.trainer import evaluate, generation
 
-SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+SHAPES = tuple(synth.SHAPES)  # the world's shapes, in its order
 tok = sys.argv[1] if sys.argv[1] != "shipped" else None
 n = int(sys.argv[2])
 gen = generation.Generator.from_run("trainer/assets/small", video_tokenizer=tok)
@@ -38,10 +39,10 @@ def features(seed):
         codes = np.asarray(gen.video_tok.encode(frames))[:, 0]  # [5, 8, 8]
         recon = np.asarray(gen.video_tok.decode(codes[:, None]))
         gy, gx = codes.shape[1:]
-        cy, cx = int(o["y0"] * gy), int(o["x0"] * gx)
+        cy, cx = min(int(o["y0"] * gy), gy - 1), min(int(o["x0"] * gx), gx - 1)  # the top-left of the 3 x 3 patch
         for k, shp in enumerate(SHAPES):
             pad = np.pad(codes[k], 1, mode="edge")
-            patch = pad[min(cy, gy - 1) : min(cy, gy - 1) + 3, min(cx, gx - 1) : min(cx, gx - 1) + 3].reshape(-1)
+            patch = pad[cy : cy + 3, cx : cx + 3].reshape(-1)  # the 3 x 3 tokens centred on the object
             X.append(((patch[:, None] >> np.arange(bits)) & 1).reshape(-1))
             y.append(k)
             size.append(o["size"])
@@ -50,7 +51,7 @@ def features(seed):
     return np.array(X, np.float32), np.array(y), np.array(size), np.array(dec_ok)
 
 
-Xa, ya, sa, _ = features(7)
+Xa, ya, _, _ = features(7)
 Xb, yb, sb, db = features(8)
 out = {"tokenizer": sys.argv[1], "train_rows": len(ya), "test_rows": len(yb)}
 for name, clf in (
