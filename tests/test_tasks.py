@@ -1,5 +1,7 @@
 """Exact token layouts of every VideoPoet task on a tiny vocabulary (trainer/tasks.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -275,3 +277,25 @@ def test_sequence_length_matches_build_for_every_task():
     for task in tasks.TASK_TOKEN:
         for var in tasks.variants(task, info, OPTS):
             assert tasks.sequence_length(task, var, info, OPTS) == tasks.build(task, rec, OPTS, var).length
+
+
+def test_changed_marks_output_codes_that_differ_from_the_previous_latent_frame():
+    rec = record()
+    # latent frames [0, 1] -> [0, 2] -> [3, 2]: one code changes per frame
+    rec = dataclasses.replace(rec, video=np.array([[[0, 1]], [[0, 2]], [[3, 2]]], np.int32))
+    t2v = tasks.build("t2v", rec, OPTS)
+    out = slice(t2v.prefix_len, t2v.prefix_len + 6)
+    assert t2v.changed[out].tolist() == [False, False, False, True, True, False]  # frame 0 has no frame before
+    assert not t2v.changed[: t2v.prefix_len].any() and not t2v.changed[t2v.prefix_len + 6 :].any()
+    i2v = tasks.build("i2v", rec, OPTS)  # output frames 1, 2: frame 1 against the given frame 0
+    assert i2v.changed[i2v.prefix_len :].tolist() == [False, True, True, False, False, False]
+    fp2 = tasks.build("fp", rec, OPTS, variant=2)
+    assert fp2.changed[fp2.prefix_len :].tolist() == [True, False, False, False]
+    # the target of position q is token q + 1: the flags move one position back, inside the loss mask
+    tgt_changed, (_, m) = t2v.target_changed(), t2v.targets()
+    assert np.flatnonzero(tgt_changed).tolist() == [p - 1 for p in np.flatnonzero(t2v.changed)]
+    assert not (tgt_changed & ~m).any()
+    for task in ("uncond", "t2i", "v2a", "inpaint"):
+        ex = tasks.build(task, rec, OPTS)
+        assert ex.changed.shape == ex.tokens.shape
+        assert ex.changed.sum() == (0 if task in ("t2i", "v2a") else 2), task  # t2i / v2a: no later frame out

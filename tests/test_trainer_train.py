@@ -134,3 +134,52 @@ def test_model_learns_below_unigram_baseline(tmp_path):
     rows = _rows(tmp_path / "run")
     assert rows[-1]["loss"] < 0.5 * res["unigram_baseline"], (rows[-1]["loss"], res["unigram_baseline"])
     assert rows[-1]["tasks"]["t2v"]["accuracy"] > 0.5
+
+
+def test_change_weight_weighs_changed_video_targets_in_the_objective_only():
+    import dataclasses
+
+    import jax
+
+    from videopoet.trainer import step
+
+    cfg = load_train_config("tiny", ["mesh.data=1", "batch_size=4", "data.mixture={t2v: 1.0, fp: 1.0}"])
+    recs = synthetic.make_records(8, cfg.model.vocab)
+    for r in recs[::2]:  # half the clips hold their last latent frame still: its codes are not changed
+        r.video[2] = r.video[1]
+    host = data.Mixture(recs, cfg).global_batch(0)
+    batch = {k: jax.numpy.asarray(v) for k, v in host.items() if k in data.BATCH_KEYS}
+    changed, mask = host["target_changed"], host["loss_mask"]
+    assert changed.any() and (mask & ~changed).any() and not (changed & ~mask).any()
+    trainer = step.make_trainer(cfg)
+    params = trainer.init()["params"]
+    emb = trainer.text(trainer.text.params, batch["text_ids"], batch["text_mask"])
+
+    def loss(b, weight):
+        objective, metrics = step.loss_and_metrics(trainer.model, params, b, emb, weight)
+        return float(objective), float(metrics["loss"])
+
+    plain_objective, plain = loss(batch, 0.0)
+    weighted_objective, weighted_logged = loss(batch, 3.0)
+    _, changed_only = loss({**batch, "loss_mask": batch["target_changed"]}, 0.0)
+    n, n_changed = mask.sum(), changed.sum()
+    assert plain_objective == plain and weighted_logged == plain  # the logged loss is the plain mean
+    expected = (plain * n + 3.0 * changed_only * n_changed) / (n + 3.0 * n_changed)
+    assert weighted_objective == pytest.approx(expected, rel=1e-5) and weighted_objective != pytest.approx(plain)
+    # an option added at its neutral value keeps the fingerprints that runs recorded before it existed
+    assert checkpoint.numeric_fingerprint(cfg) != checkpoint.numeric_fingerprint(
+        dataclasses.replace(cfg, change_weight=3.0)
+    )
+
+
+def test_shipped_pretraining_run_keeps_its_recorded_fingerprints():
+    import json
+    import pathlib
+
+    from videopoet.trainer import extend
+
+    run = pathlib.Path(__file__).parents[1] / "longrun" / "run3"
+    cfg = load_train_config(str(run / "config.yaml"))
+    meta = json.loads((run / "checkpoints" / "18000" / "meta" / "metadata").read_text())
+    assert checkpoint.numeric_fingerprint(cfg) == meta["config_fingerprint"]
+    assert extend.fingerprint(cfg) == meta["extend_fingerprint"]

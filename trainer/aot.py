@@ -279,6 +279,7 @@ def abstract_batch(cfg: TrainConfig, mesh, seq_len: int) -> dict[str, jax.ShapeD
         "prefix_len": ((b,), jnp.int32),
         "targets": ((b, seq_len), jnp.int32),
         "loss_mask": ((b, seq_len), jnp.bool_),
+        "target_changed": ((b, seq_len), jnp.bool_),
         "task_id": ((b,), jnp.int32),
     }
     assert set(shapes) == set(data.BATCH_KEYS)

@@ -59,16 +59,29 @@ class RunError(VideoPoetError):
     """A run directory is missing, incomplete, or was made with a different config."""
 
 
-def numeric_fingerprint(cfg: TrainConfig) -> str:
-    """sha256 of the config without the RESUMABLE_FIELDS: equal for runs that compute the same numbers."""
+# options added after runs were recorded, with the value that computes what those runs computed: at that
+# value an option is left out of the fingerprint, so the runs resume and extend with their own checkpoints
+NEUTRAL_DEFAULTS = {"change_weight": 0.0}
+
+
+def numeric_fingerprint(cfg: TrainConfig, without: tuple[str, ...] = ()) -> str:
+    """sha256 of the config without the RESUMABLE_FIELDS (and ``without``): equal for runs that compute the
+    same numbers."""
     d = to_dict(cfg)
-    for name in RESUMABLE_FIELDS:
+    dropped = [*RESUMABLE_FIELDS, *without, *(k for k, v in NEUTRAL_DEFAULTS.items() if _field(d, k) == v)]
+    for name in dropped:
         *parents, leaf = name.split(".")
         node = d
         for p in parents:
             node = node[p]
         node.pop(leaf, None)
     return config_fingerprint(d)
+
+
+def _field(d: dict, name: str):
+    for part in name.split("."):
+        d = d[part]
+    return d
 
 
 def open_checkpoints(run_dir: str, cfg: TrainConfig) -> checkpoints.Checkpoints:

@@ -261,6 +261,10 @@ class TrainConfig:
     b1: float = 0.9
     b2: float = 0.95
     grad_clip: float = 1.0
+    # loss weight of the output video codes that differ from the same position one latent frame earlier
+    # (where an object moves; most codes repeat the background): such a target counts 1 + change_weight
+    # times in the objective, every other target once. The logged loss stays the plain mean.
+    change_weight: float = 0.0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -290,6 +294,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.peak_flops < 0:
             raise ValueError("learning_rate must be > 0; weight_decay, grad_clip, peak_flops >= 0")
+        if self.change_weight < 0:
+            raise ValueError("change_weight must be >= 0")
         if self.lr_schedule not in ("cosine", "constant", "wsd"):
             raise ValueError("lr_schedule must be cosine, constant or wsd")
         if self.decay_steps < 0 or not 0.0 <= self.decay_fraction <= 1.0:

@@ -55,7 +55,18 @@ from videopoet.schemas.record import READABLE_VERSIONS, TokenRecord, decode_reco
 from videopoet.trainer import tasks
 from videopoet.trainer.config import TASKS, DataConfig, TrainConfig
 
-BATCH_KEYS = ("tokens", "valid", "text_index", "text_ids", "text_mask", "prefix_len", "targets", "loss_mask", "task_id")
+BATCH_KEYS = (
+    "tokens",
+    "valid",
+    "text_index",
+    "text_ids",
+    "text_mask",
+    "prefix_len",
+    "targets",
+    "loss_mask",
+    "target_changed",
+    "task_id",
+)
 
 
 class DataMismatchError(VerifyError):
@@ -489,6 +500,7 @@ def pad_example(ex: tasks.Example, length: int) -> tasks.Example:
         valid=pad(ex.valid, False),
         text_index=pad(ex.text_index, -1),
         cond=pad(ex.cond, tasks.COND_NONE),
+        changed=pad(ex.changed, False),
     )
 
 
@@ -508,6 +520,7 @@ def collate(rows: Sequence[tasks.Example], length: int | None = None) -> dict[st
         "prefix_len": np.array([r.prefix_len for r in rows], np.int32),
         "targets": np.stack([t for t, _ in tgts]),
         "loss_mask": np.stack([m for _, m in tgts]),
+        "target_changed": np.stack([r.target_changed() for r in rows]),
         "task_id": np.array([tasks.TASK_ID[r.task] for r in rows], np.int32),
     }
     return out

@@ -95,13 +95,4 @@ def plan(old: TrainConfig, new: TrainConfig, checkpoint_steps: list[int], run_di
 
 def fingerprint(cfg: TrainConfig) -> str:
     """The numeric fingerprint without the length fields: equal for a run and its extensions."""
-    from videopoet.schemas.config import config_fingerprint, to_dict
-
-    d = to_dict(cfg)
-    for name in (*checkpoint.RESUMABLE_FIELDS, *LENGTH_FIELDS):
-        *parents, leaf = name.split(".")
-        node = d
-        for p in parents:
-            node = node[p]
-        node.pop(leaf, None)
-    return config_fingerprint(d)
+    return checkpoint.numeric_fingerprint(cfg, without=LENGTH_FIELDS)

@@ -100,7 +100,11 @@ def _is_abstract(tree) -> bool:
 
 
 # ------------------------------------------------------------------------------------- loss
-def loss_and_metrics(lm: model.PrefixLM, params, batch: dict, text_emb) -> tuple[jax.Array, dict]:
+def loss_and_metrics(
+    lm: model.PrefixLM, params, batch: dict, text_emb, change_weight: float = 0.0
+) -> tuple[jax.Array, dict]:
+    """(objective, metrics): the objective weighs changed video targets 1 + ``change_weight`` (see
+    ``TrainConfig.change_weight``); ``metrics["loss"]`` is the plain mean over the output tokens."""
     logits = model.forward(
         lm, params, batch["tokens"], batch["valid"], batch["prefix_len"], text_emb, batch["text_index"]
     )
@@ -110,6 +114,10 @@ def loss_and_metrics(lm: model.PrefixLM, params, batch: dict, text_emb) -> tuple
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32) * m
     n = jnp.maximum(m.sum(), 1.0)
     loss = (nll * m).sum() / n
+    objective = loss
+    if change_weight:
+        w = m * (1.0 + change_weight * batch["target_changed"].astype(jnp.float32))
+        objective = (nll * w).sum() / jnp.maximum(w.sum(), 1.0)
     onehot = jax.nn.one_hot(batch["task_id"], len(TASKS), dtype=jnp.float32)  # [B, tasks]
     metrics = {
         "loss": loss,
@@ -118,7 +126,7 @@ def loss_and_metrics(lm: model.PrefixLM, params, batch: dict, text_emb) -> tuple
         "task_tokens": onehot.T @ m.sum(-1),
         "task_examples": onehot.sum(0),
     }
-    return loss, metrics
+    return objective, metrics
 
 
 # ------------------------------------------------------------------------------------- state
@@ -225,7 +233,9 @@ def make_trainer(cfg: TrainConfig, mesh=None, text: TextTower | None = None) -> 
     def train_step(state, batch, text_params):
         with nn.logical_axis_rules(rules):
             text_emb = text(text_params, batch["text_ids"], batch["text_mask"])
-            grad_fn = jax.value_and_grad(lambda p: loss_and_metrics(lm, p, batch, text_emb), has_aux=True)
+            grad_fn = jax.value_and_grad(
+                lambda p: loss_and_metrics(lm, p, batch, text_emb, cfg.change_weight), has_aux=True
+            )
             (_, metrics), grads = grad_fn(state["params"])
             updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
             params = optax.apply_updates(state["params"], updates)

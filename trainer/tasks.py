@@ -100,6 +100,7 @@ class Example:
     text_mask: np.ndarray  # int32 [text_len]
     cond: np.ndarray  # int8 [S]: COND_TEXT / COND_INPUT positions (CFG dropout), COND_NONE elsewhere
     prefix_len: int  # positions [0, prefix_len) are the bidirectional prefix
+    changed: np.ndarray  # bool [S]: output video codes that differ from the same position one latent frame earlier
 
     @property
     def length(self) -> int:
@@ -113,6 +114,12 @@ class Example:
         m[self.prefix_len - 1 : -1] = True
         m[:-1] &= self.valid[1:]
         return tgt, m
+
+    def target_changed(self) -> np.ndarray:
+        """bool [S]: position q's target (token q+1) is a ``changed`` output video code."""
+        out = np.zeros(self.tokens.shape, bool)
+        out[:-1] = self.changed[1:]
+        return out & self.targets()[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,16 +201,18 @@ class _Seq:
         self.tok: list[np.ndarray] = []
         self.cond: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
+        self.changed: list[np.ndarray] = []
         self.text_len = text_len
         self.text_start = -1
         self.text_valid = 0
         self.n = 0
 
-    def add(self, ids, cond: int = COND_NONE) -> None:
+    def add(self, ids, cond: int = COND_NONE, changed: np.ndarray | None = None) -> None:
         ids = np.asarray(ids, np.int32).reshape(-1)
         self.tok.append(ids)
         self.cond.append(np.full(ids.shape, cond, np.int8))
         self.valid.append(np.ones(ids.shape, bool))
+        self.changed.append(np.zeros(ids.shape, bool) if changed is None else np.asarray(changed, bool).reshape(-1))
         self.n += ids.size
 
     def special(self, *tokens: int) -> None:
@@ -217,6 +226,7 @@ class _Seq:
         v = np.zeros(self.text_len, bool)
         v[:n_valid] = True
         self.valid.append(v)
+        self.changed.append(np.zeros(self.text_len, bool))
         self.n += self.text_len
 
     def mark_prefix_end(self) -> None:
@@ -235,6 +245,15 @@ def text_slot(text_ids: np.ndarray | None, text_len: int) -> tuple[np.ndarray, n
     ids[: t.size] = t
     mask[: t.size] = 1
     return ids, mask
+
+
+def frame_changes(video: np.ndarray, start: int) -> np.ndarray:
+    """bool [T' - start, H', W']: for latent frames ``start`` onwards, the codes that differ from the same
+    position one latent frame earlier (the clip's first latent frame has none before it)."""
+    changed = np.zeros(video[start:].shape, bool)
+    first = max(start, 1)
+    changed[first - start :] = video[first:] != video[first - 1 : -1]
+    return changed
 
 
 def audio_split(frames: int, t_latent: int, k: int) -> int:
@@ -326,7 +345,8 @@ def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = 
         if task == "t2i":
             seq.add(video[:1])
         else:
-            seq.add(video[k:] if task in ("i2v", "fp", "avcont", "stylize") else video)
+            start = k if task in ("i2v", "fp", "avcont", "stylize") else 0
+            seq.add(video[start:], changed=frame_changes(video, start))
             seq.special(S.EOV_O)
             if task == "avcont":
                 seq.special(S.BOA_O)
@@ -348,6 +368,7 @@ def build(task: str, rec: TokenRecord, opts: TaskOptions, variant: int | None = 
         text_mask=text_mask,
         cond=np.concatenate(seq.cond),
         prefix_len=int(seq.prefix_len),
+        changed=np.concatenate(seq.changed),
     )
 
 
