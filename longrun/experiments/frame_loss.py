@@ -4,7 +4,9 @@ Also split by position: a position *changes* where its code differs from the sam
 an adjacent latent frame (where the moving object is, or was); the rest is static (background).
 ``python longrun/experiments/frame_loss.py RUN BATCHES [--step N] [--data NAME@VERSION --root DIR]``
 (default data: the run's own ``synth-long@v1``; another dataset of the same pipeline config measures
-clips the run never trained on)."""
+clips the run never trained on). The last line is over the trainer's ``target_changed`` positions (a code
+that differs from the same position one latent frame earlier): how often the model's argmax there is
+the previous frame's code, i.e. predicts that nothing moved."""
 
 import argparse
 import dataclasses
@@ -41,6 +43,7 @@ def fwd(params, batch, emb):
 per = {}
 copy = {}
 split = {"changes": [], "static": []}
+changed_rows = []  # the trainer's target_changed positions: (loss, top-1, predicts the previous frame's code)
 for s in range(args.batches):
     st = s * 11 + 5
     b = mix.global_batch(st)
@@ -51,6 +54,12 @@ for s in range(args.batches):
         rec_idx, task, var, _, _ = mix.slot(st, i)
         v = np.asarray(mix.records[rec_idx].video)
         T, H, W = v.shape
+        q = np.flatnonzero(b["target_changed"][i])
+        if q.size:
+            previous = b["tokens"][i, q + 1 - H * W]  # the same position one latent frame earlier
+            changed_rows.append(
+                (nll[i, q].mean(), (pred[i, q] == b["targets"][i, q]).mean(), (pred[i, q] == previous).mean())
+            )
         flat = voc.visual_to_global(v).reshape(-1)
         tok = b["tokens"][i]
         # find where the output video starts (the last occurrence of the clip's tokens)
@@ -85,3 +94,8 @@ for name, rows in split.items():
     a = np.array(rows)
     share, loss, top1 = a[:, 2].mean(), a[:, 0].mean(), a[:, 1].mean()
     print(f"{name} positions: {share:.3f} of the clip, loss {loss:.3f} top1 {top1:.3f} (n={len(a)})")
+a = np.array(changed_rows)
+print(
+    f"changed targets (target_changed): loss {a[:, 0].mean():.3f} top1 {a[:, 1].mean():.3f}, "
+    f"argmax is the previous latent frame's code {a[:, 2].mean():.3f} (n={len(a)})"
+)
