@@ -79,6 +79,11 @@ def test_cli_adapted_run_starts_where_the_source_ended(root, source, tmp_path, c
     assert first_adapted < 2 * src_end + 0.5
     info = checkpoint.read_run_info(adapted)
     assert info["init_from"]["step"] == 40 and info["config"]["data"]["mixture"] == {"t2v": 1.0}
+    # its model directory says which pretrained run and step it was adapted from
+    from videopoet.trainer import export
+
+    rec = export.export_run(adapted, str(tmp_path / "model"))
+    assert rec["source"]["step"] == 3 and rec["source"]["init_from"] == info["init_from"]
     # a restart resumes from the adapted run's own checkpoint (the source is not read again)
     assert main([*common[:-3], "steps=4", "warmup_steps=1", "learning_rate=0.001", "--out", adapted]) == 2
     capsys.readouterr()  # (cosine: not extendable) ...

@@ -6,7 +6,8 @@ A model directory holds what generation and evaluation need and nothing of train
   encoder);
 * ``model.safetensors``: the parameters (float16 by default: half the size; they are cast back to
   float32 on load), flattened with ``/``-joined names;
-* ``run.json``: where it came from (source run, step, the dataset's name and fingerprint) and the part
+* ``run.json``: where it came from (source run, step, and for an adapted run the pretrained run and step it
+  started from; the dataset's name and fingerprint) and the part
   of the dataset's manifest that generation reads (the tokenizer references and the pipeline's clip
   geometry), so the dataset itself need not be present;
 * ``README.md`` (shipped model only): the commands, seeds and figures that reproduce it;
@@ -175,7 +176,12 @@ def export_run(
     lineage = manifest.get("lineage") or {}
     record = {
         "format": "videopoet-model/1",
-        "source": {"run_dir": os.path.abspath(run_dir) if "://" not in run_dir else run_dir, "step": run.step},
+        "source": {
+            "run_dir": os.path.abspath(run_dir) if "://" not in run_dir else run_dir,
+            "step": run.step,
+            # an adapted run (--init-from): the pretrained run and step it started from
+            **({"init_from": run.info["init_from"]} if run.info.get("init_from") else {}),
+        },
         "dtype": dtype,
         "params_sha256": _digest(flat),
         "dataset": {
