@@ -5,6 +5,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from videopoet.trainer import gallery
@@ -34,6 +35,10 @@ def test_gallery_item_gifs_decode(tmp_path):
         im.seek(2)
         rgb = np.asarray(im.convert("RGB"))
     assert (rgb[:, : 4 * 3 * 4] == (255, 0, 0)).all() and (rgb[:, 4 * 3 * 4 :] == 0).all()
+    # read back at the clip's own size: the enlargement undone, every frame as generated
+    assert np.array_equal(gallery.read_clip(str(tmp_path), "i2v_x_0", 32, 32), _frames())
+    with pytest.raises(gallery.GalleryError, match="t2v_x_0.gif is missing"):
+        gallery.read_clip(str(tmp_path), "t2v_x_0", 32, 32)
     page = gallery.write_gallery(str(tmp_path), [item], "TABLE", {"run": "r"}, ("t2v", "i2v"))
     text = open(page).read()
     assert "<pre>TABLE</pre>" in text and "i2v_x_0.gif" in text and "<h2>i2v</h2>" in text

@@ -26,13 +26,26 @@ class GalleryError(VideoPoetError):
     """An evaluation directory without a readable ``gallery.json``."""
 
 
-__all__ = ["GalleryError", "gallery_item", "upscale", "write_gallery", "write_side_by_side"]
+__all__ = ["GalleryError", "gallery_item", "read_clip", "upscale", "write_gallery", "write_side_by_side"]
 
 
 def upscale(frames: np.ndarray, min_side: int = 128) -> np.ndarray:
     """uint8 [T,H,W,3] repeated by a whole factor until the short side is at least ``min_side``."""
     f = max(1, int(math.ceil(min_side / max(1, min(frames.shape[1:3])))))
     return np.repeat(np.repeat(frames, f, axis=1), f, axis=2) if f > 1 else frames
+
+
+def read_clip(eval_dir: str, name: str, height: int, width: int) -> np.ndarray:
+    """The clip ``name`` of an evaluation directory (``t2v_KEY_SAMPLE``, as :func:`gallery_item` names it)
+    back at its own ``height`` x ``width`` pixels: uint8 [T,H,W,3], the GIF's enlargement undone."""
+    from videopoet import media
+
+    path = os.path.join(eval_dir, f"{name}.gif")
+    if not os.path.isfile(path):
+        raise GalleryError(f"{path} is missing (an evaluation of other scenes?)")
+    with open(path, "rb") as f:
+        clip = media.decode_gif(f.read())
+    return clip[:, :: max(1, clip.shape[1] // height), :: max(1, clip.shape[2] // width)]
 
 
 def _write(path: str, blob: bytes) -> None:

@@ -19,10 +19,9 @@ import sys
 
 import numpy as np
 
-from videopoet import media
 from videopoet.pipelines.synth.score import analyze_frames
 from videopoet.pipelines.synth.world import DIRECTIONS
-from videopoet.trainer import evaluate, generation
+from videopoet.trainer import evaluate, gallery, generation
 
 FOUND = ("left", "right", "up", "down", "bounce", "still", "none")
 
@@ -52,12 +51,10 @@ def main() -> int:
         confusion: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
         moved = []
         for scene in scenes:
-            gif = os.path.join(path, f"t2v_{scene['key']}_0.gif")
-            if not os.path.isfile(gif):
-                sys.exit(f"motion_tracks: {gif} is missing (an evaluation of other scenes?)")
-            with open(gif, "rb") as f:
-                clip = media.decode_gif(f.read())
-            clip = clip[:, :: max(1, clip.shape[1] // spec.height), :: max(1, clip.shape[2] // spec.width)]
+            try:
+                clip = gallery.read_clip(path, f"t2v_{scene['key']}_0", spec.height, spec.width)
+            except gallery.GalleryError as e:
+                sys.exit(f"motion_tracks: {e}")
             objects = analyze_frames(clip)
             want = scene["want"]["motion"]
             confusion[want]["none" if not objects else objects[0].motion] += 1

@@ -16,8 +16,7 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from videopoet import media
-from videopoet.trainer import evaluate, generation
+from videopoet.trainer import evaluate, gallery, generation
 
 CAPTION_H = 14
 GAP = 6
@@ -44,13 +43,10 @@ def main() -> int:
     for scene in scenes:
         row = []
         for _, path in columns:
-            gif = os.path.join(path, f"t2v_{scene['key']}_0.gif")
-            if not os.path.isfile(gif):
-                sys.exit(f"t2v_grid: {gif} is missing (an evaluation of other scenes?)")
-            # the gallery's GIFs are enlarged by whole-pixel repetition: back to the clip's own pixels
-            with open(gif, "rb") as f:
-                clip = media.decode_gif(f.read())
-            frames = clip[:, :: max(1, clip.shape[1] // spec.height), :: max(1, clip.shape[2] // spec.width)]
+            try:
+                frames = gallery.read_clip(path, f"t2v_{scene['key']}_0", spec.height, spec.width)
+            except gallery.GalleryError as e:
+                sys.exit(f"t2v_grid: {e}")
             row.append(np.concatenate([frames[min(i, len(frames) - 1)] for i in picks], axis=1))
         tiles.append((f"[{scene['split']}] {scene['caption']}", row))
     th, tw = tiles[0][1][0].shape[:2]
