@@ -11,7 +11,7 @@ quickstart cannot drift from the CLI), each with its own progress display:
     4. train             the `small` VideoPoet model on it
     5. generate          a few clips for several tasks
     6. eval              automatic scoring on the synthetic world + an HTML gallery
-    7. the shipped model (``--run default``, the long run's checkpoint): the same text-to-video prompt
+    7. the shipped model (``--run default``, the long run's adapted checkpoint): the same text-to-video prompt
        and its own evaluation, so the quickstart's short run can be read beside a long one; both
        tables are printed and ``DIR/gallery.html`` shows each prompt with both models' clips
 
