@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from videopoet.media import decode_gif
 from videopoet.media.encode import encode_gif, encode_mp4
 from videopoet.schemas.errors import VideoPoetError
 
@@ -38,13 +39,11 @@ def upscale(frames: np.ndarray, min_side: int = 128) -> np.ndarray:
 def read_clip(eval_dir: str, name: str, height: int, width: int) -> np.ndarray:
     """The clip ``name`` of an evaluation directory (``t2v_KEY_SAMPLE``, as :func:`gallery_item` names it)
     back at its own ``height`` x ``width`` pixels: uint8 [T,H,W,3], the GIF's enlargement undone."""
-    from videopoet import media
-
     path = os.path.join(eval_dir, f"{name}.gif")
     if not os.path.isfile(path):
         raise GalleryError(f"{path} is missing (an evaluation of other scenes?)")
     with open(path, "rb") as f:
-        clip = media.decode_gif(f.read())
+        clip = decode_gif(f.read())
     return clip[:, :: max(1, clip.shape[1] // height), :: max(1, clip.shape[2] // width)]
 
 

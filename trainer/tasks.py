@@ -116,10 +116,11 @@ class Example:
         return tgt, m
 
     def target_changed(self) -> np.ndarray:
-        """bool [S]: position q's target (token q+1) is a ``changed`` output video code."""
+        """bool [S]: position q's target (token q+1) is a ``changed`` output video code (always inside the
+        loss mask: output video positions are valid and predicted)."""
         out = np.zeros(self.tokens.shape, bool)
         out[:-1] = self.changed[1:]
-        return out & self.targets()[1]
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,14 +13,12 @@ import sys
 
 import numpy as np
 
-from videopoet.pipelines import synth
-from videopoet.pipelines.synth import render_frames
+from videopoet.pipelines.synth import SHAPES, render_frames
 from videopoet.pipelines.synth.score import score_clip
 from videopoet.trainer import evaluate, generation
 
 tok = sys.argv[1] if sys.argv[1] != "shipped" else None
 n, seed = int(sys.argv[2]), int(sys.argv[3])
-SHAPES = tuple(synth.SHAPES)  # the world's shapes, in its order
 gen = generation.Generator.from_run("trainer/assets/small", video_tokenizer=tok)
 scenes = evaluate.eval_scenes(gen.spec, per_split=n, seed=seed)
 diff = collections.defaultdict(list)

@@ -13,12 +13,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 
-from videopoet.pipelines import synth
-from videopoet.pipelines.synth import render_frames
+from videopoet.pipelines.synth import SHAPES, render_frames
 from videopoet.pipelines.synth.score import score_clip
 from videopoet.trainer import evaluate, generation
 
-SHAPES = tuple(synth.SHAPES)  # the world's shapes, in its order
 tok = sys.argv[1] if sys.argv[1] != "shipped" else None
 n = int(sys.argv[2])
 gen = generation.Generator.from_run("trainer/assets/small", video_tokenizer=tok)
