@@ -1,7 +1,7 @@
 """`videopoet train`: train the VideoPoet prefix LM on a pre-tokenized dataset.
 
     videopoet train --config PRESET|YAML --data NAME@VERSION|PATH [--root DATASETS] --out RUN_DIR
-                    [--init-from RUN_OR_DIR] [--json] [--no-progress] [key=value ...]
+                    [--init-from RUN_OR_DIR [--grow]] [--json] [--no-progress] [key=value ...]
     videopoet train --dry-run --topology SLICE --config PRESET|YAML [--data NAME@VERSION] [--seq-len N]
                     [--json] [key=value ...]
 
@@ -27,7 +27,8 @@ fit. It needs libtpu (``pip install 'videopoet[tpu]'``), no TPU and no dataset (
 the dataset's vocabulary and clip geometry, as training would).
 ``--init-from RUN_OR_DIR`` starts a new run from a trained run's weights with a fresh optimizer and
 its own task mixture, schedule and steps (VideoPoet's task adaptation after pretraining; the model
-architecture must be the same). ``videopoet submit`` starts such runs. ``--stop-after-step N``
+architecture must be the same, or deeper with ``--grow``: the source's blocks spread over the new
+``model.layers``, the others starting as the identity). ``videopoet submit`` starts such runs. ``--stop-after-step N``
 checkpoints and stops after step N (resumable, e.g. to move the run to other machines).
 """
 
@@ -79,6 +80,12 @@ def register(sub) -> None:
         metavar="RUN_OR_DIR",
         help="start a new run from a trained run's weights (its latest step, or RUN/checkpoints/STEP) with a "
         "fresh optimizer and this run's own mixture, schedule and steps (task adaptation); same architecture",
+    )
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="with --init-from: this run may have more layers (model.layers) than the source; its blocks are "
+        "spread over the deeper stack and the new ones start as the identity",
     )
     p.add_argument(
         "--dry-run",
@@ -151,6 +158,8 @@ def _run(args) -> int:
     missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
     if missing:
         raise VideoPoetError(f"the following arguments are required: {', '.join(missing)}")
+    if args.grow and (not args.init_from or args.model != "lm"):
+        raise VideoPoetError("--grow deepens the prefix LM of --init-from RUN: give --init-from (and --model lm)")
     if args.model == "sr":
         from videopoet.cli import train_sr
         from videopoet.trainer import data
@@ -202,7 +211,16 @@ def _run(args) -> int:
         stop_at = args.stop_after_step
         hooks.append(Hook(lambda info: info.run.request_stop() if info.step >= stop_at else None))
     identity = launch.run_identity(spec, args.out)
-    res = train(cfg, args.data, args.out, root=args.root, hooks=hooks, identity=identity, init_from=args.init_from)
+    res = train(
+        cfg,
+        args.data,
+        args.out,
+        root=args.root,
+        hooks=hooks,
+        identity=identity,
+        init_from=args.init_from,
+        grow=args.grow,
+    )
     last = res.get("last") or {}
     loss = f"loss {last['loss']:.4f}" if "loss" in last else "no step logged in this session"
     text = (

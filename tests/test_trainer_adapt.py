@@ -9,7 +9,7 @@ import pytest
 from videopoet.cli.main import main
 from videopoet.rundir.metrics import read_metrics
 from videopoet.schemas import store
-from videopoet.trainer import adapt, checkpoint, synthetic, train
+from videopoet.trainer import adapt, checkpoint, model, synthetic, train
 from videopoet.trainer.config import load_train_config
 
 OVR = ["log_every=1", "mesh.data=1", "batch_size=4", "data.mixture={t2v: 1.0, fp: 1.0}"]
@@ -121,3 +121,48 @@ def test_architecture_mismatch_is_one_line(root, source, tmp_path, capsys):
     ok.insert(ok.index("--init-from"), "model.attention=einsum")
     ok[ok.index("--out") + 1] = str(tmp_path / "ok")
     assert main(ok) == 0
+
+
+def test_grown_model_starts_as_the_source_and_trains(root, source, tmp_path, capsys):
+    """--grow: 2 layers -> 5; at step 0 the deeper model's logits equal the source's exactly, the source's
+    blocks sit at 0 and 2, the new ones are the identity; then the run trains and records the growth."""
+    cfg = load_train_config("tiny", [*OVR, "steps=5", "model.layers=5"])
+    trainer = train._trainer(cfg)
+    src = adapt.resolve(source, grow=True)
+    assert adapt.block_placement(2, 5) == [0, 2]
+    params = adapt.initial_state(trainer, src)["params"]
+    old = checkpoint.load_run(source).params
+    assert _equal(params["block_0"], old["block_0"]) and _equal(params["block_2"], old["block_1"])
+    for new in ("block_1", "block_3", "block_4"):
+        assert not np.any(np.asarray(params[new]["attn"]["o"]["kernel"]))
+        assert not np.any(np.asarray(params[new]["mlp"]["down"]["kernel"]))
+        assert np.any(np.asarray(params[new]["attn"]["q"]["kernel"]))  # its own init: it can learn
+    rng = np.random.default_rng(0)
+    tokens = jax.numpy.asarray(rng.integers(0, cfg.model.vocab_size, (2, 24)), jax.numpy.int32)
+    valid = jax.numpy.ones((2, 24), bool)
+    prefix = jax.numpy.asarray([5, 9], jax.numpy.int32)
+    deep = model.forward(model.build(cfg.model), jax.device_get(params), tokens, valid, prefix)
+    shallow = model.forward(model.build(src.cfg.model), old, tokens, valid, prefix)
+    assert np.array_equal(np.asarray(deep), np.asarray(shallow))
+
+    args = ["train", "--config", "tiny", "--data", "syn@1", "--root", root, "--json", *OVR[:3]]
+    args += ["data.mixture={t2v: 1.0}", "steps=3", "warmup_steps=1", "learning_rate=0.001", "model.layers=4"]
+    out = str(tmp_path / "grown")
+    assert main([*args, "--out", out, "--init-from", source, "--grow"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["step"] == 3 and res["init_from"]["grown"] == {"layers": 2}
+    first = read_metrics(out)[0]["loss"]
+    assert first < 2 * float(np.mean([r["loss"] for r in read_metrics(source)[-5:]])) + 0.5
+    after = checkpoint.load_run(out).params
+    assert np.any(np.asarray(after["block_1"]["attn"]["o"]["kernel"]))  # the new blocks were trained
+    # refusals, one line each: not deeper; another field differs; --grow without --init-from
+    for extra, why in (
+        (["model.layers=2"], "needs more layers than the source's 2"),
+        (["model.mlp_dim=48"], "model.mlp_dim 64 != 48"),
+    ):
+        assert main([*args, *extra, "--out", str(tmp_path / "no"), "--init-from", source, "--grow"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert why in err and "\n" not in err
+    assert main([*args, "--out", str(tmp_path / "no"), "--grow"]) == 2
+    assert "--grow deepens the prefix LM of --init-from" in capsys.readouterr().err
+    assert not (tmp_path / "no" / "config.yaml").exists()  # nothing recorded

@@ -12,6 +12,13 @@ meaning) and the same text encoder; otherwise the run is refused in one line nam
 differ. Compute-only fields (``model.dtype``, ``model.attention``, ``model.remat``) may differ. Where the
 weights came from is recorded in ``run.json`` (``init_from``: run dir, step, config and dataset
 fingerprints); a restart of the adapted run resumes from its own checkpoints and ignores the source.
+
+Growing in depth (``grow=True``, ``videopoet train --init-from RUN --grow model.layers=N``): the new run
+may have more layers than the source and nothing else different. The source's blocks keep their order,
+spread evenly over the deeper stack (block ``i`` of ``L`` goes to ``i * N // L``), and each block in between
+starts as the identity: its attention output and MLP down projections are zero, its other weights from
+the run's own seeded init, so the grown model computes exactly the source's logits at step 0 and training
+decides what the new blocks add. The placement is recorded in ``init_from.grown``.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
 
 from videopoet.rundir import checkpoints
 from videopoet.schemas.config import to_dict
@@ -36,19 +44,24 @@ class Source:
     step: int
     cfg: TrainConfig
     info: dict
+    grow: bool = False
 
     def record(self) -> dict:
-        return {
+        rec = {
             "run": os.path.abspath(self.run_dir) if "://" not in self.run_dir else self.run_dir,
             "step": self.step,
             "config_fingerprint": checkpoint.numeric_fingerprint(self.cfg),
             "dataset": (self.info.get("dataset") or {}).get("fingerprint"),
             "text_encoder_fingerprint": self.info.get("text_encoder_fingerprint"),
         }
+        if self.grow:
+            rec["grown"] = {"layers": self.cfg.model.layers}
+        return rec
 
 
-def resolve(source: str) -> Source:
-    """A run directory (its latest checkpoint) or ``RUN/checkpoints/<step>`` (that step)."""
+def resolve(source: str, grow: bool = False) -> Source:
+    """A run directory (its latest checkpoint) or ``RUN/checkpoints/<step>`` (that step); ``grow``: the new
+    run may be deeper (see the module docstring)."""
     path = source.rstrip("/")
     step = None
     parent = os.path.dirname(path)
@@ -65,7 +78,7 @@ def resolve(source: str) -> Source:
         step = steps[-1]
     elif step not in steps:
         raise checkpoint.RunError(f"--init-from {source}: no checkpoint at step {step} (has {steps})")
-    return Source(path, step, load_train_config(cfg_path), checkpoint.read_run_info(path) or {})
+    return Source(path, step, load_train_config(cfg_path), checkpoint.read_run_info(path) or {}, grow)
 
 
 def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -74,13 +87,27 @@ def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
     return [f"model.{k} {da[k]} != {db[k]}" for k in sorted(da) if k not in COMPUTE_FIELDS and da[k] != db[k]]
 
 
+def block_placement(source_layers: int, layers: int) -> list[int]:
+    """Where each of the source's blocks goes in a stack of ``layers`` (evenly spread, order kept)."""
+    return [i * layers // source_layers for i in range(source_layers)]
+
+
 def check(src: Source, cfg: TrainConfig, text_fingerprint: str) -> None:
-    """Refuse a source whose architecture or text encoder differs from ``cfg``'s (one line)."""
+    """Refuse a source whose architecture or text encoder differs from ``cfg``'s (one line); with
+    ``src.grow`` the run may have more layers than the source, and must."""
     diff = architecture_differences(src.cfg.model, cfg.model)
+    if src.grow:
+        theirs, ours = src.cfg.model.layers, cfg.model.layers
+        if ours <= theirs:
+            raise checkpoint.RunError(
+                f"--init-from {src.run_dir} --grow: this run needs more layers than the source's {theirs} "
+                f"(got model.layers={ours})"
+            )
+        diff = [d for d in diff if not d.startswith("model.layers ")]
     if diff:
         raise checkpoint.RunError(
             f"--init-from {src.run_dir}: its model differs from this run's ({', '.join(diff)}); "
-            "adaptation keeps the architecture"
+            f"adaptation keeps the architecture{' (--grow adds layers only)' if src.grow else ''}"
         )
     theirs = src.info.get("text_encoder_fingerprint")
     if theirs and theirs != text_fingerprint:
@@ -96,7 +123,30 @@ def initial_state(trainer, src: Source):
     check(src, trainer.cfg, trainer.text.fingerprint)
     spec = jax.eval_shape(lambda r: model.init_params(src.cfg.model, r), jax.random.PRNGKey(0))
     _, loaded = checkpoints.read_subtree(src.run_dir, {"params": spec}, src.step)
-    params = jax.device_put(loaded["params"], trainer.state_shardings["params"])
     state = trainer.init()
+    params = loaded["params"]
+    if trainer.cfg.model.layers != src.cfg.model.layers:
+        params = grown_params(params, jax.device_get(state["params"]), src.cfg.model.layers)
+    params = jax.device_put(params, trainer.state_shardings["params"])
     # AdamW's initial state does not depend on the parameters' values (zero moments, count 0)
     return {"params": params, "opt_state": state["opt_state"], "step": state["step"]}
+
+
+def grown_params(source: dict, fresh: dict, source_layers: int) -> dict:
+    """The deeper model's parameters: ``fresh`` (its own init) with the source's embedding, text projection,
+    final norm, head and blocks in place, and every other block made the identity (zero output
+    projections of its attention and MLP, so it adds nothing to the residual stream)."""
+    layers = sum(1 for k in fresh if k.startswith("block_"))
+    placed = {f"block_{j}": f"block_{i}" for i, j in enumerate(block_placement(source_layers, layers))}
+    out = {}
+    for name, value in fresh.items():
+        if name in placed:
+            out[name] = source[placed[name]]
+        elif name.startswith("block_"):
+            attn, mlp = dict(value["attn"]), dict(value["mlp"])
+            attn["o"] = {"kernel": jnp.zeros_like(attn["o"]["kernel"])}
+            mlp["down"] = {"kernel": jnp.zeros_like(mlp["down"]["kernel"])}
+            out[name] = {**value, "attn": attn, "mlp": mlp}
+        else:
+            out[name] = source[name]
+    return out
