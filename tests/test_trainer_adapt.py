@@ -150,7 +150,7 @@ def test_grown_model_starts_as_the_source_and_trains(root, source, tmp_path, cap
     out = str(tmp_path / "grown")
     assert main([*args, "--out", out, "--init-from", source, "--grow"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["step"] == 3 and res["init_from"]["grown"] == {"layers": 2}
+    assert res["step"] == 3 and res["init_from"]["grown"] == {"from_layers": 2}
     first = read_metrics(out)[0]["loss"]
     assert first < 2 * float(np.mean([r["loss"] for r in read_metrics(source)[-5:]])) + 0.5
     after = checkpoint.load_run(out).params

@@ -54,8 +54,8 @@ class Source:
             "dataset": (self.info.get("dataset") or {}).get("fingerprint"),
             "text_encoder_fingerprint": self.info.get("text_encoder_fingerprint"),
         }
-        if self.grow:
-            rec["grown"] = {"layers": self.cfg.model.layers}
+        if self.grow:  # the source's depth; where its blocks went is block_placement(from_layers, model.layers)
+            rec["grown"] = {"from_layers": self.cfg.model.layers}
         return rec
 
 
