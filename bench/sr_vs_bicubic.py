@@ -30,6 +30,11 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
    ``heldout_code_accuracy``: the fraction of the SR codes (and of the guess's) equal to those
    tokens (the training log's masked-token accuracy is measured on the training pairs).
 
+``--methods`` limits the rows (and the decodings) measured; ``--init-from SR_RUN`` starts the SR run
+from another one's weights. Besides the means, ``paired_vs_bicubic`` counts, per row, the clips it
+scores right where bicubic does not and the reverse (the figure a 1-clip difference needs), and
+``per_clip`` lists every clip's scores.
+
 Measures per method (means over the held-out clips): PSNR (dB, over all pixels of a clip), edge
 sharpness as the ratio of the mean gradient magnitude (luma, central differences) to the ground
 truth's (1 = as sharp; bicubic blurs below 1), and the synthetic-world scorer's colour and shape
@@ -70,6 +75,12 @@ def mean_gradient(frames: np.ndarray) -> float:
     gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) / 2.0
     gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) / 2.0
     return float(np.mean(np.sqrt(gx**2 + gy**2)))
+
+
+def paired_counts(row: list[float], base: list[float]) -> list[int]:
+    """[clips scored right by ``row`` and wrong by ``base``, the reverse] (scores are 0 or 1 per clip)."""
+    a, b = np.asarray(row), np.asarray(base)
+    return [int(np.sum(a > b)), int(np.sum(a < b))]
 
 
 def heldout_items(corpus: str, cfg, grid_hw: tuple[int, int]):
@@ -113,6 +124,17 @@ def main(argv=None) -> int:
         default=[0.1, 0.25],
         help="with model.upsampled_input: the sr_refineF rows (greedy MaskGIT over the fraction F of "
         "positions whose guess code the model finds least likely; the rest keep the guess)",
+    )
+    ap.add_argument(
+        "--init-from",
+        default=None,
+        metavar="SR_RUN",
+        help="start the SR run from another SR run's latest weights (fresh optimizer, this run's config)",
+    )
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated rows to measure (default: all); the others' decodings are skipped",
     )
     ap.add_argument("overrides", nargs="*", help="SR config overrides (key=value)")
     args = ap.parse_args(argv)
@@ -180,7 +202,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--run {args.run!r}: a plain directory name")
     run_dir = os.path.join(work, args.run)
     t0 = time.perf_counter()
-    res = sr_train.train(cfg, pairs, run_dir)
+    res = sr_train.train(cfg, pairs, run_dir, init_from=args.init_from)
     times["train_s"] = time.perf_counter() - t0
 
     toks = tokenize.load_tokenizers(pcfg)
@@ -192,6 +214,13 @@ def main(argv=None) -> int:
     if cfg.model.upsampled_input:  # from the guess, only its least likely positions decoded (greedy)
         decodings |= {f"sr_refine{f:g}": dataclasses.replace(greedy, refine=f) for f in args.refine}
     methods = (*decodings, *(m for m in METHODS if m not in ("sr", "sr_greedy")))
+    if args.methods:
+        wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+        unknown = sorted(set(wanted) - set(methods))
+        if unknown:
+            raise SystemExit(f"--methods: {', '.join(unknown)} not among {', '.join(methods)}")
+        methods = tuple(m for m in methods if m in wanted)
+        decodings = {m: o for m, o in decodings.items() if m in wanted}
     items = heldout_items(eval_corpus, pcfg, (lh * down, lw * down))
     if not items:
         raise SystemExit("no held-out clip fits the SR model's grid")
@@ -208,12 +237,14 @@ def main(argv=None) -> int:
             code_match[m].append(float(np.mean(codes == truth_codes)))
         guess = tokenize.upsampled_codes(toks.video, low_codes[None])
         code_match["bicubic_tokens"].append(float(np.mean(guess[0] == truth_codes)))
-        outs |= {
-            "bicubic": media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2),
-            "bicubic_tokens": toks.video.decode(guess)[0],
-            "bicubic_of_pixels": media.upsample_bicubic(it.frames, 2),
-            "tokenizer_2x": toks.video.decode(truth_codes[None])[0],
-        }
+        if "bicubic" in methods:
+            outs["bicubic"] = media.upsample_bicubic(toks.video.decode(low_codes[None])[0], 2)
+        if "bicubic_tokens" in methods:
+            outs["bicubic_tokens"] = toks.video.decode(guess)[0]
+        if "bicubic_of_pixels" in methods:
+            outs["bicubic_of_pixels"] = media.upsample_bicubic(it.frames, 2)
+        if "tokenizer_2x" in methods:
+            outs["tokenizer_2x"] = toks.video.decode(truth_codes[None])[0]
         g_truth = mean_gradient(truth)
         for m, frames in outs.items():
             frames = np.asarray(frames, np.uint8)
@@ -225,6 +256,12 @@ def main(argv=None) -> int:
             rows[m]["shape"].append(float(score["shape"]))
     times["eval_s"] = time.perf_counter() - t0
     truth_scores = [score_clip(it.frames_2x, want) for it, want in items]
+    # paired against bicubic, clip by clip: [clips this row gets right where bicubic does not, the reverse]
+    paired = {}
+    if "bicubic" in rows:
+        for m in methods:
+            if m != "bicubic":
+                paired[m] = {k: paired_counts(rows[m][k], rows["bicubic"][k]) for k in ("colour", "shape")}
     out = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__},
         "command": " ".join(["python", "bench/sr_vs_bicubic.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -250,6 +287,11 @@ def main(argv=None) -> int:
         "methods": {m: {k: round(float(np.mean(v)), 4) for k, v in r.items()} for m, r in rows.items()},
         # the fraction of the SR model's (and the guess's) codes equal to the tokenizer's codes of the 128x128 truth
         "heldout_code_accuracy": {m: round(float(np.mean(v)), 4) for m, v in code_match.items()},
+        "paired_vs_bicubic": paired,
+        "per_clip": {
+            "caption": [it.caption for it, _ in items],
+            **{m: {k: r[k] for k in ("colour", "shape", "psnr")} for m, r in rows.items()},
+        },
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "work_dir": work,
     }

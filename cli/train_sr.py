@@ -1,14 +1,17 @@
 """`videopoet train --model sr`: train the super-resolution transformer on a dataset's SR pairs.
 
     videopoet train --model sr --config tiny|small|paper_stage1|paper_stage2|YAML --data NAME@VERSION
-                    --out RUN_DIR [--root DATASETS] [--stop-after-step N] [--json] [--no-progress]
-                    [key=value ...]
+                    --out RUN_DIR [--root DATASETS] [--init-from SR_RUN] [--stop-after-step N] [--json]
+                    [--no-progress] [key=value ...]
 
 The dataset must hold super-resolution pairs (built with ``videopoet pipeline run ... --sr-pairs``);
 the pairs whose grids fit the model's (``model.grid`` and the low-resolution grid under it) are used,
 the rest counted as skipped. ``model.lfq_bits`` follows the dataset's video tokenizer unless set.
 A RUN_DIR with checkpoints resumes from its latest step (same config and pairs); batches are a
 function of (seed, step), so the resumed run's parameters equal an uninterrupted run's.
+``--init-from SR_RUN`` starts a new run from another super-resolution run's latest weights (the same
+model, text encoder and text length; a fresh optimizer, this run's schedule, steps and loss options
+such as ``correction_weight``); ``superres.json`` records the source and its step.
 """
 
 from __future__ import annotations
@@ -44,8 +47,6 @@ def run(args) -> int:
     from videopoet.trainer.superres import train as sr_train
     from videopoet.trainer.superres.config import load_sr_config
 
-    if args.init_from:
-        raise VideoPoetError("--init-from applies to the LM (--model lm), not to --model sr")
     if args.stop_after_step is not None and args.stop_after_step < 1:
         raise VideoPoetError(f"--stop-after-step must be >= 1, got {args.stop_after_step}")
     overrides = list(args.overrides) + (["progress=false"] if args.no_progress or args.json else [])
@@ -60,7 +61,7 @@ def run(args) -> int:
     if args.stop_after_step is not None:
         stop_at = args.stop_after_step
         hooks.append(Hook(lambda info: info.run.request_stop() if info.step >= stop_at else None))
-    res = sr_train.train(cfg, pairs, args.out, hooks=hooks)
+    res = sr_train.train(cfg, pairs, args.out, hooks=hooks, init_from=args.init_from)
     res = {**res, "model": "sr", "config": cfg.name, "pairs": len(pairs), "data": pairs.describe()}
     last = res.get("last") or {}
     text = (

@@ -44,6 +44,13 @@ def test_preset_and_overrides():
 
 def test_int_coerces_to_float_but_not_reverse():
     assert load_config(Outer, "small", ["lr=1"], PRESETS).lr == 1.0
+    # YAML 1.1 reads 3e-4 (no dot) as a string; a float field takes it as the number it spells
+    assert load_config(Outer, "small", ["lr=3e-4"], PRESETS).lr == 3e-4
+    assert load_config(Outer, "small", ["weights={b: 2E+1}"], PRESETS).weights == {"b": 20.0}
+    with pytest.raises(ConfigError, match="lr: expected a number"):
+        load_config(Outer, "small", ["lr=3e"], PRESETS)
+    with pytest.raises(ConfigError, match="name: expected a string"):
+        load_config(Outer, "small", ["name=1.5"], PRESETS)
     with pytest.raises(ConfigError, match="model.layers: expected an integer"):
         load_config(Outer, "small", ["model.layers=1.5"], PRESETS)
 

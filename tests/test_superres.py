@@ -310,6 +310,81 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path, tiny, pairs):
         train.load_run(str(tmp_path / "nothing"))
 
 
+def _guess_pairs(mc, text_len, wrong=0.3, seed=6):
+    """Pairs whose upsampled guess is the high-resolution truth with a fraction ``wrong`` of codes changed."""
+    base = data.synthetic_pairs(mc, 8, text_len, seed=seed)
+    rng = np.random.default_rng(seed)
+    guess = np.where(rng.random(base.high.shape) < wrong, (base.high + 1) % mc.codebook_size, base.high)
+    return data.PairSet(base.high, base.low, base.text_emb, base.text_mask, guess.astype(np.int32))
+
+
+def test_correction_weight_counts_the_positions_where_the_guess_is_wrong(tiny):
+    """The objective weighs the masked positions whose guess is wrong 1 + W times; ``loss`` stays the
+    plain mean, and the positions where the guess is wrong get their own loss and accuracy."""
+    on = config.load_sr_config(tiny, ["model.upsampled_input=true"])
+    pair_set = _guess_pairs(on.model, on.text_len)
+    b = {k: jnp.asarray(v) for k, v in pair_set.batch(0, 0, 4).items()}
+    params = model.init_params(on.model, jax.random.PRNGKey(1))
+    rng = jax.random.PRNGKey(2)
+    plain, m0 = train.masked_loss(on, params, b, rng)
+    weighted_cfg = config.load_sr_config(on, ["correction_weight=3"])
+    weighted, m3 = train.masked_loss(weighted_cfg, params, b, rng)
+    masked = np.asarray(train.corrupt(on, b, rng)["masked"])
+    wrong = masked & (np.asarray(b["upsampled"]) != np.asarray(b["high"]))
+    n, n_wrong = masked.sum(), wrong.sum()
+    assert 0 < n_wrong < n
+    np.testing.assert_allclose(float(m3["loss"]), float(plain), rtol=1e-6)
+    np.testing.assert_allclose(float(m3["loss_guess_wrong"]), float(m0["loss_guess_wrong"]), rtol=1e-6)
+    want = (float(plain) * n + 3 * float(m0["loss_guess_wrong"]) * n_wrong) / (n + 3 * n_wrong)
+    np.testing.assert_allclose(float(weighted), want, rtol=1e-5)
+    assert abs(float(weighted) - float(plain)) > 1e-4
+    with pytest.raises((ConfigError, ValueError), match="upsampled_input"):
+        config.load_sr_config(tiny, ["correction_weight=3"])
+
+
+def test_init_from_starts_from_the_source_with_a_fresh_optimizer(tmp_path, tiny):
+    """``init_from``: the first step starts from the source run's parameters (not the seeded init), with
+    this run's own loss and schedule; the source is recorded; another model, or a resume that names
+    another source, is refused."""
+    on = config.load_sr_config(tiny, ["model.upsampled_input=true", "checkpoint_every=3", "log_every=1"])
+    pair_set = _guess_pairs(on.model, on.text_len)
+    source = str(tmp_path / "source")
+    train.train(config.load_sr_config(on, ["steps=3", "learning_rate=0.01", "warmup_steps=1"]), pair_set, source)
+    _, src_params, _ = train.load_run(source)
+
+    # a learning rate so small that one step leaves the parameters where they started
+    tuned = config.load_sr_config(on, ["steps=1", "learning_rate=1e-9", "warmup_steps=0", "correction_weight=3"])
+    run = str(tmp_path / "tuned")
+    res = train.train(tuned, pair_set, run, init_from=source)
+    assert res["step"] == 1 and res["resumed_from"] is None
+    _, got, _ = train.load_run(run)
+    fresh = train.init_state(tuned)["params"]
+    leaves = list(zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(src_params), strict=True))
+    assert max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in leaves) < 1e-6
+    assert (
+        max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(fresh), strict=True)
+        )
+        > 1e-3
+    )
+    info = json.load(open(os.path.join(run, train.INFO_FILE)))
+    assert info["init_from"] == {"run_dir": os.path.abspath(source), "step": 3, "config": "tiny"}
+    rows = [json.loads(line) for line in open(os.path.join(run, "metrics.jsonl"))]
+    assert 0.0 <= rows[-1]["accuracy_guess_wrong"] <= 1.0 and rows[-1]["loss_guess_wrong"] > 0
+
+    # resumed from its own checkpoint, naming the same source; refused without it or with another one
+    longer = config.load_sr_config(tuned, ["steps=2"])
+    assert train.train(longer, pair_set, run, init_from=source)["resumed_from"] == 1
+    with pytest.raises(train.SRRunError, match="was started from"):
+        train.train(config.load_sr_config(tuned, ["steps=3"]), pair_set, run)
+    with pytest.raises(train.SRRunError, match="model.lowres_skip"):
+        other = config.load_sr_config(tuned, ["model.lowres_skip=true"])
+        train.train(other, pair_set, str(tmp_path / "x"), init_from=source)
+    with pytest.raises(train.SRRunError, match="not a super-resolution run"):
+        train.train(tuned, pair_set, str(tmp_path / "y"), init_from=str(tmp_path / "nothing"))
+
+
 def test_pairs_are_checked(tiny, pairs):
     with pytest.raises(data.PairError, match="low has shape"):
         data.PairSet(pairs.high, pairs.high, pairs.text_emb, pairs.text_mask).check(tiny.model, tiny.text_len)

@@ -65,5 +65,6 @@ def test_train_sr_errors_are_one_line(capsys, root, tmp_path):
     assert "--sr-pairs" in one_line_error(capsys, [*base, "--data", "plain@v1"])
     err = one_line_error(capsys, [*base, "--data", "sr@v1", "model.grid=[5,16,16]", "model.windows=[[1,16,2]]"])
     assert "no pair has the model's grid [5, 16, 16]" in err and "[5, 8, 8]" in err
-    assert "--init-from" in one_line_error(capsys, [*base, "--data", "sr@v1", "--init-from", str(tmp_path)])
+    err = one_line_error(capsys, [*base, "--data", "sr@v1", "--init-from", str(tmp_path)])
+    assert "not a super-resolution run" in err
     assert "text_dim" in one_line_error(capsys, [*base, "--data", "sr@v1", "model.text_dim=48"])

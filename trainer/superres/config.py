@@ -173,6 +173,10 @@ class SRTrainConfig:
     b2: float = 0.95
     grad_clip: float = 1.0
     label_smoothing: float = 0.0
+    # with model.upsampled_input: a masked position whose guess code differs from the truth counts
+    # 1 + correction_weight times in the loss, so that what the model learns is where upsampling goes
+    # wrong rather than to copy the guess
+    correction_weight: float = 0.0
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -195,6 +199,13 @@ class SRTrainConfig:
         for name in ("b1", "b2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1)")
+        if self.correction_weight < 0:
+            raise ValueError("correction_weight must be >= 0")
+        if self.correction_weight and not self.model.upsampled_input:
+            raise ValueError(
+                "correction_weight weighs the positions where the upsampled guess is wrong: set "
+                "model.upsampled_input=true"
+            )
 
 
 # --------------------------------------------------------------------------------------- presets

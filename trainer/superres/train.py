@@ -12,7 +12,10 @@ One step (:func:`make_train_step`), per example, with randomness from (seed, ste
    input with ``drop_lowres``, independently (what classifier-free guidance needs at sampling);
 4. loss: the factorized cross-entropy (:func:`videopoet.trainer.superres.model.factorized_cross_entropy`)
    averaged over the masked positions. ``accuracy``: the fraction of masked positions whose most
-   likely code (every factor's argmax) is right.
+   likely code (every factor's argmax) is right. With ``correction_weight`` W the objective counts
+   the masked positions where the pair's upsampled guess is wrong 1 + W times (``loss`` stays the
+   plain mean). A ``model.upsampled_input`` run also logs ``loss_guess_wrong`` and
+   ``accuracy_guess_wrong``, measured on the masked positions where the guess is wrong.
 
 Run directory (through :mod:`videopoet.rundir`)::
 
@@ -21,6 +24,11 @@ Run directory (through :mod:`videopoet.rundir`)::
                                fingerprint and skipped counts), parameter count, the resolved config
     RUN/checkpoints/<step>/    Orbax: {"state": {"params", "opt_state", "step"}}
     RUN/metrics.jsonl, RUN/tb/, RUN/loss_curve.png
+
+Initialisation from another run (``init_from``): a new run starts from the latest parameters of a trained
+super-resolution run whose model, text encoder and text length are the same, with a fresh optimizer and
+its own schedule, steps and loss (task adaptation, as the LM's ``--init-from``); ``superres.json``
+records the source run and step under ``init_from``. Its own checkpoints then resume it as any run.
 
 Resume: a run directory with checkpoints continues from the latest step (the same config except
 for the run length and logging cadence, and the same pairs); because batches and randomness are
@@ -32,6 +40,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -132,7 +141,19 @@ def masked_loss(cfg: SRTrainConfig, params, batch: dict, rng) -> tuple[jax.Array
     count = jnp.maximum(jnp.sum(w), 1.0)
     loss = jnp.sum(ce * w) / count
     right = jnp.all(jnp.argmax(logits, -1) == sr_model.factorize(batch["high"], mc), axis=-1)
-    return loss, {"loss": loss, "accuracy": jnp.sum(right * w) / count, "mask_fraction": jnp.mean(w)}
+    metrics = {"loss": loss, "accuracy": jnp.sum(right * w) / count, "mask_fraction": jnp.mean(w)}
+    objective = loss
+    if mc.upsampled_input:  # the pair's own guess, before noise: where upsampling itself is wrong
+        wrong = (batch["upsampled"] != batch["high"]).astype(jnp.float32) * w
+        n_wrong = jnp.maximum(jnp.sum(wrong), 1.0)
+        metrics |= {
+            "loss_guess_wrong": jnp.sum(ce * wrong) / n_wrong,
+            "accuracy_guess_wrong": jnp.sum(right * wrong) / n_wrong,
+        }
+        if cfg.correction_weight:
+            weighted = w + cfg.correction_weight * wrong
+            objective = jnp.sum(ce * weighted) / jnp.maximum(jnp.sum(weighted), 1.0)
+    return objective, metrics
 
 
 @functools.lru_cache(maxsize=4)
@@ -189,16 +210,59 @@ def _write_info(run_dir: str, info: dict) -> None:
         f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def train(cfg: SRTrainConfig, pairs: PairSet | DatasetPairs, out: str, *, hooks: Sequence[Hook] = ()) -> dict:
+# fields of a source run that a run initialised from it must share: what its parameters were trained to read
+INIT_FROM_FIELDS = ("text_encoder", "text_len")
+INIT_FROM_FREE_MODEL_FIELDS = ("name", "dtype", "attention")  # how the same parameters are computed
+
+
+def init_from_source(source: str, cfg: SRTrainConfig, step: int | None = None) -> tuple[dict, dict]:
+    """(float32 parameters, record) of the super-resolution run ``source`` (its latest step unless given)
+    for a run of ``cfg``; refuses, naming the fields, a source whose model (beyond its compute dtype and
+    attention kernel), text encoder or text length differs."""
+    src_cfg, params, found = load_run(source, step)
+    differ = [
+        k
+        for k in record.differing_fields(src_cfg, cfg)
+        if k in INIT_FROM_FIELDS or (k.startswith("model.") and k.split(".", 1)[1] not in INIT_FROM_FREE_MODEL_FIELDS)
+    ]
+    if differ:
+        a, b = record.flat_fields(to_dict(src_cfg)), record.flat_fields(to_dict(cfg))
+        shown = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in differ)
+        raise SRRunError(f"init_from {source}: {shown} (only the training may differ from the source run)")
+    return params, {"run_dir": source, "step": found, "config": src_cfg.name}
+
+
+def train(
+    cfg: SRTrainConfig,
+    pairs: PairSet | DatasetPairs,
+    out: str,
+    *,
+    hooks: Sequence[Hook] = (),
+    init_from: str | None = None,
+) -> dict:
     """Train (or resume) the super-resolution transformer on ``pairs`` into the run directory ``out``.
 
     ``hooks``: :class:`~videopoet.rundir.loop.Hook` s called every N steps after the step's row is logged
-    and its checkpoint saved. Returns status, step, resumed_from, the last logged row and the loss curve."""
+    and its checkpoint saved. ``init_from``: a trained super-resolution run to start from (module
+    docstring); a resumed run must name the same one. Returns status, step, resumed_from, the last
+    logged row and the loss curve."""
     pairs.check(cfg.model, cfg.text_len)
     fingerprint = pairs_fingerprint(pairs)
     old = read_info(out)
     if old is not None and old.get("pairs_fingerprint") != fingerprint:
         raise SRRunError(f"{out} holds a run trained on other pairs; resume with the same pairs or use a new --out")
+    if init_from and "://" not in init_from:
+        init_from = os.path.abspath(init_from)
+    recorded_source = (old or {}).get("init_from", {}).get("run_dir")
+    if old is not None and recorded_source != init_from:
+        raise SRRunError(
+            f"{out} was started from {recorded_source or 'its own initialisation'}, not from "
+            f"{init_from or 'its own initialisation'}: resume it as it was started, or use a new --out"
+        )
+    source_params = source_record = None
+    if init_from:  # a resumed run reads the step it started from again, not the source's latest
+        step = old["init_from"]["step"] if old is not None else None
+        source_params, source_record = init_from_source(init_from, cfg, step)
     write_config(out, cfg)
     _write_info(
         out,
@@ -209,6 +273,7 @@ def train(cfg: SRTrainConfig, pairs: PairSet | DatasetPairs, out: str, *, hooks:
             "data": pairs.describe(),
             "params": sr_model.count_params(sr_model.abstract_params(cfg.model)),
             "config": to_dict(cfg),
+            **({"init_from": source_record} if source_record else {}),
         },
     )
     ckpts = checkpoints.Checkpoints(out, max_to_keep=cfg.keep_checkpoints)
@@ -217,6 +282,9 @@ def train(cfg: SRTrainConfig, pairs: PairSet | DatasetPairs, out: str, *, hooks:
         resumed_from = ckpts.latest_step()
         if resumed_from is not None:
             state, _ = ckpts.restore(resumed_from, checkpoints.abstract(state))
+        elif source_params is not None:
+            params = jax.tree_util.tree_map(lambda f, s: jnp.asarray(s, f.dtype), state["params"], source_params)
+            state = {"params": params, "opt_state": make_optimizer(cfg).init(params), "step": state["step"]}
         start = int(state["step"])
         step_fn = make_train_step(cfg)
 
