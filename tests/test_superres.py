@@ -2,6 +2,7 @@
 MaskGIT decoding, run directories. Tiny preset, CPU."""
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -326,10 +327,10 @@ def test_correction_weight_counts_the_positions_where_the_guess_is_wrong(tiny):
     b = {k: jnp.asarray(v) for k, v in pair_set.batch(0, 0, 4).items()}
     params = model.init_params(on.model, jax.random.PRNGKey(1))
     rng = jax.random.PRNGKey(2)
-    plain, m0 = train.masked_loss(on, params, b, rng)
+    plain, m0 = jax.jit(functools.partial(train.masked_loss, on))(params, b, rng)
     weighted_cfg = config.load_sr_config(on, ["correction_weight=3"])
-    weighted, m3 = train.masked_loss(weighted_cfg, params, b, rng)
-    masked = np.asarray(train.corrupt(on, b, rng)["masked"])
+    weighted, m3 = jax.jit(functools.partial(train.masked_loss, weighted_cfg))(params, b, rng)
+    masked = np.asarray(jax.jit(functools.partial(train.corrupt, on))(b, rng)["masked"])
     wrong = masked & (np.asarray(b["upsampled"]) != np.asarray(b["high"]))
     n, n_wrong = masked.sum(), wrong.sum()
     assert 0 < n_wrong < n
