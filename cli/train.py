@@ -79,7 +79,8 @@ def register(sub) -> None:
         default=None,
         metavar="RUN_OR_DIR",
         help="start a new run from a trained run's weights (its latest step, or RUN/checkpoints/STEP) with a "
-        "fresh optimizer and this run's own mixture, schedule and steps (task adaptation); same architecture",
+        "fresh optimizer and this run's own mixture, schedule and steps (task adaptation); same architecture "
+        "(with --model sr: another super-resolution run, its latest step)",
     )
     p.add_argument(
         "--grow",
