@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from videopoet.rundir import checkpoints
 from videopoet.schemas.config import to_dict
 from videopoet.trainer import checkpoint, model
-from videopoet.trainer.config import ModelConfig, TrainConfig, load_train_config
+from videopoet.trainer.config import TrainConfig, load_train_config
 
 # ModelConfig fields that change only how the forward pass is computed, not what it computes
 COMPUTE_FIELDS = ("name", "dtype", "attention", "remat", "init_std")
@@ -81,8 +81,9 @@ def resolve(source: str, grow: bool = False) -> Source:
     return Source(path, step, load_train_config(cfg_path), checkpoint.read_run_info(path) or {}, grow)
 
 
-def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[str]:
-    """``model.FIELD A != B`` for each architecture field that differs."""
+def architecture_differences(a, b) -> list[str]:
+    """``model.FIELD A != B`` for each architecture field that differs between two model configs (the
+    LM's :class:`ModelConfig`, or the super-resolution model's, whose ``init_from`` checks the same way)."""
     da, db = to_dict(a), to_dict(b)
     return [f"model.{k} {da[k]} != {db[k]}" for k in sorted(da) if k not in COMPUTE_FIELDS and da[k] != db[k]]
 

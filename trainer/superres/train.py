@@ -54,6 +54,7 @@ from videopoet.rundir.loop import Hook, Run, StepInfo
 from videopoet.rundir.metrics import Panel
 from videopoet.schemas.config import to_dict
 from videopoet.schemas.errors import VideoPoetError
+from videopoet.trainer import adapt
 from videopoet.trainer.superres import model as sr_model
 from videopoet.trainer.superres.config import SRTrainConfig, load_sr_config
 from videopoet.trainer.superres.data import DatasetPairs, PairSet
@@ -210,26 +211,29 @@ def _write_info(run_dir: str, info: dict) -> None:
         f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-# fields of a source run that a run initialised from it must share: what its parameters were trained to read
+# fields of a source run that a run initialised from it must share besides the model: what its
+# parameters were trained to read
 INIT_FROM_FIELDS = ("text_encoder", "text_len")
-INIT_FROM_FREE_MODEL_FIELDS = ("name", "dtype", "attention")  # how the same parameters are computed
 
 
-def init_from_source(source: str, cfg: SRTrainConfig, step: int | None = None) -> tuple[dict, dict]:
-    """(float32 parameters, record) of the super-resolution run ``source`` (its latest step unless given)
-    for a run of ``cfg``; refuses, naming the fields, a source whose model (beyond its compute dtype and
-    attention kernel), text encoder or text length differs."""
-    src_cfg, params, found = load_run(source, step)
-    differ = [
-        k
-        for k in record.differing_fields(src_cfg, cfg)
-        if k in INIT_FROM_FIELDS or (k.startswith("model.") and k.split(".", 1)[1] not in INIT_FROM_FREE_MODEL_FIELDS)
-    ]
+def init_from_source(source: str, cfg: SRTrainConfig, step: int | None = None) -> dict:
+    """The record (run_dir, step, config) of the super-resolution run ``source`` (its latest checkpoint
+    unless ``step`` is given) for a run of ``cfg``, read from its config alone; refuses, naming the fields,
+    a source whose architecture (as the LM's ``--init-from`` compares it), text encoder or text length
+    differs, or that has no checkpoint."""
+    src_cfg = load_run_config(source)
+    differ = adapt.architecture_differences(src_cfg.model, cfg.model)
+    for k in INIT_FROM_FIELDS:
+        if getattr(src_cfg, k) != getattr(cfg, k):
+            differ.append(f"{k} {getattr(src_cfg, k)!r} != {getattr(cfg, k)!r}")
     if differ:
-        a, b = record.flat_fields(to_dict(src_cfg)), record.flat_fields(to_dict(cfg))
-        shown = ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in differ)
-        raise SRRunError(f"init_from {source}: {shown} (only the training may differ from the source run)")
-    return params, {"run_dir": source, "step": found, "config": src_cfg.name}
+        raise SRRunError(f"init_from {source}: {', '.join(differ)} (only the training may differ from the source run)")
+    if step is None:
+        with checkpoints.Checkpoints(source, read_only=True) as c:
+            step = c.latest_step()
+        if step is None:
+            raise SRRunError(f"init_from {source}: the run has no checkpoint")
+    return {"run_dir": source, "step": step, "config": src_cfg.name}
 
 
 def train(
@@ -259,10 +263,9 @@ def train(
             f"{out} was started from {recorded_source or 'its own initialisation'}, not from "
             f"{init_from or 'its own initialisation'}: resume it as it was started, or use a new --out"
         )
-    source_params = source_record = None
-    if init_from:  # a resumed run reads the step it started from again, not the source's latest
-        step = old["init_from"]["step"] if old is not None else None
-        source_params, source_record = init_from_source(init_from, cfg, step)
+    source_record = None
+    if init_from:  # a resumed run keeps the step it started from, not the source's latest
+        source_record = init_from_source(init_from, cfg, old["init_from"]["step"] if old is not None else None)
     write_config(out, cfg)
     _write_info(
         out,
@@ -282,7 +285,8 @@ def train(
         resumed_from = ckpts.latest_step()
         if resumed_from is not None:
             state, _ = ckpts.restore(resumed_from, checkpoints.abstract(state))
-        elif source_params is not None:
+        elif source_record is not None:  # the source's parameters are read only when the run starts
+            _, source_params, _ = load_run(init_from, source_record["step"])
             params = jax.tree_util.tree_map(lambda f, s: jnp.asarray(s, f.dtype), state["params"], source_params)
             state = {"params": params, "opt_state": make_optimizer(cfg).init(params), "step": state["step"]}
         start = int(state["step"])
@@ -332,14 +336,19 @@ def train(
     }
 
 
-def load_run(run_dir: str, step: int | None = None) -> tuple[SRTrainConfig, dict, int]:
-    """(config, float32 parameters, step) of a super-resolution run directory (latest step unless given)."""
+def load_run_config(run_dir: str) -> SRTrainConfig:
+    """The recorded config of a super-resolution run directory (refused if it is not one)."""
     info = read_info(run_dir)
     if info is None or info.get("kind") != KIND:
         raise SRRunError(f"{run_dir} is not a super-resolution run (no {INFO_FILE})")
     fs, root = fsspec.core.url_to_fs(run_dir)
     path = f"{root.rstrip('/')}/{CONFIG_FILE}"
-    cfg = load_sr_config(fs.unstrip_protocol(path) if "://" in run_dir else path)
+    return load_sr_config(fs.unstrip_protocol(path) if "://" in run_dir else path)
+
+
+def load_run(run_dir: str, step: int | None = None) -> tuple[SRTrainConfig, dict, int]:
+    """(config, float32 parameters, step) of a super-resolution run directory (latest step unless given)."""
+    cfg = load_run_config(run_dir)
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), jax.eval_shape(lambda: init_state(cfg)["params"])
     )
