@@ -1,7 +1,8 @@
 """Super-resolution against bicubic upsampling on held-out synthetic clips.
 
     python bench/sr_vs_bicubic.py [--train-clips 48] [--eval-clips 8] [--steps 120] [--batch 4]
-                                  [--out DIR] [--run NAME] [key=value ...]   (SR config overrides)
+                                  [--eval-split heldout|train] [--out DIR] [--run NAME]
+                                  [key=value ...]   (SR config overrides)
 
 Rerun with the same ``--out`` and arguments to resume: the corpora and the published dataset are
 kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` to save more often).
@@ -11,9 +12,9 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
 1. A synthetic ``small`` corpus (train split) goes through the Beam pipeline (``small`` preset, the
    shipped tokenizers) with ``sr_pairs``: 64x64 clips and their 128x128 pairs.
 2. A ``small``-preset super-resolution transformer trains on the pairs (``--steps`` x ``--batch``).
-3. Held-out clips (the corpus's ``heldout`` split: colour x shape combinations never trained on)
-   are prepared exactly as the pipeline prepares them (the 128x128 clip is the ground truth, the
-   64x64 clip its 2x2 box average) and their 64x64 clips tokenized. Then, against the ground truth:
+3. Held-out clips, never trained on (``--eval-split``), are prepared exactly as the pipeline prepares
+   them (the 128x128 clip is the ground truth, the 64x64 clip its 2x2 box average) and their 64x64
+   clips tokenized. Then, against the ground truth:
 
    * ``sr``: the SR model's MaskGIT decoding of the low-resolution tokens (the caption as text),
      decoded by the tokenizer at 128x128 (the cascade of ``videopoet generate --sr``);
@@ -29,6 +30,11 @@ kept, and the SR run continues from its last checkpoint (``checkpoint_every=N`` 
 
    ``heldout_code_accuracy``: the fraction of the SR codes (and of the guess's) equal to those
    tokens (the training log's masked-token accuracy is measured on the training pairs).
+
+   ``--eval-split`` picks which clips: ``heldout`` (default), the corpus's ``heldout`` split, whose
+   colour x shape combinations the SR model never saw, so a drop there mixes resolution with zero-shot
+   attributes; ``train``, new videos of the trained combinations (another seed than the training
+   corpus's), so only resolution is measured.
 
 ``--methods`` limits the rows (and the decodings) measured; ``--init-from SR_RUN`` starts the SR run
 from another one's weights. Besides the means, ``paired_vs_bicubic`` counts, per row, the clips it
@@ -83,8 +89,8 @@ def paired_counts(row: list[float], base: list[float]) -> list[int]:
     return [int(np.sum(a > b)), int(np.sum(a < b))]
 
 
-def heldout_items(corpus: str, cfg, grid_hw: tuple[int, int]):
-    """(ClipItem, scorer's wanted objects) of the held-out corpus's video clips in the square bucket."""
+def eval_items(corpus: str, cfg, grid_hw: tuple[int, int]):
+    """(ClipItem, scorer's wanted objects) of the evaluation corpus's video clips in the square bucket."""
     from videopoet.media.webdataset import Sample, iter_samples
     from videopoet.pipelines import prepare
     from videopoet.pipelines.inputs import list_input_shards
@@ -115,6 +121,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--eval-split",
+        choices=("heldout", "train"),
+        default="heldout",
+        help="held-out clips: of combinations never trained on (heldout), or new videos of trained ones (train)",
+    )
     ap.add_argument("--out", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--run", default="sr-run", help="the SR run's directory name inside --out")
     ap.add_argument(
@@ -155,24 +167,27 @@ def main(argv=None) -> int:
     work = args.out or tempfile.mkdtemp(prefix="sr-bench-")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    train_corpus, eval_corpus = os.path.join(work, "train"), os.path.join(work, "heldout")
+    # the evaluation corpus of new train-split videos has its own directory and marker names, apart
+    # from the training corpus's
+    eval_name = "heldout" if args.eval_split == "heldout" else "unseen-train"
+    train_corpus, eval_corpus = os.path.join(work, "train"), os.path.join(work, eval_name)
     # a rerun with the same --out resumes: corpora, dataset, SR run; another --eval-clips remakes only
-    # the held-out corpus (the training corpus, its dataset and the SR run stay)
+    # the evaluation corpus (the training corpus, its dataset and the SR run stay)
     train_done = os.path.join(work, f"corpus-train-{args.train_clips}-{args.seed}.done")
-    eval_done = os.path.join(work, f"corpus-heldout-{args.eval_clips}-{args.seed}.done")
+    eval_done = os.path.join(work, f"corpus-{eval_name}-{args.eval_clips}-{args.seed}.done")
     if not os.path.exists(train_done):
         generate_corpus(train_corpus, clips=args.train_clips, shards=2, seed=args.seed, config="small", progress=False)
         open(train_done, "w").close()
     if not os.path.exists(eval_done):
         shutil.rmtree(eval_corpus, ignore_errors=True)
-        for stale in glob.glob(os.path.join(work, "corpus-heldout-*.done")):
+        for stale in glob.glob(os.path.join(work, f"corpus-{eval_name}-*.done")):
             os.remove(stale)
         generate_corpus(
             eval_corpus,
             clips=args.eval_clips,
             shards=1,
-            seed=args.seed + 1,
-            split="heldout",
+            seed=args.seed + 1,  # for the train split: other videos than the training corpus's
+            split=args.eval_split,
             config="small",
             progress=False,
         )
@@ -221,7 +236,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"--methods: {', '.join(unknown)} not among {', '.join(methods)}")
         methods = tuple(m for m in methods if m in wanted)
         decodings = {m: o for m, o in decodings.items() if m in wanted}
-    items = heldout_items(eval_corpus, pcfg, (lh * down, lw * down))
+    items = eval_items(eval_corpus, pcfg, (lh * down, lw * down))
     if not items:
         raise SystemExit("no held-out clip fits the SR model's grid")
     t0 = time.perf_counter()
@@ -279,6 +294,7 @@ def main(argv=None) -> int:
             "overrides": list(args.overrides),
         },
         "sr_train": {"final_loss": res["last"].get("loss"), "final_accuracy": res["last"].get("accuracy")},
+        "eval_split": args.eval_split,
         "heldout_clips": len(items),
         "ground_truth_scorer": {
             "colour": float(np.mean([s["colour"] for s in truth_scores])),

@@ -650,6 +650,50 @@ def test_init_from_grows_a_smaller_model(tmp_path):
         )
 
 
+def test_finer_time_params_start_a_network_at_twice_the_temporal_rate(tmp_path):
+    """finer_time_params: a temporal_downsample=4 model as the start of the same network at 2 (5 frames
+    give 3 latent frames instead of 2). Every parameter has the finer network's shape; the encoder is the
+    source's; the decoder upsampler that no longer doubles time makes exactly the frames the source's made
+    at the end of each latent frame. --init-from accepts such a source and refuses a coarser rate."""
+    from videopoet.tokenizers.magvit2.model import DepthToSpaceUp, finer_time_params, temporal_down_levels
+    from videopoet.tokenizers.magvit2.tokenizer import flatten, init_params
+    from videopoet.tokenizers.magvit2.train import TrainConfigMismatchError, init_weights_from
+
+    coarse = load_magvit_config("tiny")
+    fine = load_magvit_config("tiny", ["temporal_downsample=2"])
+    assert coarse.latent_shape(5, 32, 32)[0] == 2 and fine.latent_shape(5, 32, 32)[0] == 3
+    (level,) = set(temporal_down_levels(coarse)) - set(temporal_down_levels(fine))
+    src = init_params(coarse, 3)
+    out = finer_time_params(src, coarse, fine)
+    want = {k: v.shape for k, v in flatten(init_params(fine, 0)).items()}
+    got, before = flatten(out), flatten(src)
+    assert {k: v.shape for k, v in got.items()} == want
+    changed = sorted(k for k in got if got[k].shape != before[k].shape)
+    assert changed == [f"decoder/up{level + 1}/conv/conv/bias", f"decoder/up{level + 1}/conv/conv/kernel"]
+    for k in got:
+        if k not in changed:
+            np.testing.assert_array_equal(got[k], before[k])
+    features = coarse.channels * coarse.channel_mults[level]
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 3, 4, 4, coarse.channels * coarse.channel_mults[level + 1]))
+    y_src = DepthToSpaceUp(features, coarse.temporal_kernel, True).apply(
+        {"params": src["decoder"][f"up{level + 1}"]}, x
+    )
+    y_fine = DepthToSpaceUp(features, coarse.temporal_kernel, False).apply(
+        {"params": out["decoder"][f"up{level + 1}"]}, x
+    )
+    assert y_src.shape[1] == 5 and y_fine.shape[1] == 3
+    np.testing.assert_allclose(np.asarray(y_fine), np.asarray(y_src[:, 0::2]), rtol=1e-6, atol=1e-6)
+
+    MagvitTokenizer(coarse, src).save(str(tmp_path / "coarse"))
+    MagvitTokenizer(fine, out).save(str(tmp_path / "fine"))
+    started = init_weights_from(fine, str(tmp_path / "coarse"))
+    for k, v in flatten(started).items():
+        np.testing.assert_array_equal(v, got[k])
+    assert MagvitTokenizer(fine, started).encode(take(_tiny_source(), 1)).shape == (1, 3, 4, 4)
+    with pytest.raises(TrainConfigMismatchError, match="not a finer rate"):
+        init_weights_from(coarse, str(tmp_path / "fine"))
+
+
 def test_freeze_encoder_trains_the_decoder_only(tmp_path):
     """freeze_encoder=true: the encoder (so every code) stays bit for bit the source's, the decoder moves
     (here on the moving-weighted loss); without a trained model to start from it is refused."""

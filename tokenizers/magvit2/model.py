@@ -395,3 +395,32 @@ def grow_params(params, fresh):
             f"trained model have no place)"
         )
     return out
+
+
+def finer_time_params(params, source: MagvitConfig, cfg: MagvitConfig):
+    """A trained model's ``params`` as the start of the same network with a smaller ``temporal_downsample``
+    (more latent frames per clip: 17 frames give 9 instead of 5 at 2 instead of 4).
+
+    The encoder's kernels are the same: a downsampler that no longer halves time keeps its kernel and
+    steps by one frame. In the decoder, each upsampler that no longer doubles time keeps the output
+    channels of the later of the two frames it made (the frame its latent frame ends on) and drops the
+    others. The result does not compute what ``params`` compute (it is where a fine-tune at the finer
+    rate starts, far nearer than a random init); every other parameter is kept as it is.
+    """
+    from videopoet.tokenizers.magvit2.tokenizer import flatten, unflatten  # that module imports this one
+
+    if cfg.temporal_downsample > source.temporal_downsample or source.temporal_downsample % cfg.temporal_downsample:
+        raise ValueError(
+            f"temporal_downsample {cfg.temporal_downsample} is not a finer rate than the source's "
+            f"{source.temporal_downsample}"
+        )
+    dropped = sorted(set(temporal_down_levels(source)) - set(temporal_down_levels(cfg)))
+    flat = dict(flatten(params))
+    for level in dropped:
+        for leaf in ("kernel", "bias"):
+            key = f"decoder/up{level + 1}/conv/conv/{leaf}"
+            if key not in flat:
+                raise ValueError(f"cannot refine time: the source has no {key}")
+            w = np.asarray(flat[key])
+            flat[key] = w.reshape(*w.shape[:-1], 2, w.shape[-1] // 2)[..., 1, :]
+    return unflatten(flat)

@@ -55,6 +55,7 @@ from videopoet.tokenizers.magvit2.model import (
     Discriminator,
     MagvitVQ,
     deflate_params,
+    finer_time_params,
     grow_params,
     inflate_params,
 )
@@ -397,7 +398,8 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
 
     With ``image_steps > 0`` the run first continues the model as an image model
     (:func:`~.model.deflate_params`: exactly the video model on 1-frame clips), then goes back to video
-    keeping the source's temporal taps (:func:`to_video_params`)."""
+    keeping the source's temporal taps (:func:`to_video_params`). A source at a coarser temporal rate than
+    ``cfg`` starts the finer network (:func:`~.model.finer_time_params`)."""
     src = load_dir(init_from)
     have, want = arch_config(src.config), arch_config(cfg)
     params = src.params
@@ -405,12 +407,15 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
         diff = sorted(
             f.name for f in dataclasses.fields(MagvitConfig) if getattr(have, f.name) != getattr(want, f.name)
         )
-        if not set(diff) <= set(GROWABLE_FIELDS):
+        if not set(diff) <= {*GROWABLE_FIELDS, *FINER_TIME_FIELDS}:
             raise TrainConfigMismatchError(
                 f"--init-from {init_from}: its architecture differs from this config ({', '.join(diff)})"
             )
-        # more residual blocks: the source grown into this config's network, computing what the source computes
         try:
+            # a finer temporal rate: the source's kernels as the start of the finer network
+            if set(diff) & set(FINER_TIME_FIELDS):
+                params = finer_time_params(params, have, want)
+            # more residual blocks: the source grown into this config's network, computing what it computes
             params = grow_params(params, init_params(cfg, cfg.seed))
         except ValueError as e:
             raise TrainConfigMismatchError(f"--init-from {init_from}: {e}") from None
@@ -419,6 +424,8 @@ def init_weights_from(cfg: MagvitConfig, init_from: str):
 
 # architecture fields an --init-from source may differ in: the run grows it (model.grow_params)
 GROWABLE_FIELDS = ("num_res_blocks", "level_res_blocks")
+# ... and fields it may differ in that start a network at a finer rate (model.finer_time_params)
+FINER_TIME_FIELDS = ("temporal_downsample",)
 
 
 def train_run(
