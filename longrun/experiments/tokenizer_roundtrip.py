@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from videopoet.pipelines.synth.score import score_clip
+from videopoet.tokenizers.magvit2.evaluate import psnr
 from videopoet.trainer import evaluate, generation
 
 tok = sys.argv[1] if sys.argv[1] != "shipped" else None
@@ -27,8 +28,7 @@ for s, frames in zip(scenes, recon, strict=True):
     for key in ("colour", "shape", "motion"):
         acc[(s["split"], key)].append(float(score[key]))
         acc[(f"size:{size}", key)].append(float(score[key]))
-    mse = np.mean((frames.astype(np.float64) - s["frames"]) ** 2)
-    acc[(s["split"], "psnr")].append(float(10 * np.log10(255.0**2 / max(mse, 1e-12))))
+    acc[(s["split"], "psnr")].append(psnr(frames, s["frames"]))
 out = {
     "tokenizer": sys.argv[1],
     "scenes": len(scenes),

@@ -409,13 +409,13 @@ def finer_time_params(params, source: MagvitConfig, cfg: MagvitConfig):
     """
     from videopoet.tokenizers.magvit2.tokenizer import flatten, unflatten  # that module imports this one
 
-    if cfg.temporal_downsample > source.temporal_downsample or source.temporal_downsample % cfg.temporal_downsample:
+    if cfg.temporal_downsample > source.temporal_downsample:  # both powers of 2 (the config checks)
         raise ValueError(
             f"temporal_downsample {cfg.temporal_downsample} is not a finer rate than the source's "
             f"{source.temporal_downsample}"
         )
     dropped = sorted(set(temporal_down_levels(source)) - set(temporal_down_levels(cfg)))
-    flat = dict(flatten(params))
+    flat = flatten(params)
     for level in dropped:
         for leaf in ("kernel", "bias"):
             key = f"decoder/up{level + 1}/conv/conv/{leaf}"
