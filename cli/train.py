@@ -1,7 +1,8 @@
 """`videopoet train`: train the VideoPoet prefix LM on a pre-tokenized dataset.
 
     videopoet train --config PRESET|YAML --data NAME@VERSION|PATH [--root DATASETS] --out RUN_DIR
-                    [--init-from RUN_OR_DIR [--grow]] [--json] [--no-progress] [key=value ...]
+                    [--init-from RUN_OR_DIR [--grow] [--allow-tokenizer-change]] [--json] [--no-progress]
+                    [key=value ...]
     videopoet train --dry-run --topology SLICE --config PRESET|YAML [--data NAME@VERSION] [--seq-len N]
                     [--json] [key=value ...]
 
@@ -28,8 +29,9 @@ the dataset's vocabulary and clip geometry, as training would).
 ``--init-from RUN_OR_DIR`` starts a new run from a trained run's weights with a fresh optimizer and
 its own task mixture, schedule and steps (VideoPoet's task adaptation after pretraining; the model
 architecture must be the same, or deeper with ``--grow``: the source's blocks spread over the new
-``model.layers``, the others starting as the identity). ``videopoet submit`` starts such runs. ``--stop-after-step N``
-checkpoints and stops after step N (resumable, e.g. to move the run to other machines).
+``model.layers``, the others starting as the identity; the source's datasets must have the same
+tokenizers as this run's unless ``--allow-tokenizer-change``). ``videopoet submit`` starts such runs.
+``--stop-after-step N`` checkpoints and stops after step N (resumable, e.g. to move the run to other machines).
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def register(sub) -> None:
         action="store_true",
         help="with --init-from: this run may have more layers (model.layers) than the source; its blocks are "
         "spread over the deeper stack and the new ones start as the identity",
+    )
+    p.add_argument(
+        "--allow-tokenizer-change",
+        action="store_true",
+        help="with --init-from: accept a source trained on datasets of other tokenizers (say, a finer "
+        "temporal rate of the same MAGVIT-v2); refused otherwise, since its weights read other codes",
     )
     p.add_argument(
         "--dry-run",
@@ -161,6 +169,8 @@ def _run(args) -> int:
         raise VideoPoetError(f"the following arguments are required: {', '.join(missing)}")
     if args.grow and (not args.init_from or args.model != "lm"):
         raise VideoPoetError("--grow deepens the prefix LM of --init-from RUN: give --init-from (and --model lm)")
+    if args.allow_tokenizer_change and (not args.init_from or args.model != "lm"):
+        raise VideoPoetError("--allow-tokenizer-change is for the prefix LM's --init-from RUN: give --init-from")
     if args.model == "sr":
         from videopoet.cli import train_sr
         from videopoet.trainer import data
@@ -221,6 +231,7 @@ def _run(args) -> int:
         identity=identity,
         init_from=args.init_from,
         grow=args.grow,
+        allow_tokenizer_change=args.allow_tokenizer_change,
     )
     last = res.get("last") or {}
     loss = f"loss {last['loss']:.4f}" if "loss" in last else "no step logged in this session"

@@ -15,11 +15,20 @@ from videopoet.trainer.config import load_train_config
 OVR = ["log_every=1", "mesh.data=1", "batch_size=4", "data.mixture={t2v: 1.0, fp: 1.0}"]
 
 
+def _lineage(video_fingerprint: str) -> dict:
+    """A manifest lineage naming the video tokenizer (fingerprint only: what the check compares)."""
+    bits = int(np.log2(load_train_config("tiny").model.vocab.visual_size))
+    ref = {"kind": "visual", "spec": "x", "name": "magvit2-x", "config": {"lfq_bits": bits}}
+    return {"tokenizers": {"video": {**ref, "fingerprint": video_fingerprint}}}
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     r = str(tmp_path_factory.mktemp("root"))
     recs = synthetic.make_records(12, load_train_config("tiny").model.vocab)
-    store.write_dataset(r, "syn", "1", {"a.tar": recs})
+    store.write_dataset(r, "syn", "1", {"a.tar": recs}, lineage=_lineage("a" * 64))
+    # the same records under another video tokenizer (a re-tokenized corpus)
+    store.write_dataset(r, "syn-retok", "1", {"a.tar": recs}, lineage=_lineage("b" * 64))
     return r
 
 
@@ -166,3 +175,27 @@ def test_grown_model_starts_as_the_source_and_trains(root, source, tmp_path, cap
     assert main([*args, "--out", str(tmp_path / "no"), "--grow"]) == 2
     assert "--grow deepens the prefix LM of --init-from" in capsys.readouterr().err
     assert not (tmp_path / "no" / "config.yaml").exists()  # nothing recorded
+
+
+def test_a_source_trained_on_other_tokenizers_is_refused_unless_allowed(root, source, tmp_path, capsys):
+    args = ["train", "--config", "tiny", "--data", "syn-retok@1", "--root", root, "--json", *OVR, "steps=1"]
+    args += ["--init-from", source]
+    out = str(tmp_path / "r")
+    assert main([*args, "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("videopoet: error: --init-from") and "\n" not in err
+    assert f"video {'a' * 12} -> {'b' * 12}" in err and "--allow-tokenizer-change" in err
+    assert not (tmp_path / "r" / "config.yaml").exists()  # nothing recorded: the same --out can be reused
+    assert main([*args, "--out", out, "--allow-tokenizer-change"]) == 0
+    capsys.readouterr()
+    rec = checkpoint.read_run_info(out)["init_from"]
+    assert rec["tokenizers"]["video"] == "a" * 64
+    assert rec["tokenizers_changed"] == {"video": {"from": "a" * 64, "to": "b" * 64}}
+    # the same tokenizers: accepted without the flag, and nothing recorded as changed
+    same = str(tmp_path / "same")
+    assert main([*[a if a != "syn-retok@1" else "syn@1" for a in args], "--out", same]) == 0
+    capsys.readouterr()
+    assert "tokenizers_changed" not in checkpoint.read_run_info(same)["init_from"]
+    # the flag means nothing without --init-from
+    assert main([*args[: args.index("--init-from")], "--out", str(tmp_path / "x"), "--allow-tokenizer-change"]) == 2
+    assert "--allow-tokenizer-change" in capsys.readouterr().err

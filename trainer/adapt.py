@@ -13,6 +13,13 @@ differ. Compute-only fields (``model.dtype``, ``model.attention``, ``model.remat
 weights came from is recorded in ``run.json`` (``init_from``: run dir, step, config and dataset
 fingerprints); a restart of the adapted run resumes from its own checkpoints and ignores the source.
 
+The source must also have read its tokens from the same tokenizers as this run's datasets (video,
+audio and text, as the datasets' manifests record them): a token id is only the same token under the
+same tokenizer, so a run on re-tokenized data would silently start from weights that read other codes.
+``allow_tokenizer_change`` (``--allow-tokenizer-change``) accepts it on purpose, for instance a tokenizer
+refined from the source's (a finer temporal rate: the codes keep their vocabulary, the later latent
+frames change meaning); ``init_from.tokenizers_changed`` then records each change.
+
 Growing in depth (``grow=True``, ``videopoet train --init-from RUN --grow model.layers=N``): the new run
 may have more layers than the source and nothing else different. The source's blocks keep their order,
 spread evenly over the deeper stack (block ``i`` of ``L`` goes to ``i * N // L``), and each block in between
@@ -36,6 +43,8 @@ from videopoet.trainer.config import TrainConfig, load_train_config
 
 # ModelConfig fields that change only how the forward pass is computed, not what it computes
 COMPUTE_FIELDS = ("name", "dtype", "attention", "remat", "init_std")
+# the datasets' tokenizers whose ids the LM reads and writes (run.json: dataset.tokenizers)
+TOKENIZED_MODALITIES = ("video", "audio", "text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +54,12 @@ class Source:
     cfg: TrainConfig
     info: dict
     grow: bool = False
+    tokenizers_changed: dict = dataclasses.field(default_factory=dict)  # modality -> {"from", "to"}
+
+    @property
+    def tokenizers(self) -> dict:
+        """The source's dataset tokenizer fingerprints by modality (as its run.json records them)."""
+        return dict((self.info.get("dataset") or {}).get("tokenizers") or {})
 
     def record(self) -> dict:
         rec = {
@@ -53,7 +68,10 @@ class Source:
             "config_fingerprint": checkpoint.numeric_fingerprint(self.cfg),
             "dataset": (self.info.get("dataset") or {}).get("fingerprint"),
             "text_encoder_fingerprint": self.info.get("text_encoder_fingerprint"),
+            "tokenizers": self.tokenizers,
         }
+        if self.tokenizers_changed:
+            rec["tokenizers_changed"] = self.tokenizers_changed
         if self.grow:  # the source's depth; where its blocks went is block_placement(from_layers, model.layers)
             rec["grown"] = {"from_layers": self.cfg.model.layers}
         return rec
@@ -93,9 +111,28 @@ def block_placement(source_layers: int, layers: int) -> list[int]:
     return [i * layers // source_layers for i in range(source_layers)]
 
 
-def check(src: Source, cfg: TrainConfig, text_fingerprint: str) -> None:
+def tokenizer_changes(src: Source, tokenizers: dict | None) -> dict:
+    """``{modality: {"from": source's, "to": this run's}}`` for each tokenizer fingerprint that both the
+    source's datasets and this run's (``tokenizers``, by modality) record and that differs."""
+    theirs, ours = src.tokenizers, tokenizers or {}
+    return {
+        m: {"from": theirs[m], "to": ours[m]}
+        for m in TOKENIZED_MODALITIES
+        if theirs.get(m) and ours.get(m) and theirs[m] != ours[m]
+    }
+
+
+def check(
+    src: Source,
+    cfg: TrainConfig,
+    text_fingerprint: str,
+    tokenizers: dict | None = None,
+    allow_tokenizer_change: bool = False,
+) -> Source:
     """Refuse a source whose architecture or text encoder differs from ``cfg``'s (one line); with
-    ``src.grow`` the run may have more layers than the source, and must."""
+    ``src.grow`` the run may have more layers than the source, and must. ``tokenizers``: this run's
+    dataset tokenizer fingerprints by modality; a source trained on others is refused unless
+    ``allow_tokenizer_change``. Returns the source with its accepted tokenizer changes recorded."""
     diff = architecture_differences(src.cfg.model, cfg.model)
     if src.grow:
         theirs, ours = src.cfg.model.layers, cfg.model.layers
@@ -116,6 +153,14 @@ def check(src: Source, cfg: TrainConfig, text_fingerprint: str) -> None:
             f"--init-from {src.run_dir}: it was trained with text encoder {theirs[:12]}, this run's "
             f"{cfg.text_encoder!r} is {text_fingerprint[:12]}"
         )
+    changed = tokenizer_changes(src, tokenizers)
+    if changed and not allow_tokenizer_change:
+        what = ", ".join(f"{m} {c['from'][:12]} -> {c['to'][:12]}" for m, c in changed.items())
+        raise checkpoint.RunError(
+            f"--init-from {src.run_dir}: its datasets were tokenized by other tokenizers than this run's "
+            f"({what}), so its weights read other codes; pass --allow-tokenizer-change if that is intended"
+        )
+    return dataclasses.replace(src, tokenizers_changed=changed)
 
 
 def initial_state(trainer, src: Source):

@@ -98,6 +98,7 @@ def train(
     identity: dict | None = None,
     init_from: str | None = None,
     grow: bool = False,
+    allow_tokenizer_change: bool = False,
 ) -> dict:
     """Train (or resume) into ``out``. Give ``data_ref`` (NAME@VERSION or a version dir, or a mixture
     ``NAME@VER=WEIGHT,NAME@VER=WEIGHT,...``: :class:`~videopoet.trainer.data.DatasetMixture`) or a ready ``mixture``.
@@ -107,7 +108,8 @@ def train(
     with what software the run runs: ``videopoet.infra.launch.run_identity``) goes into run.json.
     ``init_from``: a trained run (or one of its checkpoint dirs) whose weights a new run starts from, with a
     fresh optimizer (:mod:`.adapt`); ignored when ``out`` already has checkpoints (a resume). ``grow``: the
-    run may have more layers than ``init_from`` (its new blocks start as the identity)."""
+    run may have more layers than ``init_from`` (its new blocks start as the identity).
+    ``allow_tokenizer_change``: accept an ``init_from`` trained on datasets of other tokenizers."""
     pidx, pcount = jax.process_index(), jax.process_count()
     lead = pidx == 0
     old_info = checkpoint.read_run_info(out) or {}
@@ -138,8 +140,14 @@ def train(
         trainer = _trainer(cfg)
         heldout = train_eval.HeldoutLoss(cfg, trainer, root, pidx, pcount) if cfg.eval.heldout_every else None
         if init_from is not None and ckpts.latest_step() is None:
-            source = adapt.resolve(init_from, grow=grow)
-            adapt.check(source, cfg, trainer.text.fingerprint)
+            tokenizers = (mixture.record() if mixed else dataset_info).get("tokenizers")
+            source = adapt.check(
+                adapt.resolve(init_from, grow=grow),
+                cfg,
+                trainer.text.fingerprint,
+                tokenizers,
+                allow_tokenizer_change,
+            )
     except Exception:
         ckpts.close()
         raise
