@@ -5,7 +5,8 @@
                            [--gpus-per-node G] [--slices S] [--accelerator A] [--image IMAGE]
                            [--queue Q] [--max-restarts M] [--signal-grace SECONDS] [--time LIMIT]
                            [--env KEY=VALUE ...] [--extra-arg FLAG ...] [--no-verify-data]
-                           [--dry-run] [--topology [SLICE]] [--artifacts-dir DIR] [--json] [key=value ...]
+                           [--dry-run] [--topology [SLICE]] [--artifacts-dir DIR]
+                           [--init-from RUN_OR_DIR [--grow] [--allow-tokenizer-change]] [--json] [key=value ...]
     videopoet submit pipeline --target T --run-dir DIR --input GLOB --data NAME@VERSION
                            [--runner beam|ray] [--workers N] ... [-- runner flags]
     videopoet submit status|logs|cancel JOB --target slurm
@@ -19,6 +20,9 @@ a flag unchanged to the submitting tool (e.g. ``--extra-arg=--account=proj`` for
 ``--topology [SLICE]`` (training) first compiles the train step ahead of time for that TPU slice
 (default: the ``--accelerator`` slice; see ``videopoet train --dry-run``) and refuses, in one line, a
 step that does not fit the chips' HBM; the report goes into the result's ``detail.aot``.
+``--init-from RUN_OR_DIR`` submits a task adaptation (``videopoet train --init-from``): the source is
+checked here first as the hosts will check it (a run with a checkpoint, the same architecture and
+tokenizers), unless the run dir already has a checkpoint (a resubmission resumes and ignores it).
 """
 
 from __future__ import annotations
@@ -121,6 +125,20 @@ def register(sub) -> None:
                 help="compile the train step ahead of time for this TPU slice first (default: --accelerator's) "
                 "and refuse a step that does not fit its HBM (needs libtpu)",
             )
+        if kind == "train":
+            q.add_argument(
+                "--init-from",
+                default=None,
+                metavar="RUN_OR_DIR",
+                help="start from a trained run's weights with a fresh optimizer (task adaptation; see "
+                "'videopoet train --init-from'), as the hosts see it",
+            )
+            q.add_argument("--grow", action="store_true", help="with --init-from: this run may have more layers")
+            q.add_argument(
+                "--allow-tokenizer-change",
+                action="store_true",
+                help="with --init-from: accept a source trained on datasets of other tokenizers",
+            )
         q.add_argument("--artifacts-dir", default=None, help="where --dry-run writes (default RUN_DIR/submit)")
         add_json_flag(q)
         q.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -152,13 +170,18 @@ def _pairs(items: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _host_path(path: str | None) -> str | None:
+    """A local path made absolute (hosts start in other directories); URIs as given."""
+    return path if path is None or "://" in path else os.path.abspath(path)
+
+
 def request_from_args(args: argparse.Namespace):
     """The :class:`~videopoet.infra.request.SubmitRequest` a ``submit train|pipeline`` command line asks for."""
     import shlex
 
     from videopoet.infra.request import SubmitRequest
 
-    run_dir = args.run_dir if "://" in args.run_dir else os.path.abspath(args.run_dir)  # hosts start elsewhere
+    run_dir = _host_path(args.run_dir)
     return SubmitRequest(
         kind=args.kind,
         target=args.target,
@@ -188,6 +211,9 @@ def request_from_args(args: argparse.Namespace):
         verify_data=not args.no_verify_data,
         dry_run=args.dry_run,
         topology=getattr(args, "topology", None),
+        init_from=_host_path(getattr(args, "init_from", None)),
+        grow=getattr(args, "grow", False),
+        allow_tokenizer_change=getattr(args, "allow_tokenizer_change", False),
     )
 
 

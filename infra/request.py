@@ -69,6 +69,11 @@ class SubmitRequest:
     # train: compile the step ahead of time for this TPU slice before submitting, and refuse a step that
     # does not fit its HBM ("accelerator": the request's --accelerator)
     topology: str | None = None
+    # train: start from a trained run's weights (``videopoet train --init-from``: task adaptation), as the
+    # hosts see it; ``grow`` and ``allow_tokenizer_change`` as ``videopoet train``'s flags
+    init_from: str | None = None
+    grow: bool = False
+    allow_tokenizer_change: bool = False
 
     @property
     def num_processes(self) -> int:
@@ -107,8 +112,13 @@ class SubmitRequest:
                 raise RequestError("a training run needs --data NAME@VERSION (or a version dir)")
             if self.topology and self.slices != 1:
                 raise RequestError("--topology compiles for one slice; multi-slice runs (--slices > 1) are not covered")
+            if (self.grow or self.allow_tokenizer_change) and not self.init_from:
+                flag = "--grow" if self.grow else "--allow-tokenizer-change"
+                raise RequestError(f"{flag} qualifies --init-from RUN_OR_DIR; give --init-from")
         elif self.topology:
             raise RequestError("--topology (the ahead-of-time compile of the train step) is for training runs")
+        elif self.init_from or self.grow or self.allow_tokenizer_change:
+            raise RequestError("--init-from (start from a trained run's weights) is for training runs")
         else:
             if self.runner not in RUNNERS:
                 raise RequestError(f"unknown pipeline runner {self.runner!r} (known: {', '.join(RUNNERS)})")
@@ -184,6 +194,10 @@ def train_argv(request: SubmitRequest) -> list[str]:
     argv = [*request.program, "train", "--config", request.config, "--data", str(request.data)]
     if request.root:
         argv += ["--root", request.root]
+    if request.init_from:
+        argv += ["--init-from", request.init_from]
+        argv += ["--grow"] if request.grow else []
+        argv += ["--allow-tokenizer-change"] if request.allow_tokenizer_change else []
     return argv + ["--out", request.run_dir, "--no-progress", *request.overrides]
 
 
@@ -292,9 +306,40 @@ def _check_train(request: SubmitRequest, devices: int | None) -> dict[str, Any]:
             raise RequestError(str(e)) from None
         out["dataset"] = data.data_identity(opened)
         ds = opened[0][0]  # a mixture's datasets agree in vocabulary and tokenizers
+    if request.init_from:
+        out["init_from"] = _check_init_from(request, opened if ds is not None else None)
     if request.topology:
         out["aot"] = _check_aot(request, ds)
     return out
+
+
+def _check_init_from(request: SubmitRequest, opened: list | None) -> dict[str, Any] | None:
+    """The source run of ``--init-from``, checked as the hosts' ``videopoet train`` will check it: a run
+    directory with a checkpoint, the same architecture (or deeper with ``grow``) and, with the datasets
+    readable here (``opened``), the same tokenizers unless ``allow_tokenizer_change``. A run dir that
+    already has a checkpoint resumes and ignores the source, and a source only the cluster can read is
+    left to the hosts: both answer None. The text encoder is left to the hosts (it loads the encoder)."""
+    from videopoet.rundir import checkpoints
+    from videopoet.trainer import adapt, data
+    from videopoet.trainer.config import load_train_config
+
+    if _is_local(request.run_dir) and os.path.isdir(request.run_dir):
+        with checkpoints.Checkpoints(request.run_dir, read_only=True) as c:
+            if c.latest_step() is not None:
+                return None
+    if not _is_local(request.init_from):
+        return None
+    try:
+        src = adapt.resolve(request.init_from, grow=request.grow)
+        if opened is None:  # without the datasets' vocabulary the architecture cannot be compared here
+            return src.record()
+        ds = opened[0][0]
+        vocab = data.vocabulary_overrides(ds, request.config, request.overrides)
+        cfg = load_train_config(request.config, [*vocab, *request.overrides])
+        tokenizers = data.dataset_record(ds)["tokenizers"]
+        return adapt.check(src, cfg, None, tokenizers, request.allow_tokenizer_change).record()
+    except VideoPoetError as e:
+        raise RequestError(str(e)) from None
 
 
 def _check_aot(request: SubmitRequest, ds=None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Target local: 2 processes joined through the launch contract train like 1 process; dry run; a bad request
-fails before anything starts; a killed process stops the other at once and the group resumes."""
+fails before anything starts; a killed process stops the other at once and the group resumes; a task adaptation
+(--init-from) is checked before submitting and trains from the source's weights."""
 
 import json
 import os
@@ -22,10 +23,18 @@ STEPS = 10
 OVERRIDES = [f"steps={STEPS}", "log_every=1", "checkpoint_every=2", "data.mixture={t2v: 1.0, fp: 1.0}"]
 
 
+def _lineage(video_fingerprint: str) -> dict:
+    bits = int(np.log2(load_train_config("tiny").model.vocab.visual_size))
+    ref = {"kind": "visual", "spec": "x", "name": "magvit2-x", "config": {"lfq_bits": bits}}
+    return {"tokenizers": {"video": {**ref, "fingerprint": video_fingerprint}}}
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("root"))
-    store.write_dataset(root, "syn", "1", {"a.tar": synthetic.make_records(16, load_train_config("tiny").model.vocab)})
+    recs = synthetic.make_records(16, load_train_config("tiny").model.vocab)
+    store.write_dataset(root, "syn", "1", {"a.tar": recs}, lineage=_lineage("a" * 64))
+    store.write_dataset(root, "syn-retok", "1", {"a.tar": recs}, lineage=_lineage("b" * 64))  # re-tokenized
     return root
 
 
@@ -37,11 +46,17 @@ def _submit(root, run_dir, processes, devices, *extra):
 
 
 @pytest.fixture(scope="module")
-def reference(root, tmp_path_factory):
-    """Losses of an uninterrupted 1-process x 2-device run."""
+def reference_run(root, tmp_path_factory):
+    """An uninterrupted 1-process x 2-device run."""
     run_dir = tmp_path_factory.mktemp("one") / "run"
     assert _submit(root, run_dir, 1, 2, "--max-restarts", "0") == 0
-    return [r["loss"] for r in read_metrics(str(run_dir))]
+    return str(run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    """Losses of the uninterrupted run."""
+    return [r["loss"] for r in read_metrics(reference_run)]
 
 
 def test_dry_run_writes_launch_script(root, tmp_path, capsys):
@@ -61,6 +76,66 @@ def test_bad_request_fails_before_anything_starts(root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "batch_size 4 does not split over 3 processes" in err
     assert not os.path.exists(tmp_path / "run")
+
+
+def _adapt_dry_run(root, tmp_path, source, *extra, data="syn@1"):
+    argv = ["submit", "train", "--target", "local", "--config", "tiny", "--data", data, "--root", root, "--json"]
+    argv += ["--run-dir", str(tmp_path / "adapted"), "--dry-run", "--artifacts-dir", str(tmp_path / "art")]
+    return main([*argv, "--init-from", source, *extra, *OVERRIDES])
+
+
+@pytest.mark.slow
+def test_an_adaptation_is_checked_before_submitting_and_resumes_from_its_own_checkpoints(
+    root, reference_run, reference, tmp_path, capsys, monkeypatch
+):
+    capsys.readouterr()
+    monkeypatch.chdir(os.path.dirname(reference_run))  # a relative source goes to the hosts made absolute
+    assert _adapt_dry_run(root, tmp_path, os.path.basename(reference_run)) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["detail"]["init_from"]["run"] == reference_run and res["detail"]["init_from"]["step"] == STEPS
+    assert res["command"][res["command"].index("--init-from") + 1] == reference_run
+    assert f"--init-from {reference_run} --out" in open(tmp_path / "art" / "launch.sh").read()
+    # refused here, in one line, before anything is submitted: what the hosts' trainer would refuse later
+    refusals = [
+        ((str(tmp_path / "nope"),), {}, "not a training run directory"),
+        ((reference_run, "model.layers=3"), {}, "model.layers 2 != 3"),
+        ((reference_run,), {"data": "syn-retok@1"}, f"video {'a' * 12} -> {'b' * 12}"),
+    ]
+    for args, kw, message in refusals:
+        assert _adapt_dry_run(root, tmp_path, *args, **kw) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert (
+        main(["submit", "train", "--target", "local", "--data", "syn@1", "--run-dir", str(tmp_path / "g")] + ["--grow"])
+        == 2
+    )
+    assert "--grow qualifies --init-from" in capsys.readouterr().err
+    assert _adapt_dry_run(root, tmp_path, reference_run, "--allow-tokenizer-change", data="syn-retok@1") == 0
+    res = json.loads(capsys.readouterr().out)
+    cmd = res["command"]
+    assert cmd[cmd.index("--init-from") : cmd.index("--out")] == [
+        "--init-from",
+        reference_run,
+        "--allow-tokenizer-change",
+    ]
+    assert res["detail"]["init_from"]["tokenizers_changed"]["video"] == {"from": "a" * 64, "to": "b" * 64}
+    # submitted: the adapted run starts from the source's weights (below the source run's own loss on the
+    # same batches at every step), and a resubmission resumes from its own checkpoint, the source unread
+    adapted = str(tmp_path / "adapted")
+    argv = ["submit", "train", "--target", "local", "--config", "tiny", "--data", "syn@1", "--root", root]
+    argv += ["--run-dir", adapted, "--json", "--max-restarts", "0", "--init-from", reference_run]
+    assert main([*argv, *OVERRIDES]) == 0
+    capsys.readouterr()
+    info = json.load(open(os.path.join(adapted, "run.json")))
+    assert info["init_from"]["step"] == STEPS and info["init_from"]["tokenizers"] == {"video": "a" * 64}
+    losses = [r["loss"] for r in read_metrics(adapted)]
+    assert all(a < r - 0.3 for a, r in zip(losses, reference, strict=True))  # the same batches, step by step
+    os.rename(reference_run, reference_run + "-moved")
+    try:
+        assert _adapt_dry_run(root, tmp_path, reference_run) == 0  # the run dir has a checkpoint: no source check
+        assert json.loads(capsys.readouterr().out)["detail"]["init_from"] is None
+    finally:
+        os.rename(reference_run + "-moved", reference_run)
 
 
 @pytest.mark.slow

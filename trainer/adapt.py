@@ -125,12 +125,13 @@ def tokenizer_changes(src: Source, tokenizers: dict | None) -> dict:
 def check(
     src: Source,
     cfg: TrainConfig,
-    text_fingerprint: str,
+    text_fingerprint: str | None,
     tokenizers: dict | None = None,
     allow_tokenizer_change: bool = False,
 ) -> Source:
     """Refuse a source whose architecture or text encoder differs from ``cfg``'s (one line); with
-    ``src.grow`` the run may have more layers than the source, and must. ``tokenizers``: this run's
+    ``src.grow`` the run may have more layers than the source, and must. ``text_fingerprint`` None: the
+    text encoder is not compared (a check before the encoder is loaded). ``tokenizers``: this run's
     dataset tokenizer fingerprints by modality; a source trained on others is refused unless
     ``allow_tokenizer_change``. Returns the source with its accepted tokenizer changes recorded."""
     diff = architecture_differences(src.cfg.model, cfg.model)
@@ -148,7 +149,7 @@ def check(
             f"adaptation keeps the architecture{' (--grow adds layers only)' if src.grow else ''}"
         )
     theirs = src.info.get("text_encoder_fingerprint")
-    if theirs and theirs != text_fingerprint:
+    if theirs and text_fingerprint is not None and theirs != text_fingerprint:
         raise checkpoint.RunError(
             f"--init-from {src.run_dir}: it was trained with text encoder {theirs[:12]}, this run's "
             f"{cfg.text_encoder!r} is {text_fingerprint[:12]}"
