@@ -38,6 +38,24 @@ def sampling_options(args: argparse.Namespace):
     return options
 
 
+def add_init_from_flags(p: argparse.ArgumentParser, source_help: str) -> None:
+    """``--init-from RUN_OR_DIR [--grow] [--allow-tokenizer-change]``: a run that starts from a trained
+    run's weights (``videopoet train`` and ``videopoet submit train`` alike; ``trainer/adapt.py``)."""
+    p.add_argument("--init-from", default=None, metavar="RUN_OR_DIR", help=source_help)
+    p.add_argument(
+        "--grow",
+        action="store_true",
+        help="with --init-from: this run may have more layers (model.layers) than the source; its blocks are "
+        "spread over the deeper stack and the new ones start as the identity",
+    )
+    p.add_argument(
+        "--allow-tokenizer-change",
+        action="store_true",
+        help="with --init-from: accept a source trained on datasets of other tokenizers (say, a finer "
+        "temporal rate of the same MAGVIT-v2); refused otherwise, since its weights read other codes",
+    )
+
+
 def emit(args: argparse.Namespace, obj: Any, text: str | None = None) -> None:
     """Print ``obj`` as JSON under --json, else ``text`` (or a readable dump of ``obj``)."""
     if getattr(args, "json", False):

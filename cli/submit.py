@@ -31,7 +31,7 @@ import argparse
 import os
 import re
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_init_from_flags, add_json_flag, emit
 from videopoet.schemas.errors import VideoPoetError
 
 
@@ -126,18 +126,10 @@ def register(sub) -> None:
                 "and refuse a step that does not fit its HBM (needs libtpu)",
             )
         if kind == "train":
-            q.add_argument(
-                "--init-from",
-                default=None,
-                metavar="RUN_OR_DIR",
-                help="start from a trained run's weights with a fresh optimizer (task adaptation; see "
-                "'videopoet train --init-from'), as the hosts see it",
-            )
-            q.add_argument("--grow", action="store_true", help="with --init-from: this run may have more layers")
-            q.add_argument(
-                "--allow-tokenizer-change",
-                action="store_true",
-                help="with --init-from: accept a source trained on datasets of other tokenizers",
+            add_init_from_flags(
+                q,
+                "start from a trained run's weights with a fresh optimizer (task adaptation, as 'videopoet "
+                "train --init-from'); the path as the hosts see it",
             )
         q.add_argument("--artifacts-dir", default=None, help="where --dry-run writes (default RUN_DIR/submit)")
         add_json_flag(q)

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import argparse
 
-from videopoet.cli.common import add_json_flag, emit
+from videopoet.cli.common import add_init_from_flags, add_json_flag, emit
 from videopoet.schemas.errors import VideoPoetError
 
 
@@ -76,25 +76,11 @@ def register(sub) -> None:
         metavar="N",
         help="checkpoint and stop after step N (resume later with the same command)",
     )
-    p.add_argument(
-        "--init-from",
-        default=None,
-        metavar="RUN_OR_DIR",
-        help="start a new run from a trained run's weights (its latest step, or RUN/checkpoints/STEP) with a "
+    add_init_from_flags(
+        p,
+        "start a new run from a trained run's weights (its latest step, or RUN/checkpoints/STEP) with a "
         "fresh optimizer and this run's own mixture, schedule and steps (task adaptation); same architecture "
         "(with --model sr: another super-resolution run, its latest step)",
-    )
-    p.add_argument(
-        "--grow",
-        action="store_true",
-        help="with --init-from: this run may have more layers (model.layers) than the source; its blocks are "
-        "spread over the deeper stack and the new ones start as the identity",
-    )
-    p.add_argument(
-        "--allow-tokenizer-change",
-        action="store_true",
-        help="with --init-from: accept a source trained on datasets of other tokenizers (say, a finer "
-        "temporal rate of the same MAGVIT-v2); refused otherwise, since its weights read other codes",
     )
     p.add_argument(
         "--dry-run",
