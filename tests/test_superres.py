@@ -384,6 +384,15 @@ def test_init_from_starts_from_the_source_with_a_fresh_optimizer(tmp_path, tiny)
         train.train(other, pair_set, str(tmp_path / "x"), init_from=source)
     with pytest.raises(train.SRRunError, match="not a super-resolution run"):
         train.train(tuned, pair_set, str(tmp_path / "y"), init_from=str(tmp_path / "nothing"))
+    # a source whose pairs came from other tokenizers reads other codes: refused, naming the tokenizer
+    info_path = os.path.join(source, train.INFO_FILE)
+    src_info = json.load(open(info_path))
+    src_info["data"]["dataset"] = {"fingerprint": "f" * 64, "tokenizers": {"video": "a" * 64, "text": "c" * 64}}
+    json.dump(src_info, open(info_path, "w"))
+    assert train.init_from_source(source, tuned, tokenizers={"video": "a" * 64, "text": "c" * 64})["step"] == 3
+    assert train.init_from_source(source, tuned, tokenizers={"video": "a" * 64})["step"] == 3  # text not recorded
+    with pytest.raises(train.SRRunError, match=f"tokenizers.video {'a' * 12} != {'b' * 12}"):
+        train.init_from_source(source, tuned, tokenizers={"video": "b" * 64, "text": "c" * 64})
 
 
 def test_pairs_are_checked(tiny, pairs):

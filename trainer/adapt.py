@@ -111,10 +111,10 @@ def block_placement(source_layers: int, layers: int) -> list[int]:
     return [i * layers // source_layers for i in range(source_layers)]
 
 
-def tokenizer_changes(src: Source, tokenizers: dict | None) -> dict:
-    """``{modality: {"from": source's, "to": this run's}}`` for each tokenizer fingerprint that both the
-    source's datasets and this run's (``tokenizers``, by modality) record and that differs."""
-    theirs, ours = src.tokenizers, tokenizers or {}
+def tokenizer_changes(theirs: dict | None, ours: dict | None) -> dict:
+    """``{modality: {"from": theirs, "to": ours}}`` for each tokenizer fingerprint (by modality) that both the
+    source run's datasets (``theirs``) and this run's (``ours``) record and that differs."""
+    theirs, ours = theirs or {}, ours or {}
     return {
         m: {"from": theirs[m], "to": ours[m]}
         for m in TOKENIZED_MODALITIES
@@ -154,7 +154,7 @@ def check(
             f"--init-from {src.run_dir}: it was trained with text encoder {theirs[:12]}, this run's "
             f"{cfg.text_encoder!r} is {text_fingerprint[:12]}"
         )
-    changed = tokenizer_changes(src, tokenizers)
+    changed = tokenizer_changes(src.tokenizers, tokenizers)
     if changed and not allow_tokenizer_change:
         what = ", ".join(f"{m} {c['from'][:12]} -> {c['to'][:12]}" for m, c in changed.items())
         raise checkpoint.RunError(

@@ -238,7 +238,9 @@ def open_dataset_pairs(ref: str, cfg: SRTrainConfig, root: str | None = None, *,
             f"dataset {ds.ref}: no pair has the model's grid {list(cfg.model.grid)} (from {list(cfg.model.low_grid)}); "
             f"its pairs have {have}: set model.grid (and model.windows to fit)"
         )
-    info = {"ref": ds.ref, "uri": ds.uri, "fingerprint": ds.fingerprint}
+    from videopoet.trainer.data import dataset_record
+
+    info = dataset_record(ds)  # ref, uri, fingerprint and the tokenizers that made its codes
     return DatasetPairs(records, index, text_encoder, cfg.text_len, dataset=info, skipped=skipped, upsampled=upsampled)
 
 

@@ -26,7 +26,8 @@ Run directory (through :mod:`videopoet.rundir`)::
     RUN/metrics.jsonl, RUN/tb/, RUN/loss_curve.png
 
 Initialisation from another run (``init_from``): a new run starts from the latest parameters of a trained
-super-resolution run whose model, text encoder and text length are the same, with a fresh optimizer and
+super-resolution run whose model, text encoder, text length and pair tokenizers (the dataset's video, audio
+and text tokenizers, as ``superres.json`` records them) are the same, with a fresh optimizer and
 its own schedule, steps and loss (task adaptation, as the LM's ``--init-from``); ``superres.json``
 records the source run and step under ``init_from``. Its own checkpoints then resume it as any run.
 
@@ -216,16 +217,20 @@ def _write_info(run_dir: str, info: dict) -> None:
 INIT_FROM_FIELDS = ("text_encoder", "text_len")
 
 
-def init_from_source(source: str, cfg: SRTrainConfig, step: int | None = None) -> dict:
+def init_from_source(source: str, cfg: SRTrainConfig, step: int | None = None, tokenizers: dict | None = None) -> dict:
     """The record (run_dir, step, config) of the super-resolution run ``source`` (its latest checkpoint
     unless ``step`` is given) for a run of ``cfg``, read from its config alone; refuses, naming the fields,
     a source whose architecture (as the LM's ``--init-from`` compares it), text encoder or text length
-    differs, or that has no checkpoint."""
+    differs, whose pairs were tokenized by other tokenizers than this run's (``tokenizers``, by modality:
+    its codes mean other things), or that has no checkpoint."""
     src_cfg = load_run_config(source)
     differ = adapt.architecture_differences(src_cfg.model, cfg.model)
     for k in INIT_FROM_FIELDS:
         if getattr(src_cfg, k) != getattr(cfg, k):
             differ.append(f"{k} {getattr(src_cfg, k)!r} != {getattr(cfg, k)!r}")
+    theirs = (((read_info(source) or {}).get("data") or {}).get("dataset") or {}).get("tokenizers")
+    for m, c in adapt.tokenizer_changes(theirs, tokenizers).items():
+        differ.append(f"tokenizers.{m} {c['from'][:12]} != {c['to'][:12]}")
     if differ:
         raise SRRunError(f"init_from {source}: {', '.join(differ)} (only the training may differ from the source run)")
     if step is None:
@@ -265,7 +270,9 @@ def train(
         )
     source_record = None
     if init_from:  # a resumed run keeps the step it started from, not the source's latest
-        source_record = init_from_source(init_from, cfg, old["init_from"]["step"] if old is not None else None)
+        tokenizers = (pairs.describe().get("dataset") or {}).get("tokenizers")
+        step = old["init_from"]["step"] if old is not None else None
+        source_record = init_from_source(init_from, cfg, step, tokenizers)
     write_config(out, cfg)
     _write_info(
         out,
