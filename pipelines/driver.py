@@ -5,7 +5,8 @@
                                                               # detect an already-published version
     if job.already_published: ...                             # rerun of a completed version: no-op
     ... the runner ends each uri of job.todo in shard.assemble_shard (Beam: shard.process_shard) ...
-    manifest = commit_job(job, runner={...})                  # through the dataset store, last
+    manifest = commit_job(job, runner={...})                  # through the dataset store, last (or the
+                                                              # version another job of this build published)
     summary = summarize(job, manifest, wall_s, timings)       # clips/s, tokens/s, rejects by reason
     print(format_summary(summary))
 
@@ -27,10 +28,20 @@ from videopoet.pipelines.errors import PipelineError
 from videopoet.pipelines.inputs import input_name, input_sha256, list_input_shards
 from videopoet.pipelines.tokenize import Tokenizers, load_tokenizers
 from videopoet.schemas.config import to_dict
-from videopoet.schemas.errors import ImmutableVersionError
+from videopoet.schemas.errors import ImmutableVersionError, PublishedMeanwhileError
 from videopoet.schemas.shard_stats import ShardStats
 
-__all__ = ["Job", "ShardProgress", "commit_job", "format_summary", "open_work", "prepare_job", "summarize"]
+__all__ = [
+    "Job",
+    "ShardProgress",
+    "adopt_published",
+    "check_published",
+    "commit_job",
+    "format_summary",
+    "open_work",
+    "prepare_job",
+    "summarize",
+]
 
 
 @dataclasses.dataclass
@@ -45,6 +56,9 @@ class Job:
     work: Any
     done_before: set[str]  # input names already done when the job started (resume)
     already_published: dict[str, Any] | None  # the manifest, when name@version exists with this content
+    # the manifest, when another job of the same build (the same staging area) published name@version
+    # while this one ran, holding what this job would have published (:func:`adopt_published`)
+    published_meanwhile: dict[str, Any] | None = None
 
     @property
     def todo(self) -> list[str]:
@@ -75,19 +89,7 @@ def prepare_job(
     fps = toks.fingerprints()
     if work.committed is not None:
         m = work.committed
-        old_tok = {k: (v or {}).get("fingerprint") for k, v in m["lineage"].get("tokenizers", {}).items()}
-        old_inputs = {i["name"]: i["sha256"] for i in m["lineage"].get("inputs", [])}
-        new_inputs = {input_name(u): input_sha256(u) for u in uris}
-        if old_tok != fps:
-            changed = sorted(k for k in set(old_tok) | set(fps) if old_tok.get(k) != fps.get(k))
-            raise ImmutableVersionError(
-                f"{name}@{version} is published with different tokenizers "
-                f"({', '.join(changed)}); publish under a new version"
-            )
-        if old_inputs != new_inputs:
-            raise ImmutableVersionError(
-                f"{name}@{version} is published from different input shards; publish under a new version"
-            )
+        check_published(m, f"{name}@{version}", fps, uris)
         return Job(uris, name, version, root, cfg, toks, st, work, set(input_name(u) for u in uris), m)
     done = work.done_shards()
     for n, marker in done.items():
@@ -107,6 +109,21 @@ def prepare_job(
     return Job(uris, name, version, root, cfg, toks, st, work, set(done) & names, None)
 
 
+def check_published(m: dict[str, Any], ref: str, fingerprints: dict[str, str], uris: list[str]) -> None:
+    """Refuse (:class:`ImmutableVersionError`) a published manifest ``m`` of ``ref`` made with other
+    tokenizers or from other input shards (names and content hashes) than a job of ``uris`` would use;
+    the pipeline config was compared when the job opened the store."""
+    old_tok = {k: (v or {}).get("fingerprint") for k, v in m["lineage"].get("tokenizers", {}).items()}
+    if old_tok != fingerprints:
+        changed = sorted(k for k in set(old_tok) | set(fingerprints) if old_tok.get(k) != fingerprints.get(k))
+        raise ImmutableVersionError(
+            f"{ref} is published with different tokenizers ({', '.join(changed)}); publish under a new version"
+        )
+    old_inputs = {i["name"]: i["sha256"] for i in m["lineage"].get("inputs", [])}
+    if old_inputs != {input_name(u): input_sha256(u) for u in uris}:
+        raise ImmutableVersionError(f"{ref} is published from different input shards; publish under a new version")
+
+
 def style_lineage(cfg: PipelineConfig) -> dict[str, Any]:
     """The manifest's ``lineage.style``: which stylization streams the records carry, how flow was
     estimated and the depth network (its content hash; null when the dataset has no depth)."""
@@ -124,10 +141,28 @@ def style_lineage(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+def adopt_published(job: Job) -> dict[str, Any] | None:
+    """The manifest of ``job``'s version when another job of its build published it meanwhile and it holds
+    what this job would publish (the same config, tokenizers and inputs; the outputs are deterministic),
+    recorded in ``job.published_meanwhile``; None while it is unpublished; a version published from
+    other tokenizers or inputs is refused (:class:`ImmutableVersionError`). A runner whose shard failed
+    because the publish took the staging area from under it asks this before reporting the failure."""
+    if job.already_published is not None or not job.store.exists(job.name, job.version):
+        return None
+    m = job.store.open(f"{job.name}@{job.version}").manifest
+    check_published(m, f"{job.name}@{job.version}", job.tokenizers.fingerprints(), job.inputs)
+    job.published_meanwhile = m
+    return m
+
+
 def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
-    """Publish the version through the store (manifest written last, atomically)."""
+    """Publish the version through the store (manifest written last, atomically), or accept the one that
+    another job of this build published meanwhile (:func:`adopt_published`)."""
     if job.already_published is not None:
         return job.already_published
+    if job.published_meanwhile is not None or adopt_published(job) is not None:
+        job.store.discard(job.work)  # what this job's shards wrote there after the publish, if any
+        return job.published_meanwhile
     want = job.tokenizers.fingerprints()
     for n, mk in job.work.done_shards().items():
         if mk.tokenizers not in (None, want):
@@ -139,7 +174,12 @@ def commit_job(job: Job, runner: dict[str, Any]) -> dict[str, Any]:
     lineage = {"tokenizers": job.tokenizers.lineage(), "pipeline_config": to_dict(job.cfg), "runner": runner}
     if job.cfg.style_conditions:
         lineage["style"] = style_lineage(job.cfg)
-    return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
+    try:
+        return job.store.commit(job.work, lineage, expected_inputs=job.input_names)
+    except PublishedMeanwhileError:  # another job of this build published the staging area while this one committed
+        if adopt_published(job) is None:
+            raise
+        return job.published_meanwhile
 
 
 def summarize(
@@ -165,6 +205,7 @@ def summarize(
         "ref": f"{job.name}@{job.version}",
         "fingerprint": manifest["fingerprint"],
         "no_op": job.already_published is not None,
+        "published_meanwhile": job.published_meanwhile is not None,
         "shards": {"total": len(job.inputs), "processed": len(new), "resumed": len(job.done_before)},
         "wall_s": round(wall_s, 3),
         "this_run": {
@@ -186,8 +227,14 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["no_op"]:
         return f"{s['ref']} is already published with this content (fingerprint {s['fingerprint'][:16]}); nothing to do"
     r, t = s["this_run"], s["totals"]
+    head = f"published {s['ref']}  fingerprint {s['fingerprint'][:16]}"
+    if s.get("published_meanwhile"):
+        head = (
+            f"{s['ref']} was published by another job of the same build while this one ran (fingerprint "
+            f"{s['fingerprint'][:16]}), from the same config, tokenizers and inputs"
+        )
     lines = [
-        f"published {s['ref']}  fingerprint {s['fingerprint'][:16]}",
+        head,
         f"  shards: {s['shards']['processed']} processed, {s['shards']['resumed']} already done, "
         f"{s['shards']['total']} total; wall {s['wall_s']:.1f} s",
         f"  this run: {r.get('clips', 0)} clips + {r.get('images', 0)} images from {r.get('samples_in', 0)} samples "

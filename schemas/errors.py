@@ -35,6 +35,10 @@ class ImmutableVersionError(DatasetError):
     """Publishing different content under an existing name@version."""
 
 
+class PublishedMeanwhileError(DatasetError):
+    """The shared staging area this process used was published by another process of the same build."""
+
+
 class VerifyError(DatasetError):
     """A dataset failed verification (missing, truncated or altered shards)."""
 

@@ -52,7 +52,7 @@ import fsspec
 
 from videopoet.schemas import lease, manifest
 from videopoet.schemas.config import config_fingerprint
-from videopoet.schemas.errors import DatasetError, DiskFullError, ImmutableVersionError
+from videopoet.schemas.errors import DatasetError, DiskFullError, ImmutableVersionError, PublishedMeanwhileError
 from videopoet.schemas.record import SCHEMA_VERSION as RECORD_SCHEMA_VERSION
 from videopoet.schemas.record import TokenRecord
 from videopoet.schemas.shard_stats import ShardStats
@@ -635,6 +635,14 @@ class DatasetStore:
                 )
         return work
 
+    def discard(self, work: WorkDir) -> None:
+        """Remove ``work``'s staging area (if it exists): for a build whose version another process already
+        published (what a late shard wrote there afterwards can never be published)."""
+        if not self.exists(work.name, work.version):
+            raise DatasetError(f"{work.name}@{work.version} is not published; its staging area {work.uri} is kept")
+        self._fs.rm(self._fs.path(*work.rel))
+        self._cleanup_work_parent(work.name)
+
     def commit(
         self, work: WorkDir, lineage: Mapping[str, Any] | None = None, expected_inputs: Iterable[str] | None = None
     ) -> dict[str, Any]:
@@ -646,7 +654,7 @@ class DatasetStore:
         lineage = dict(lineage or {})
         if work.committed is None and not fs.exists(fs.path(*work.rel)) and self.exists(work.name, work.version):
             fp = self.open(f"{work.name}@{work.version}").fingerprint
-            raise DatasetError(
+            raise PublishedMeanwhileError(
                 f"{work.name}@{work.version} was published (fingerprint {fp[:12]}) from the staging "
                 f"area {work.uri} while this process used it; check it with 'videopoet data verify', "
                 f"or give independent jobs their own build id"

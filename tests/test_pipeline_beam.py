@@ -122,6 +122,38 @@ def test_beam_nothing_lost_and_reconciled(tmp_path, corpus):
         run_beam(corpus["glob"], "synth", "v1", root, load_pipeline_config("tiny", ["clip_stride=8"]), progress=False)
 
 
+def test_a_job_whose_build_another_job_published_meanwhile_ends_well(tmp_path, corpus):
+    """Two jobs of one NAME@VERSION share its staging area; the one that commits second finds the version
+    published from it: done, when it holds what this job would publish; refused when its inputs differ."""
+    from videopoet.pipelines import driver
+
+    cfg = load_pipeline_config("tiny")
+    root = str(tmp_path / "ds")
+    good_shards = sorted(os.path.join(corpus["dir"], f) for f in os.listdir(corpus["dir"]) if f.startswith("train"))
+    glob = os.path.join(corpus["dir"], "train-*.tar")
+    assert len(good_shards) == 2
+    late = driver.prepare_job(glob, "d", "v1", root, cfg)  # started, not yet committed
+    other = driver.prepare_job(good_shards[0], "d", "v1", root, cfg)  # the same version from one shard only
+    assert driver.adopt_published(late) is None  # nothing published yet: a runner's failure stays a failure
+    first = run_beam(glob, "d", "v1", root, cfg, workers=1, progress=False)
+    assert first["no_op"] is False and first["published_meanwhile"] is False
+    # a shard of the late job that ended after the publish recreated the staging area
+    stray = tmp_path / "ds" / "d" / ".work" / "v1" / "stats"
+    stray.mkdir(parents=True)
+    (stray / "train-00001.json").write_text("{}")
+    m = driver.commit_job(late, runner={"name": "beam"})
+    assert not (tmp_path / "ds" / "d" / ".work").exists()  # removed: nothing can be published from it
+    assert m["fingerprint"] == first["fingerprint"] == DatasetStore(root).open("d@v1").fingerprint
+    summary = driver.summarize(late, m, 1.0)
+    assert summary["published_meanwhile"] and summary["no_op"] is False
+    assert driver.format_summary(summary).startswith("d@v1 was published by another job of the same build")
+    with pytest.raises(ImmutableVersionError, match="published from different input shards"):
+        driver.commit_job(other, runner={"name": "beam"})
+    with pytest.raises(ImmutableVersionError, match="published from different input shards"):
+        driver.adopt_published(other)  # what a runner whose shard failed meanwhile asks
+    assert DatasetStore(root).verify("d@v1", deep=True).ok
+
+
 def test_cli_dry_run_passes_runner_flags_through(capsys, corpus):
     rc = main(
         [

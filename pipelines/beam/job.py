@@ -145,7 +145,15 @@ class TokenizeShard(_beam_dofn_base()):
         def c(name: str):
             return Metrics.counter(NAMESPACE, name)
 
-        result = shard.process_shard(uri, self.cfg, self.loaded.toks, self.work, on_sample=c("samples_seen").inc)
+        try:
+            result = shard.process_shard(uri, self.cfg, self.loaded.toks, self.work, on_sample=c("samples_seen").inc)
+        except Exception:
+            # another job of this build published the staging area from under this shard: not this job's
+            # failure (the driver then accepts that version or refuses it); any other: the shard's failure
+            if self.work.store.exists(self.name, self.version):
+                c("shards_published_meanwhile").inc()
+                return
+            raise
         if result.skipped:
             c("shards_skipped").inc()
             return
@@ -237,11 +245,13 @@ def run_beam(
             except VideoPoetError:
                 raise
             except Exception as e:  # noqa: BLE001 - a worker's failure surfaces as a runner error
-                raise PipelineError(
-                    f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same command "
-                    f"again to resume"
-                ) from e
-        counters = _counters(result)
+                if driver.adopt_published(job) is None:  # not: another job of the build published meanwhile
+                    raise PipelineError(
+                        f"the Beam job failed ({_last_line(e)}); finished shards are kept - run the same "
+                        f"command again to resume"
+                    ) from e
+                result = None
+        counters = _counters(result) if result is not None else {}
     before = set(job.done_before)
     markers = (
         {}

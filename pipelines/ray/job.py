@@ -235,7 +235,12 @@ def run_ray(
                     fn_kwargs={"cfg": cfg_d, "root": job.root, "name": name, "version": version, "fingerprints": fps},
                 )
                 with driver.ShardProgress(job, enabled=progress):
-                    rows = ds.take_all()
+                    try:
+                        rows = ds.take_all()
+                    except Exception:  # a shard's failure, unless another job of the build published meanwhile
+                        if driver.adopt_published(job) is None:
+                            raise
+                        rows = []
             for r in rows:
                 mk = ShardStats.from_marker(json.loads(r["marker"]))
                 new_markers[mk.input_name] = mk
