@@ -149,8 +149,12 @@ def adopt_published(job: Job) -> dict[str, Any] | None:
     because the publish took the staging area from under it asks this before reporting the failure."""
     if job.already_published is not None or not job.store.exists(job.name, job.version):
         return None
-    m = job.store.open(f"{job.name}@{job.version}").manifest
-    check_published(m, f"{job.name}@{job.version}", job.tokenizers.fingerprints(), job.inputs)
+    ref = f"{job.name}@{job.version}"
+    m = job.store.open(ref).manifest
+    old, ours = m["lineage"].get("pipeline_config_fingerprint"), job.work.config_fingerprint
+    if old is not None and ours is not None and old != ours:  # published by a build of another config
+        raise ImmutableVersionError(f"{ref} is published with a different pipeline config; publish under a new version")
+    check_published(m, ref, job.tokenizers.fingerprints(), job.inputs)
     job.published_meanwhile = m
     return m
 

@@ -4,6 +4,8 @@ runner-flag pass-through and dry run."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import signal
@@ -151,6 +153,10 @@ def test_a_job_whose_build_another_job_published_meanwhile_ends_well(tmp_path, c
         driver.commit_job(other, runner={"name": "beam"})
     with pytest.raises(ImmutableVersionError, match="published from different input shards"):
         driver.adopt_published(other)  # what a runner whose shard failed meanwhile asks
+    other_config = copy.copy(late.work)
+    other_config.config_fingerprint = "0" * 64
+    with pytest.raises(ImmutableVersionError, match="different pipeline config"):
+        driver.adopt_published(dataclasses.replace(late, work=other_config, published_meanwhile=None))
     assert DatasetStore(root).verify("d@v1", deep=True).ok
 
 
