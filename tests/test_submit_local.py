@@ -105,10 +105,8 @@ def test_an_adaptation_is_checked_before_submitting_and_resumes_from_its_own_che
         assert _adapt_dry_run(root, tmp_path, *args, **kw) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
-    assert (
-        main(["submit", "train", "--target", "local", "--data", "syn@1", "--run-dir", str(tmp_path / "g")] + ["--grow"])
-        == 2
-    )
+    grow_alone = ["submit", "train", "--target", "local", "--data", "syn@1", "--run-dir", str(tmp_path / "g"), "--grow"]
+    assert main(grow_alone) == 2
     assert "--grow qualifies --init-from" in capsys.readouterr().err
     assert _adapt_dry_run(root, tmp_path, reference_run, "--allow-tokenizer-change", data="syn-retok@1") == 0
     res = json.loads(capsys.readouterr().out)
