@@ -41,6 +41,7 @@ __all__ = [
     "open_work",
     "prepare_job",
     "summarize",
+    "version_published",
 ]
 
 
@@ -141,13 +142,22 @@ def style_lineage(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+def version_published(work) -> bool:
+    """Whether ``work``'s version is published now; False when the store cannot be asked (an endpoint
+    down): then the failure that made a runner ask is the one to report, not this probe's."""
+    try:
+        return work.store.exists(work.name, work.version)
+    except Exception:  # noqa: BLE001 - any store error: unknown, so not published
+        return False
+
+
 def adopt_published(job: Job) -> dict[str, Any] | None:
     """The manifest of ``job``'s version when another job of its build published it meanwhile and it holds
     what this job would publish (the same config, tokenizers and inputs; the outputs are deterministic),
     recorded in ``job.published_meanwhile``; None while it is unpublished; a version published from
     other tokenizers or inputs is refused (:class:`ImmutableVersionError`). A runner whose shard failed
     because the publish took the staging area from under it asks this before reporting the failure."""
-    if job.already_published is not None or not job.store.exists(job.name, job.version):
+    if job.already_published is not None or not version_published(job.work):
         return None
     ref = f"{job.name}@{job.version}"
     m = job.store.open(ref).manifest

@@ -150,7 +150,7 @@ class TokenizeShard(_beam_dofn_base()):
         except Exception:
             # another job of this build published the staging area from under this shard: not this job's
             # failure (the driver then accepts that version or refuses it); any other: the shard's failure
-            if self.work.store.exists(self.name, self.version):
+            if driver.version_published(self.work):
                 c("shards_published_meanwhile").inc()
                 return
             raise
